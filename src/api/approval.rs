@@ -1,0 +1,86 @@
+//! `AccessApproval`: the 承認書 half of 「アクセス権登録申請書兼承認書」, an immutable record of J-LIS's decision on one
+//! registration as it stood when decided.
+
+use super::cidr_string::CidrString;
+use super::common::{Conditions, Environment, JstDate, ProvisionMethods, conditions_schema};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// 承認書: J-LIS's decision on an AccessRegistration. The whole spec is immutable; a new decision is a new object.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "access.jpki.dev",
+    version = "v1alpha1",
+    kind = "AccessApproval",
+    plural = "accessapprovals",
+    namespaced,
+    shortname = "aapr",
+    shortname = "approval",
+    category = "jpki",
+    status = "AccessApprovalStatus",
+    validation = kube::core::cel::Rule::new("self.spec == oldSelf.spec").message("spec is immutable: record a new AccessApproval instead"),
+    printcolumn = r#"{"name":"Registration","type":"string","jsonPath":".spec.registrationRef"}"#,
+    printcolumn = r#"{"name":"Decision","type":"string","jsonPath":".spec.decision"}"#,
+    printcolumn = r#"{"name":"By","type":"string","jsonPath":".spec.approvedBy"}"#,
+    printcolumn = r#"{"name":"At","type":"string","jsonPath":".spec.approvedAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "承認書 (アクセス権登録申請書兼承認書の承認欄): J-LIS's immutable decision on one AccessRegistration."
+)]
+#[x_kube(validation = kube::core::cel::Rule::new(
+    "self.decision != 'Approved' || has(self.approved)"
+).message("an Approved decision must carry a copy of the approved content in spec.approved").field_path(".approved"))]
+#[serde(rename_all = "camelCase")]
+pub struct AccessApprovalSpec {
+    /// Name of the AccessRegistration (same namespace) this decision is about.
+    #[schemars(length(min = 1, max = 253))]
+    pub registration_ref: String,
+    pub decision: Decision,
+    /// Digest of the registration content decided on: `sha256:` and 64 lowercase hex digits
+    /// (see `jpki-access approve`).
+    #[schemars(length(max = 71), regex(pattern = "^sha256:[0-9a-f]{64}$"))]
+    pub spec_digest: String,
+    /// A copy of what was approved. Live access is this content narrowed by the registration's current spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<ApprovedContent>,
+    /// The user who recorded the decision; the chart's admission policy refuses any other value.
+    #[schemars(length(min = 1, max = 253))]
+    pub approved_by: String,
+    /// When the decision was made (RFC 3339).
+    #[schemars(length(max = 64))]
+    pub approved_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub comment: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum Decision {
+    /// 承認.
+    Approved,
+    /// 却下: no access.
+    Rejected,
+}
+
+/// The registration content an approval covers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovedContent {
+    pub environment: Environment,
+    #[schemars(length(min = 1, max = 256))]
+    pub source_cidrs: Vec<CidrString>,
+    pub access_start_date: JstDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_end_date: Option<JstDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision_methods: Option<ProvisionMethods>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessApprovalStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Conditions,
+}

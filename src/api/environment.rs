@@ -1,0 +1,222 @@
+//! `AccessEnvironment`: J-LIS's side of アクセス権設定 (A-9 for the test environment, A-12 for production): where the
+//! revocation services run, how they are exposed, and the policy every registration is held to.
+
+use super::common::{Conditions, Environment, ProvisionMethod, conditions_schema};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// アクセス権設定 (A-9 / A-12): one per environment.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "access.jpki.dev",
+    version = "v1alpha1",
+    kind = "AccessEnvironment",
+    plural = "accessenvironments",
+    shortname = "aenv",
+    category = "jpki",
+    status = "AccessEnvironmentStatus",
+    printcolumn = r#"{"name":"Environment","type":"string","jsonPath":".spec.environment"}"#,
+    printcolumn = r#"{"name":"Namespace","type":"string","jsonPath":".spec.serviceNamespace"}"#,
+    printcolumn = r#"{"name":"Live","type":"integer","jsonPath":".status.liveRegistrations"}"#,
+    printcolumn = r#"{"name":"CIDRs","type":"integer","jsonPath":".status.cidrCount"}"#,
+    printcolumn = r#"{"name":"Agents","type":"string","jsonPath":".status.agentsInSync"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "アクセス権設定 (A-9 テスト環境 / A-12 本番環境): where J-LIS's revocation services run and the policy for access to them."
+)]
+#[x_kube(validation = kube::core::cel::Rule::new(
+    "!has(self.exposure) || !(has(self.exposure.ingressClassName) && has(self.exposure.gateway))"
+).message("exposure: name either ingressClassName or gateway, not both").field_path(".exposure"))]
+#[serde(rename_all = "camelCase")]
+pub struct AccessEnvironmentSpec {
+    /// Test or Production. Immutable.
+    #[x_kube(validation = kube::core::cel::Rule::new("self == oldSelf").message("environment is immutable"))]
+    pub environment: Environment,
+    /// Namespace of the revocation services (OCSP responder, CRL distribution).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub service_namespace: String,
+    /// Pods of the revocation services that the generated NetworkPolicies select.
+    pub pod_selector: PodSelector,
+    /// The endpoints told to verifiers in the URL notice (URL通知書).
+    #[schemars(length(min = 1, max = 8))]
+    pub endpoints: Vec<Endpoint>,
+    /// How endpoints are exposed: an Ingress class, or a Gateway API parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+    #[serde(default)]
+    pub policy: EnvironmentPolicy,
+    /// Host firewall (nftables) agents on edge nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<Firewall>,
+}
+
+/// A label selector with `matchLabels` only (bounded, so CEL cost stays low).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSelector {
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 16))]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// Short name, used in generated object names.
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Which provision method this endpoint serves (Crl or Ocsp).
+    pub provision_method: ProvisionMethod,
+    pub service: ServiceRef,
+    /// Host name told to verifiers.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub host: String,
+    /// Path prefix, starting with `/`.
+    #[serde(default = "default_path")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = "^/"))]
+    pub path: String,
+}
+
+fn default_path() -> String {
+    "/".to_string()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRef {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exposure {
+    /// Expose each endpoint through an Ingress of this class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub ingress_class_name: Option<String>,
+    /// Expose each endpoint through a Gateway API HTTPRoute attached to this Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub section_name: Option<String>,
+}
+
+/// What every registration of this environment is held to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentPolicy {
+    /// Narrowest IPv4 prefix length allowed, i.e. no CIDR broader than this (default 24).
+    #[serde(default = "default_min_prefix_v4")]
+    #[schemars(range(min = 8, max = 32))]
+    pub min_prefix_length_v4: u8,
+    /// Narrowest IPv6 prefix length allowed (default 48).
+    #[serde(default = "default_min_prefix_v6")]
+    #[schemars(range(min = 16, max = 128))]
+    pub min_prefix_length_v6: u8,
+    /// Production access needs a completed verification test (A-10) on record.
+    #[serde(default)]
+    pub require_verification_test: bool,
+    /// How many CIDRs one generated NetworkPolicy or allowlist shard holds at most (default 5000).
+    #[serde(default = "default_max_cidrs_per_object")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_cidrs_per_object: u32,
+    /// Hold a sudden mass removal until a person confirms it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mass_revocation_hold: Option<MassRevocationHold>,
+}
+
+impl Default for EnvironmentPolicy {
+    fn default() -> Self {
+        EnvironmentPolicy {
+            min_prefix_length_v4: default_min_prefix_v4(),
+            min_prefix_length_v6: default_min_prefix_v6(),
+            require_verification_test: false,
+            max_cidrs_per_object: default_max_cidrs_per_object(),
+            mass_revocation_hold: None,
+        }
+    }
+}
+
+fn default_min_prefix_v4() -> u8 {
+    24
+}
+fn default_min_prefix_v6() -> u8 {
+    48
+}
+fn default_max_cidrs_per_object() -> u32 {
+    5000
+}
+
+/// A change that would remove at least `percent` % of the allowlist and at least `minCidrs` CIDRs at once is
+/// held until confirmed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MassRevocationHold {
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: u8,
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub min_cidrs: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Firewall {
+    /// Namespace of the allowlist ConfigMaps the agents read.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub allowlist_namespace: String,
+    /// Destination ports the agents filter; other traffic is not their business.
+    #[schemars(length(min = 1, max = 16))]
+    pub ports: Vec<FirewallPort>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FirewallPort {
+    pub protocol: Protocol,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessEnvironmentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Conditions,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_registrations: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71))]
+    pub allowlist_digest: Option<String>,
+    /// Firewall agents that applied the current digest, as "in sync/total" (e.g. "3/3").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub agents_in_sync: Option<String>,
+}

@@ -1,0 +1,6 @@
+//! jpki-access: a Kubernetes operator that turns J-LIS access-rights registration forms into network access.
+//!
+//! Layers, by dependency direction: `api` (CRD types, no I/O) ← `domain` (pure validation) ← `cli` (offline
+//! commands reading files).
+
+pub mod api;

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", jpki_access::api::crds_yaml().expect("CRDs serialise"));
+}
