@@ -4,3 +4,4 @@
 //! commands reading files).
 
 pub mod api;
+pub mod domain;

@@ -122,18 +122,18 @@ pub struct EnvironmentPolicy {
     /// Narrowest IPv4 prefix length allowed, i.e. no CIDR broader than this (default 24).
     #[serde(default = "default_min_prefix_v4")]
     #[schemars(range(min = 8, max = 32))]
-    pub min_prefix_length_v4: u8,
+    pub min_prefix_length_v4: i32,
     /// Narrowest IPv6 prefix length allowed (default 48).
     #[serde(default = "default_min_prefix_v6")]
     #[schemars(range(min = 16, max = 128))]
-    pub min_prefix_length_v6: u8,
+    pub min_prefix_length_v6: i32,
     /// Production access needs a completed verification test on record.
     #[serde(default)]
     pub require_verification_test: bool,
     /// How many CIDRs one generated NetworkPolicy or allowlist shard holds at most (default 5000).
     #[serde(default = "default_max_cidrs_per_object")]
     #[schemars(range(min = 1, max = 10000))]
-    pub max_cidrs_per_object: u32,
+    pub max_cidrs_per_object: i32,
     /// Hold a sudden mass removal until a person confirms it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mass_revocation_hold: Option<MassRevocationHold>,
@@ -151,13 +151,13 @@ impl Default for EnvironmentPolicy {
     }
 }
 
-fn default_min_prefix_v4() -> u8 {
+fn default_min_prefix_v4() -> i32 {
     24
 }
-fn default_min_prefix_v6() -> u8 {
+fn default_min_prefix_v6() -> i32 {
     48
 }
-fn default_max_cidrs_per_object() -> u32 {
+fn default_max_cidrs_per_object() -> i32 {
     5000
 }
 
@@ -167,10 +167,10 @@ fn default_max_cidrs_per_object() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct MassRevocationHold {
     #[schemars(range(min = 1, max = 100))]
-    pub percent: u8,
+    pub percent: i32,
     #[serde(default)]
     #[schemars(range(min = 0, max = 1000000))]
-    pub min_cidrs: u32,
+    pub min_cidrs: i32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

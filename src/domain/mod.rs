@@ -1,0 +1,7 @@
+//! Pure domain rules: identifiers, networks, dates, and the validation of forms. No I/O and no Kubernetes client;
+//! shared by the controller, the offline CLI (`validate`, `render`) and the tests.
+
+pub mod cidr;
+pub mod corporate_number;
+pub mod date;
+pub mod lg_code;
