@@ -1,1 +1,426 @@
-//! (being written)
+//! Source networks of a registration (IPv4 and IPv6), parsed strictly from what a person typed.
+//!
+//! A form is a legal document sent to J-LIS, so a CIDR is accepted only in the one canonical spelling that every
+//! tool reads the same way: no leading zeros (some tools read `010` as octal 8), no zone IDs, no IPv4-mapped IPv6,
+//! no host bits, lower-case compressed IPv6. Each refusal has its own variant whose message says what to write
+//! instead. Networks that can never be a remote source (loopback, link-local, multicast, …) or that are absurdly
+//! broad are refused too; the environment's narrower policy is checked separately by [`check_policy`].
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+/// Address family of a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// The longest prefix length of the family: 32 or 128.
+    pub fn max_prefix_len(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    fn of(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// How broad a network may be: a prefix length SMALLER than the minimum of its family is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CidrPolicy {
+    /// Smallest IPv4 prefix length allowed (24 refuses `192.0.0.0/16`).
+    pub min_prefix_length_v4: u8,
+    /// Smallest IPv6 prefix length allowed.
+    pub min_prefix_length_v6: u8,
+}
+
+impl CidrPolicy {
+    /// The floor [`parse_cidr`] applies when no environment policy is known: nothing broader than an IPv4 /8 or an
+    /// IPv6 /16 is plausible as the source network of one organisation.
+    pub const ABSOLUTE_FLOOR: CidrPolicy = CidrPolicy { min_prefix_length_v4: 8, min_prefix_length_v6: 16 };
+
+    /// The minimum prefix length for `family`.
+    pub fn min_prefix_length(&self, family: Family) -> u8 {
+        match family {
+            Family::V4 => self.min_prefix_length_v4,
+            Family::V6 => self.min_prefix_length_v6,
+        }
+    }
+}
+
+impl Default for CidrPolicy {
+    /// /24 for IPv4 and /48 for IPv6, the usual smallest routed blocks, matching the CRD's defaults.
+    fn default() -> Self {
+        CidrPolicy { min_prefix_length_v4: 24, min_prefix_length_v6: 48 }
+    }
+}
+
+/// Why a text is not an acceptable source network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    /// Not an IP network at all.
+    #[error("{text:?} is not a CIDR ({reason}); write a network such as 192.0.2.0/24 or 2001:db8::/48")]
+    NotCidr {
+        /// The text as given.
+        text: String,
+        /// What is wrong, in a few words.
+        reason: &'static str,
+    },
+    /// A bare address without `/n`.
+    #[error("{text} has no prefix length; add one, e.g. {suggestion} for this single address")]
+    MissingPrefixLength {
+        /// The text as given.
+        text: String,
+        /// The address with /32 or /128.
+        suggestion: String,
+    },
+    /// An IPv4 octet with a leading zero, which some tools read as octal.
+    #[error("{text} has a leading zero in an IPv4 octet, which some tools read as octal; write {suggestion}")]
+    LeadingZeroOctet {
+        /// The text as given.
+        text: String,
+        /// The same network in decimal without leading zeros.
+        suggestion: String,
+    },
+    /// A prefix length such as `/024`.
+    #[error("{text} has a leading zero in its prefix length; write {suggestion}")]
+    LeadingZeroPrefixLength {
+        /// The text as given.
+        text: String,
+        /// The same network without the leading zeros.
+        suggestion: String,
+    },
+    /// An IPv6 zone ID such as `%eth0`, which only means something on one host.
+    #[error("{text} has an IPv6 zone ID (%{zone}), which only has a meaning on one host; remove it and give a global address")]
+    ZoneId {
+        /// The text as given.
+        text: String,
+        /// The zone after `%`.
+        zone: String,
+    },
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), which hides an IPv4 network.
+    #[error(
+        "{text} is an IPv4-mapped IPv6 network; write the IPv4 network{} instead",
+        suggestion.as_ref().map(|s| format!(" {s}")).unwrap_or_default()
+    )]
+    Ipv4Mapped {
+        /// The text as given.
+        text: String,
+        /// The IPv4 network it maps, when the prefix length allows one.
+        suggestion: Option<String>,
+    },
+    /// A prefix length larger than 32 (IPv4) or 128 (IPv6).
+    #[error("{text}: prefix length /{found} is out of range for {family} (/0 to /{}); a single address is /{}",
+        family.max_prefix_len(), family.max_prefix_len())]
+    PrefixLengthOutOfRange {
+        /// The text as given.
+        text: String,
+        /// Address family of the text.
+        family: Family,
+        /// The prefix length as typed (it may not even fit in a number).
+        found: String,
+    },
+    /// Bits set after the prefix, e.g. `192.0.2.1/24`.
+    #[error("{text} has host bits set; did you mean {canonical}? (For the single address {address}, write {address}/{}.)",
+        if address.contains(':') { 128 } else { 32 })]
+    HostBitsSet {
+        /// The text as given.
+        text: String,
+        /// The network with host bits cleared.
+        canonical: String,
+        /// The address as typed, canonically spelled.
+        address: String,
+    },
+    /// IPv6 spelled other than lower case, without leading zeros and with the longest zero run compressed.
+    #[error("{text} is not in canonical IPv6 form; write {canonical} (lower case, no leading zeros, :: for the longest run of zeros)")]
+    NonCanonicalIpv6 {
+        /// The text as given.
+        text: String,
+        /// The canonical spelling (RFC 5952).
+        canonical: String,
+    },
+    /// `/0`: every address of the family.
+    #[error("{net} would allow every {} address; list the source networks actually used", Family::of(net))]
+    AllAddresses {
+        /// The network.
+        net: IpNet,
+    },
+    /// Overlaps a range that can never be the source of remote traffic.
+    #[error("{net} overlaps {range} ({name}), which can never be a source network; give the public or LGWAN addresses your systems connect from")]
+    ForbiddenRange {
+        /// The network.
+        net: IpNet,
+        /// The forbidden range it overlaps.
+        range: IpNet,
+        /// What the forbidden range is.
+        name: &'static str,
+    },
+    /// Broader than [`CidrPolicy::ABSOLUTE_FLOOR`].
+    #[error("{net} is broader than /{floor}, the broadest {family} network ever accepted; list the narrower networks actually used")]
+    BroaderThanFloor {
+        /// The network.
+        net: IpNet,
+        /// Its family.
+        family: Family,
+        /// The floor of that family.
+        floor: u8,
+    },
+    /// Broader than the environment's policy.
+    #[error("{net} is broader than this environment allows: {family} networks must be /{min} or narrower; list the /{min} (or narrower) networks actually used")]
+    BroaderThanPolicy {
+        /// The network.
+        net: IpNet,
+        /// Its family.
+        family: Family,
+        /// The policy's minimum prefix length for that family.
+        min: u8,
+    },
+}
+
+const fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> IpNet {
+    IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len))
+}
+
+const fn v6(first: u16, last: u16, len: u8) -> IpNet {
+    IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(first, 0, 0, 0, 0, 0, 0, last), len))
+}
+
+/// Ranges no source network may overlap. More specific entries come before the ranges that contain them, so that
+/// 255.255.255.255/32 is named "limited broadcast" rather than "reserved".
+const FORBIDDEN: [(IpNet, &str); 10] = [
+    (v4(0, 0, 0, 0, 8), "unspecified, \"this network\""),
+    (v4(127, 0, 0, 0, 8), "loopback"),
+    (v4(169, 254, 0, 0, 16), "link-local"),
+    (v4(224, 0, 0, 0, 4), "multicast"),
+    (v4(255, 255, 255, 255, 32), "limited broadcast"),
+    (v4(240, 0, 0, 0, 4), "reserved"),
+    (v6(0, 0, 128), "unspecified"),
+    (v6(0, 1, 128), "loopback"),
+    (v6(0xfe80, 0, 10), "link-local"),
+    (v6(0xff00, 0, 8), "multicast"),
+];
+
+/// Parses one source network as a person typed it and refuses everything listed in [`CidrError`] except
+/// [`CidrError::BroaderThanPolicy`]: syntax, canonical spelling, `/0`, forbidden ranges, and prefixes broader than
+/// [`CidrPolicy::ABSOLUTE_FLOOR`]. An accepted text is exactly `net.to_string()` of the returned network.
+pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
+    let net = parse_canonical(text)?;
+    if net.prefix_len() == 0 {
+        return Err(CidrError::AllAddresses { net });
+    }
+    if let Some((range, name)) = forbidden_overlap(&net) {
+        return Err(CidrError::ForbiddenRange { net, range, name });
+    }
+    let family = Family::of(&net);
+    let floor = CidrPolicy::ABSOLUTE_FLOOR.min_prefix_length(family);
+    if net.prefix_len() < floor {
+        return Err(CidrError::BroaderThanFloor { net, family, floor });
+    }
+    Ok(net)
+}
+
+/// Refuses a network broader than `policy` allows for its family.
+pub fn check_policy(net: &IpNet, policy: &CidrPolicy) -> Result<(), CidrError> {
+    let family = Family::of(net);
+    let min = policy.min_prefix_length(family);
+    if net.prefix_len() < min {
+        return Err(CidrError::BroaderThanPolicy { net: *net, family, min });
+    }
+    Ok(())
+}
+
+/// Syntax and canonical form, without judging which addresses are allowed.
+fn parse_canonical(text: &str) -> Result<IpNet, CidrError> {
+    let not_cidr = |reason| CidrError::NotCidr { text: text.to_string(), reason };
+    if text.is_empty() {
+        return Err(not_cidr("it is empty"));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(not_cidr("it contains spaces or control characters"));
+    }
+    if !text.is_ascii() {
+        return Err(not_cidr("it contains non-ASCII characters, such as full-width digits"));
+    }
+    let (addr_text, prefix_text) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    if prefix_text.is_some_and(|p| p.contains('/')) {
+        return Err(not_cidr("it has more than one '/'"));
+    }
+
+    let mut octet_had_leading_zero = false;
+    let addr = if addr_text.contains(':') {
+        if let Some((_, zone)) = addr_text.split_once('%') {
+            return Err(CidrError::ZoneId { text: text.to_string(), zone: zone.to_string() });
+        }
+        let a: Ipv6Addr = addr_text.parse().map_err(|_| not_cidr("the part before '/' is not an IPv6 address"))?;
+        if let Some(mapped) = a.to_ipv4_mapped() {
+            // Offer the IPv4 network only when the typed prefix covers the whole ::ffff:0:0/96 part.
+            let v4_len = match prefix_text {
+                None => Some(32),
+                Some(p) => p.parse::<u8>().ok().and_then(|l| l.checked_sub(96)).filter(|l| *l <= 32),
+            };
+            let suggestion = v4_len.and_then(|l| Ipv4Net::new(mapped, l).ok()).map(|n| n.trunc().to_string());
+            return Err(CidrError::Ipv4Mapped { text: text.to_string(), suggestion });
+        }
+        IpAddr::V6(a)
+    } else {
+        let (a, leading_zero) = parse_ipv4_strict(addr_text).map_err(not_cidr)?;
+        octet_had_leading_zero = leading_zero;
+        IpAddr::V4(a)
+    };
+    let family = if addr.is_ipv4() { Family::V4 } else { Family::V6 };
+    let max = family.max_prefix_len();
+
+    let Some(prefix_text) = prefix_text else {
+        return Err(CidrError::MissingPrefixLength { text: text.to_string(), suggestion: format!("{addr}/{max}") });
+    };
+    if prefix_text.is_empty() || !prefix_text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_cidr("the prefix length after '/' must be a decimal number such as 24"));
+    }
+    let stripped = match prefix_text.trim_start_matches('0') {
+        "" => "0",
+        s => s,
+    };
+    // `addr` prints without leading zeros (and in canonical IPv6), so it is the right thing to suggest.
+    let suggestion = format!("{addr}/{stripped}");
+    if octet_had_leading_zero {
+        return Err(CidrError::LeadingZeroOctet { text: text.to_string(), suggestion });
+    }
+    if stripped.len() != prefix_text.len() {
+        return Err(CidrError::LeadingZeroPrefixLength { text: text.to_string(), suggestion });
+    }
+    let out_of_range =
+        || CidrError::PrefixLengthOutOfRange { text: text.to_string(), family, found: prefix_text.to_string() };
+    let len = prefix_text.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(out_of_range)?;
+    let net = IpNet::new(addr, len).map_err(|_| out_of_range())?;
+
+    if net.addr() != net.network() {
+        return Err(CidrError::HostBitsSet {
+            text: text.to_string(),
+            canonical: net.trunc().to_string(),
+            address: addr.to_string(),
+        });
+    }
+    if family == Family::V6 && addr_text != addr.to_string() {
+        return Err(CidrError::NonCanonicalIpv6 { text: text.to_string(), canonical: net.to_string() });
+    }
+    Ok(net)
+}
+
+/// Four decimal octets 0-255; returns whether any octet had a leading zero (accepted here, refused by the
+/// caller with a suggestion, since `010` is ambiguous rather than meaningless).
+fn parse_ipv4_strict(text: &str) -> Result<(Ipv4Addr, bool), &'static str> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split('.');
+    let mut leading_zero = false;
+    for slot in &mut octets {
+        let part = parts.next().ok_or("an IPv4 address has four numbers separated by dots")?;
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("each part of an IPv4 address must be a number from 0 to 255");
+        }
+        leading_zero |= part.len() > 1 && part.starts_with('0');
+        *slot = part.parse().map_err(|_| "each part of an IPv4 address must be a number from 0 to 255")?;
+    }
+    if parts.next().is_some() {
+        return Err("an IPv4 address has four numbers separated by dots");
+    }
+    Ok((Ipv4Addr::from(octets), leading_zero))
+}
+
+/// The forbidden range overlapping `net`: preferably one that contains it (the most specific one), otherwise the
+/// first one it contains. CIDR blocks either nest or are disjoint, so these are the only two ways to overlap.
+fn forbidden_overlap(net: &IpNet) -> Option<(IpNet, &'static str)> {
+    let (family, start, end) = interval(net);
+    let overlapping = FORBIDDEN.iter().filter(|(range, _)| {
+        let (f, s, e) = interval(range);
+        f == family && s <= end && start <= e
+    });
+    let containing = overlapping.clone().filter(|(range, _)| range.contains(net)).max_by_key(|(r, _)| r.prefix_len());
+    containing.or_else(|| overlapping.clone().next()).copied()
+}
+
+/// Interval of a network as inclusive bounds: IPv4 within `0..=u32::MAX` tagged [`Family::V4`], IPv6 within
+/// `0..=u128::MAX` tagged [`Family::V6`]. Host bits are ignored (`192.0.2.1/24` gives the bounds of 192.0.2.0/24).
+pub fn interval(net: &IpNet) -> (Family, u128, u128) {
+    match net {
+        IpNet::V4(n) => (Family::V4, u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast()))),
+        IpNet::V6(n) => (Family::V6, u128::from(n.network()), u128::from(n.broadcast())),
+    }
+}
+
+/// How `nets[i]` relates to `nets[j]` in a pair `(i, j, overlap)` returned by [`overlaps_within`] (always i < j).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlap {
+    /// Both cover exactly the same addresses.
+    Duplicate,
+    /// `nets[i]` strictly contains `nets[j]` (e.g. i = 192.0.2.0/24, j = 192.0.2.16/28).
+    Contains,
+    /// `nets[i]` lies strictly inside `nets[j]`.
+    ContainedBy,
+}
+
+/// Duplicates and overlaps among one list, as `(i, j, kind)` with `i < j` indexes into `nets`, each overlapping
+/// pair once, sorted by `(i, j)`. Networks are compared by the addresses they cover (see [`interval`]).
+///
+/// Runs in O(n log n + k) for k reported pairs: sort by (family, start, end descending), then sweep with a stack of
+/// the networks still open. Two CIDR blocks are either disjoint or nested, so every network left on the stack
+/// once those ending before the current start are popped contains the current one.
+pub fn overlaps_within(nets: &[IpNet]) -> Vec<(usize, usize, Overlap)> {
+    let mut order: Vec<(Family, u128, std::cmp::Reverse<u128>, usize)> = nets
+        .iter()
+        .enumerate()
+        .map(|(index, net)| {
+            let (family, start, end) = interval(net);
+            (family, start, std::cmp::Reverse(end), index)
+        })
+        .collect();
+    order.sort_unstable();
+
+    let mut found = Vec::new();
+    // Open networks as (family, end, index); each one contains the one above it.
+    let mut open: Vec<(Family, u128, u128, usize)> = Vec::new();
+    for &(family, start, std::cmp::Reverse(end), index) in &order {
+        while open.last().is_some_and(|&(f, _, e, _)| f != family || e < start) {
+            open.pop();
+        }
+        for &(_, outer_start, outer_end, outer) in &open {
+            let same = outer_start == start && outer_end == end;
+            found.push(match (same, outer < index) {
+                (true, _) => (outer.min(index), outer.max(index), Overlap::Duplicate),
+                (false, true) => (outer, index, Overlap::Contains),
+                (false, false) => (index, outer, Overlap::ContainedBy),
+            });
+        }
+        open.push((family, start, end, index));
+    }
+    found.sort_unstable_by_key(|&(i, j, _)| (i, j));
+    found
+}
+
+#[cfg(test)]
+#[path = "cidr_tests.rs"]
+mod tests;
