@@ -5,3 +5,5 @@
 
 pub mod api;
 pub mod domain;
+pub mod cli;
+pub mod manifest;

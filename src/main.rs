@@ -1,3 +1,6 @@
+use clap::Parser;
+
 fn main() {
-    print!("{}", jpki_access::api::crds_yaml().expect("CRDs serialise"));
+    let cli = jpki_access::cli::Cli::parse();
+    std::process::exit(jpki_access::cli::run(cli));
 }

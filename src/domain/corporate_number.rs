@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(validate_corporate_number(""), Err(CorporateNumberError::WrongLength { found: 0 }));
+        assert_eq!(
+            validate_corporate_number(""),
+            Err(CorporateNumberError::WrongLength { found: 0 })
+        );
         assert_eq!(
             validate_corporate_number("700001205000"),
             Err(CorporateNumberError::WrongLength { found: 12 })
@@ -118,10 +121,22 @@ mod tests {
             validate_corporate_number("7-000012-050002"),
             Err(CorporateNumberError::WrongLength { found: 15 })
         );
-        assert_eq!(validate_corporate_number("７０００００１２０５０００２"), Err(CorporateNumberError::NotDigits));
-        assert_eq!(validate_corporate_number("700001205000x"), Err(CorporateNumberError::NotDigits));
+        assert_eq!(
+            validate_corporate_number("７００００１２０５０００２"),
+            Err(CorporateNumberError::NotDigits)
+        );
+        assert_eq!(
+            validate_corporate_number("700001205000x"),
+            Err(CorporateNumberError::NotDigits)
+        );
         let err = validate_corporate_number("1000012050002").unwrap_err();
-        assert_eq!(err, CorporateNumberError::WrongCheckDigit { expected: 7, found: 1 });
+        assert_eq!(
+            err,
+            CorporateNumberError::WrongCheckDigit {
+                expected: 7,
+                found: 1
+            }
+        );
         let msg = err.to_string();
         assert!(msg.contains("is 1 but should be 7"), "{msg}");
         assert!(msg.contains("法人番号"), "{msg}");

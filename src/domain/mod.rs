@@ -5,3 +5,6 @@ pub mod cidr;
 pub mod corporate_number;
 pub mod date;
 pub mod lg_code;
+pub mod cross;
+pub mod forms;
+pub mod problem;

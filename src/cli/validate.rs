@@ -1,0 +1,131 @@
+//! `jpki-access validate PATH...`: the offline gate a GitOps repository runs in its own CI.
+
+use super::OutputFormat;
+use crate::domain::cross::{FormSet, ObjectKey, validate_set};
+use crate::domain::problem::{Problem, Severity};
+use crate::manifest::{Form, Origin, read_paths};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// One line of the report.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub file: String,
+    /// 1-based position of the YAML document in its file (0: the file itself).
+    pub document: usize,
+    /// `Kind/name`, when the document could be read that far.
+    pub object: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub field: String,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: ", self.file, self.document)?;
+        if let Some(object) = &self.object {
+            write!(f, "{object}: ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        let severity = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{severity}: {}", self.message)
+    }
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct Report {
+    pub files: usize,
+    pub objects: usize,
+    pub other_documents: usize,
+    pub errors: usize,
+    pub warnings: usize,
+    pub problems: Vec<Finding>,
+}
+
+/// Reads and validates everything under `paths`.
+pub fn validate_paths(paths: &[PathBuf]) -> Report {
+    let read = read_paths(paths);
+    let mut report = Report { files: read.files, objects: read.documents.len(), other_documents: read.other_documents, ..Default::default() };
+    for p in &read.problems {
+        report.problems.push(finding(&p.origin, p.object.clone(), None, &p.problem));
+    }
+
+    // The first definition of an object wins; a second one with the same kind, namespace and name is an error.
+    let mut origins: HashMap<ObjectKey, Origin> = HashMap::new();
+    let mut set = FormSet::default();
+    for doc in &read.documents {
+        let meta = doc.form.meta();
+        let key = ObjectKey { kind: doc.form.kind(), namespace: meta.namespace.clone(), name: meta.name.clone().unwrap_or_default() };
+        if key.name.is_empty() {
+            report.problems.push(finding(&doc.origin, Some(format!("{}/<unnamed>", key.kind)), None, &Problem::error("metadata.name", "every form needs a name")));
+            continue;
+        }
+        if let Some(first) = origins.get(&key) {
+            report.problems.push(finding(&doc.origin, Some(format!("{}/{}", key.kind, key.name)), key.namespace.clone(), &Problem::error(
+                "metadata.name",
+                format!("defined twice: first at {first}"),
+            )));
+            continue;
+        }
+        origins.insert(key, doc.origin.clone());
+        match &doc.form {
+            Form::Verifier(o) => set.verifiers.push(o),
+            Form::Registration(o) => set.registrations.push(o),
+            Form::Approval(o) => set.approvals.push(o),
+            Form::Environment(o) => set.environments.push(o),
+        }
+    }
+    for (key, problems) in validate_set(&set) {
+        let Some(origin) = origins.get(&key) else { continue };
+        for problem in &problems {
+            report.problems.push(finding(origin, Some(format!("{}/{}", key.kind, key.name)), key.namespace.clone(), problem));
+        }
+    }
+    report.problems.sort_by(|a, b| (&a.file, a.document, &a.field).cmp(&(&b.file, b.document, &b.field)));
+    report.errors = report.problems.iter().filter(|p| p.severity == Severity::Error).count();
+    report.warnings = report.problems.len() - report.errors;
+    report
+}
+
+fn finding(origin: &Origin, object: Option<String>, namespace: Option<String>, problem: &Problem) -> Finding {
+    Finding {
+        file: origin.file.display().to_string(),
+        document: origin.document,
+        object,
+        namespace,
+        field: problem.field.clone(),
+        severity: problem.severity,
+        message: problem.message.clone(),
+    }
+}
+
+pub fn run(paths: &[PathBuf], output: OutputFormat, strict: bool) -> i32 {
+    let report = validate_paths(paths);
+    match output {
+        OutputFormat::Text => {
+            for p in &report.problems {
+                println!("{p}");
+            }
+        }
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("jpki-access validate: cannot write JSON: {e}");
+                return 1;
+            }
+        },
+    }
+    eprintln!(
+        "validated {} forms in {} files ({} other documents skipped): {} errors, {} warnings",
+        report.objects, report.files, report.other_documents, report.errors, report.warnings
+    );
+    if report.errors > 0 || (strict && report.warnings > 0) { 1 } else { 0 }
+}
