@@ -126,8 +126,52 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Fields whose values are strings of digits. Unquoted, YAML 1.1 readers (kubectl, Argo CD, Flux) take them for
+/// numbers (`011002` even as octal), while YAML 1.2 readers keep the string, so the same file would mean two
+/// things. serde_yaml's value no longer shows the quoting, hence this look at the raw lines.
+const DIGIT_STRING_FIELDS: [(&str, &str); 3] =
+    [("lgCode", "spec.lgCode"), ("corporateNumber", "spec.corporateNumber"), ("phone", "spec.contacts[].phone")];
+
+fn unquoted_digit_strings(file: &Path, text: &str) -> Vec<ReadProblem> {
+    let mut problems = Vec::new();
+    let mut document = 1;
+    let mut seen_content = false;
+    for (number, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed == "---" || trimmed.starts_with("--- ") {
+            if seen_content {
+                document += 1;
+            }
+            seen_content = false;
+            continue;
+        }
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        seen_content = true;
+        for (field, path) in DIGIT_STRING_FIELDS {
+            let value = trimmed.trim_start_matches("- ").strip_prefix(field).and_then(|rest| rest.strip_prefix(':')).map(str::trim);
+            if let Some(value) = value
+                && !value.is_empty()
+                && value.chars().all(|c| c.is_ascii_digit() || c == '-')
+            {
+                problems.push(ReadProblem {
+                    origin: Origin { file: file.to_path_buf(), document },
+                    object: None,
+                    problem: Problem::error(path, format!(
+                        "line {}: unquoted {value}: YAML 1.1 readers such as kubectl take it for a number (quote it: {field}: \"{value}\")",
+                        number + 1
+                    )),
+                });
+            }
+        }
+    }
+    problems
+}
+
 /// Reads every document of one YAML text.
 pub fn read_text(file: &Path, text: &str, result: &mut ReadResult) {
+    result.problems.extend(unquoted_digit_strings(file, text));
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let origin = Origin { file: file.to_path_buf(), document: i + 1 };
         let value = match serde_yaml::Value::deserialize(doc) {

@@ -60,6 +60,8 @@ pub struct PodSelector {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = kube::core::cel::Rule::new("self.provisionMethod != 'None'")
+    .message("an endpoint serves Crl or Ocsp").field_path(".provisionMethod"))]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     /// Short name, used in generated object names.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
     status = "AccessRegistrationStatus",
     validation = kube::core::cel::Rule::new(
         "!has(self.spec.supersedes) || self.spec.supersedes != self.metadata.name"
-    ).message("spec.supersedes: a registration cannot supersede itself"),
+    ).message("a registration cannot supersede itself").field_path(".spec.supersedes"),
     printcolumn = r#"{"name":"Verifier","type":"string","jsonPath":".spec.verifierRef"}"#,
     printcolumn = r#"{"name":"Environment","type":"string","jsonPath":".spec.environment"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,

@@ -38,9 +38,12 @@ pub const CORPORATE_NUMBER_CHECK_DIGIT_RULE: &str = "!self.matches('^[0-9]{13}$'
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     doc = "署名検証者 (signature verifier / 利用者証明検証者). Contacts follow 「署名検証者側連絡先の登録・変更連絡票 (A-11-3)」."
 )]
-#[x_kube(validation = kube::core::cel::Rule::new(
-    "self.organizationType == 'LocalGovernment' ? has(self.lgCode) : has(self.corporateNumber)"
-).message("a LocalGovernment needs lgCode (全国地方公共団体コード); other organisation types need corporateNumber (法人番号)"))]
+#[x_kube(validation = kube::core::cel::Rule::new("self.organizationType != 'LocalGovernment' || has(self.lgCode)")
+    .message("a LocalGovernment is identified by its 全国地方公共団体コード: set lgCode").field_path(".lgCode"))]
+#[x_kube(validation = kube::core::cel::Rule::new("!has(self.lgCode) || self.organizationType == 'LocalGovernment'")
+    .message("only a LocalGovernment has a 全国地方公共団体コード: remove lgCode").field_path(".lgCode"))]
+#[x_kube(validation = kube::core::cel::Rule::new("self.organizationType == 'LocalGovernment' || has(self.corporateNumber)")
+    .message("a company or other body is identified by its 法人番号 (13 digits): set corporateNumber").field_path(".corporateNumber"))]
 #[serde(rename_all = "camelCase")]
 pub struct SignatureVerifierSpec {
     /// 団体名 / 法人名: the organisation's name as on its forms.

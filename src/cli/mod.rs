@@ -1,5 +1,6 @@
 //! The `jpki-access` command line: one binary, several subcommands.
 
+pub mod approve;
 pub mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -35,6 +36,27 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
         #[arg(long)]
         strict: bool,
     },
+    /// Print the AccessApproval (承認書) of a registration as it is now in a file: its digest and a copy of the
+    /// approved content. Apply the output with kubectl.
+    #[command(after_help = "Examples:\n  jpki-access approve examples/sapporo/registration-production.yaml --by approver@j-lis | kubectl apply -f -\n  jpki-access approve forms/ --registration sapporo-production-2026 --by approver@j-lis --reject --comment '役職印なし'")]
+    Approve {
+        /// A file or folder holding the registration.
+        path: PathBuf,
+        /// The registration's name, when the path holds more than one.
+        #[arg(long)]
+        registration: Option<String>,
+        /// Who decides (the requesting user; the chart's admission policy refuses any other value).
+        #[arg(long)]
+        by: String,
+        /// Record a rejection (却下) instead of an approval.
+        #[arg(long)]
+        reject: bool,
+        #[arg(long)]
+        comment: Option<String>,
+        /// Decision time, RFC 3339 (default: now).
+        #[arg(long)]
+        at: Option<jiff::Timestamp>,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,5 +79,8 @@ pub fn run(cli: Cli) -> i32 {
             }
         },
         Command::Validate { paths, output, strict } => validate::run(&paths, output, strict),
+        Command::Approve { path, registration, by, reject, comment, at } => {
+            approve::run(&path, registration.as_deref(), &by, reject, comment, at)
+        }
     }
 }

@@ -210,6 +210,9 @@ fn verifier_rules(
 /// `supersedes` names a registration of the same namespace, verifier and environment, and chains have no cycle.
 fn supersedes_rules(reg: &AccessRegistration, registrations: &HashMap<(String, String), &AccessRegistration>) -> Vec<Problem> {
     let Some(target) = reg.spec.supersedes.as_deref() else { return Vec::new() };
+    if target == reg.name_any() {
+        return vec![Problem::error("spec.supersedes", "a registration cannot supersede itself")];
+    }
     let namespace = reg.namespace().unwrap_or_default();
     let Some(old) = registrations.get(&(namespace.clone(), target.to_string())) else {
         return vec![Problem::error("spec.supersedes", format!("no AccessRegistration {target:?} in namespace {namespace:?} among the given objects"))];

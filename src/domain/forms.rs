@@ -109,6 +109,12 @@ pub fn check_registration(spec: &AccessRegistrationSpec, policy: &CidrPolicy) ->
     let provision_methods = spec.provision_methods.clone().unwrap_or_default();
     let official_seal = spec.official_seal_affixed.unwrap_or(false);
     if spec.environment == Environment::Production {
+        if spec.provision_methods.is_none() {
+            problems.push(Problem::error(
+                "spec.provisionMethods",
+                "a Production registration needs the provision methods chosen on A-11-1: signing and userAuthentication (Crl, Ocsp or None)",
+            ));
+        }
         if !official_seal {
             problems.push(Problem::error(
                 "spec.officialSealAffixed",
@@ -119,7 +125,7 @@ pub fn check_registration(spec: &AccessRegistrationSpec, policy: &CidrPolicy) ->
             ("spec.provisionMethods.signing", provision_methods.signing),
             ("spec.provisionMethods.userAuthentication", provision_methods.user_authentication),
         ] {
-            if method.is_none() {
+            if method.is_none() && spec.provision_methods.is_some() {
                 problems.push(Problem::error(
                     field,
                     "a Production registration needs the provision method chosen on A-11-1 (Crl, Ocsp, or None when this certificate type is not verified)",
@@ -187,6 +193,19 @@ pub fn check_verifier(spec: &SignatureVerifierSpec) -> Checked<ValidVerifier> {
         && let Err(e) = validate_corporate_number(number)
     {
         problems.push(Problem::error("spec.corporateNumber", e.to_string()));
+    }
+    if !is_dns_label(&spec.namespace) {
+        problems.push(Problem::error("spec.namespace", format!(
+            "{:?} is not a namespace name: lowercase letters, digits and '-', at most 63, starting and ending alphanumeric",
+            spec.namespace
+        )));
+    }
+    for (i, contact) in spec.contacts.iter().enumerate() {
+        if let Some(email) = contact.email.as_deref()
+            && !is_plausible_email(email)
+        {
+            problems.push(Problem::error(format!("spec.contacts[{i}].email"), format!("{email:?} is not an e-mail address")));
+        }
     }
     if spec.roles.is_empty() {
         problems.push(Problem::error("spec.roles", "name at least one role: SignatureVerifier or UserAuthenticationVerifier"));
@@ -275,6 +294,21 @@ pub fn check_approval(spec: &AccessApprovalSpec) -> Checked<ValidApproval> {
         }
     };
     Checked::finish(problems, || Some(ValidApproval { decision: spec.decision, approved_at: approved_at?, approved }))
+}
+
+/// A Kubernetes namespace name (RFC 1123 label).
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// One `@` with something on both sides and no spaces: the same as the CRD's pattern, no more.
+fn is_plausible_email(text: &str) -> bool {
+    matches!(text.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
+        && !text.chars().any(char::is_whitespace)
 }
 
 /// `sha256:` and 64 lowercase hex digits.

@@ -8,3 +8,5 @@ pub mod lg_code;
 pub mod cross;
 pub mod forms;
 pub mod problem;
+pub mod approve;
+pub mod digest;
