@@ -75,11 +75,7 @@ pub fn validate_corporate_number(number: &str) -> Result<(), CorporateNumberErro
     }
     let [found, base @ ..] = digits;
     let expected = check_digit(base);
-    if expected == found {
-        Ok(())
-    } else {
-        Err(CorporateNumberError::WrongCheckDigit { expected, found })
-    }
+    if expected == found { Ok(()) } else { Err(CorporateNumberError::WrongCheckDigit { expected, found }) }
 }
 
 #[cfg(test)]
@@ -109,10 +105,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(
-            validate_corporate_number(""),
-            Err(CorporateNumberError::WrongLength { found: 0 })
-        );
+        assert_eq!(validate_corporate_number(""), Err(CorporateNumberError::WrongLength { found: 0 }));
         assert_eq!(
             validate_corporate_number("700001205000"),
             Err(CorporateNumberError::WrongLength { found: 12 })
@@ -125,18 +118,9 @@ mod tests {
             validate_corporate_number("７００００１２０５０００２"),
             Err(CorporateNumberError::NotDigits)
         );
-        assert_eq!(
-            validate_corporate_number("700001205000x"),
-            Err(CorporateNumberError::NotDigits)
-        );
+        assert_eq!(validate_corporate_number("700001205000x"), Err(CorporateNumberError::NotDigits));
         let err = validate_corporate_number("1000012050002").unwrap_err();
-        assert_eq!(
-            err,
-            CorporateNumberError::WrongCheckDigit {
-                expected: 7,
-                found: 1
-            }
-        );
+        assert_eq!(err, CorporateNumberError::WrongCheckDigit { expected: 7, found: 1 });
         let msg = err.to_string();
         assert!(msg.contains("is 1 but should be 7"), "{msg}");
         assert!(msg.contains("法人番号"), "{msg}");
