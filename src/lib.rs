@@ -7,3 +7,4 @@ pub mod api;
 pub mod domain;
 pub mod cli;
 pub mod manifest;
+pub mod planner;

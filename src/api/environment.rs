@@ -88,8 +88,13 @@ fn default_path() -> String {
 pub struct ServiceRef {
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
+    /// The Service port the Ingress or HTTPRoute sends to.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    /// The port the pods listen on, which the NetworkPolicies open (default: `port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub target_port: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

@@ -162,6 +162,9 @@ pub struct PendingDifference {
     pub earlier_start_date: Option<JstDate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub later_end_date: Option<JstDate>,
+    /// The spec removed the approved end date (open-ended access waits for a new approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_date_removed: Option<bool>,
 }
 
 /// Another registration that claims overlapping CIDRs.

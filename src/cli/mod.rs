@@ -1,6 +1,7 @@
 //! The `jpki-access` command line: one binary, several subcommands.
 
 pub mod approve;
+pub mod render;
 pub mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -36,6 +37,22 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
         #[arg(long)]
         strict: bool,
     },
+    /// Print what the forms in files would produce for one environment: NetworkPolicies, allowlist, routes,
+    /// nftables ruleset, URL notices. Offline; the registrations' phases go to stderr.
+    #[command(after_help = "Examples:\n  jpki-access render examples/ --env production\n  jpki-access render examples/ --env production --format allowlist\n  jpki-access render examples/ --env production --format nft > ruleset.nft && nft -c -f ruleset.nft\n  jpki-access render examples/ --env test --at 2026-03-01T00:00:00+09:00 --format notice")]
+    Render {
+        /// Files or folders of forms.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The AccessEnvironment (metadata.name) to render.
+        #[arg(long)]
+        env: String,
+        /// The instant to plan for (RFC 3339; default: now).
+        #[arg(long)]
+        at: Option<jiff::Timestamp>,
+        #[arg(long, short, value_enum, default_value_t = RenderFormat::Yaml)]
+        format: RenderFormat,
+    },
     /// Print the AccessApproval (承認書) of a registration as it is now in a file: its digest and a copy of the
     /// approved content. Apply the output with kubectl.
     #[command(after_help = "Examples:\n  jpki-access approve examples/sapporo/registration-production.yaml --by approver@j-lis | kubectl apply -f -\n  jpki-access approve forms/ --registration sapporo-production-2026 --by approver@j-lis --reject --comment '役職印なし'")]
@@ -60,6 +77,18 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenderFormat {
+    /// Every object that would be applied, as multi-document YAML.
+    Yaml,
+    /// The aggregated live CIDRs, one per line, IPv4 before IPv6, each in address order.
+    Allowlist,
+    /// The nftables ruleset of the firewall agents (for `nft -f`).
+    Nft,
+    /// The URL notices (URL通知書) of the live registrations.
+    Notice,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Text,
     Json,
@@ -79,6 +108,7 @@ pub fn run(cli: Cli) -> i32 {
             }
         },
         Command::Validate { paths, output, strict } => validate::run(&paths, output, strict),
+        Command::Render { paths, env, at, format } => render::run(&paths, &env, at.unwrap_or_else(jiff::Timestamp::now), format),
         Command::Approve { path, registration, by, reject, comment, at } => {
             approve::run(&path, registration.as_deref(), &by, reject, comment, at)
         }
