@@ -1,0 +1,158 @@
+//! Planner benchmarks, each next to its baseline in the same run (see BENCHMARKS.md):
+//! - aggregation of 1M random prefixes (ipnet, as the planner does it) vs a plain sort-and-merge of intervals;
+//! - overlap (conflict) detection by sort and sweep at 10k, 100k and 1M vs naive pairwise at 10k;
+//! - a full plan of 10,000 registrations (5,000 verifiers, test and production each, all approved).
+//!
+//! Run: `cargo bench --bench planner` (divan prints median times; ratios are computed from one run).
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use ipnet::{IpNet, Ipv4Net};
+use jpki_access::domain::cidr::{interval, overlaps_within};
+use std::net::Ipv4Addr;
+
+fn main() {
+    divan::main();
+}
+
+/// Deterministic xorshift, so every run measures the same input.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Random IPv4 prefixes, /16 to /32, outside 0/8, 10/8, 127/8 and 224/3 (as in PERFORMANCE.md's data set).
+fn random_prefixes(n: usize, seed: u64) -> Vec<IpNet> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let r = rng.next();
+        let addr = (r >> 32) as u32;
+        let first = addr >> 24;
+        if first == 0 || first == 10 || first == 127 || first >= 224 {
+            continue;
+        }
+        let len = 16 + (r % 17) as u8;
+        out.push(IpNet::V4(Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()));
+    }
+    out
+}
+
+mod aggregation {
+    use super::*;
+
+    #[divan::bench(sample_count = 5)]
+    fn ipnet_aggregate_1m(bencher: divan::Bencher) {
+        let input = random_prefixes(1_000_000, 7);
+        bencher.bench(|| IpNet::aggregate(divan::black_box(&input)).len());
+    }
+
+    /// Baseline: sort intervals and merge overlapping or adjacent ones, without splitting back into CIDRs.
+    #[divan::bench(sample_count = 5)]
+    fn baseline_sort_and_merge_1m(bencher: divan::Bencher) {
+        let input = random_prefixes(1_000_000, 7);
+        bencher.bench(|| {
+            let mut intervals: Vec<(u128, u128)> = divan::black_box(&input).iter().map(|n| {
+                let (_, lo, hi) = interval(n);
+                (lo, hi)
+            }).collect();
+            intervals.sort_unstable();
+            let mut merged: Vec<(u128, u128)> = Vec::with_capacity(intervals.len());
+            for (lo, hi) in intervals {
+                match merged.last_mut() {
+                    Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                    _ => merged.push((lo, hi)),
+                }
+            }
+            merged.len()
+        });
+    }
+}
+
+mod conflicts {
+    use super::*;
+
+    #[divan::bench(args = [10_000, 100_000, 1_000_000], sample_count = 5)]
+    fn sort_and_sweep(bencher: divan::Bencher, n: usize) {
+        let input = random_prefixes(n, 11);
+        bencher.bench(|| overlaps_within(divan::black_box(&input)).len());
+    }
+
+    /// Baseline: every pair.
+    #[divan::bench(args = [10_000], sample_count = 3)]
+    fn baseline_naive_pairwise(bencher: divan::Bencher, n: usize) {
+        let input = random_prefixes(n, 11);
+        bencher.bench(|| {
+            let nets = divan::black_box(&input);
+            let mut found = 0usize;
+            for i in 0..nets.len() {
+                for j in i + 1..nets.len() {
+                    if nets[i].contains(&nets[j]) || nets[j].contains(&nets[i]) {
+                        found += 1;
+                    }
+                }
+            }
+            found
+        });
+    }
+}
+
+mod plan {
+    use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision, SignatureVerifier};
+    use jpki_access::planner::{PlanInput, plan};
+    use serde_json::json;
+
+    struct Fleet {
+        verifiers: Vec<SignatureVerifier>,
+        registrations: Vec<AccessRegistration>,
+        approvals: Vec<AccessApproval>,
+        environments: Vec<AccessEnvironment>,
+    }
+
+    fn fleet(verifiers: usize) -> Fleet {
+        let env = |name: &str, e: &str| -> AccessEnvironment {
+            serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessEnvironment", "metadata": {"name": name},
+                "spec": {"environment": e, "serviceNamespace": format!("jpki-{name}"), "podSelector": {"matchLabels": {"app": "r"}},
+                    "endpoints": [{"name": "ocsp", "provisionMethod": "Ocsp", "service": {"name": "ocsp", "port": 8080}, "host": "ocsp.example"},
+                                  {"name": "crl", "provisionMethod": "Crl", "service": {"name": "crl", "port": 8080}, "host": "crl.example", "path": "/crl"}],
+                    "exposure": {"ingressClassName": "nginx"},
+                    "firewall": {"allowlistNamespace": "jpki-system", "ports": [{"protocol": "TCP", "port": 443}]}}})).unwrap()
+        };
+        let mut f = Fleet { verifiers: vec![], registrations: vec![], approvals: vec![], environments: vec![env("production", "Production"), env("test", "Test")] };
+        for v in 0..verifiers {
+            let name = format!("v{v}");
+            f.verifiers.push(serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier", "metadata": {"name": name},
+                "spec": {"displayName": name, "organizationType": "LocalGovernment", "lgCode": "011002", "roles": ["SignatureVerifier", "UserAuthenticationVerifier"],
+                    "namespace": format!("ns-{v}"), "agreement": {"effectiveDate": "2026-01-01"},
+                    "procedure": {"confidentialityPledgeReceivedOn": "2026-01-01", "testEnvironmentApplicationReceivedOn": "2026-01-01"}}})).unwrap());
+            for (i, e) in ["Test", "Production"].iter().enumerate() {
+                let k = v * 2 + i;
+                let reg: AccessRegistration = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
+                    "metadata": {"name": format!("r-{e}"), "namespace": format!("ns-{v}")},
+                    "spec": {"verifierRef": name, "environment": e, "connectionMethod": "Lgwan", "receivedOn": "2026-03-01",
+                        "sourceCidrs": [format!("{}.{}.{}.0/28", 11 + k / 65536, (k / 256) % 256, k % 256), format!("2001:db8:{:x}::/48", k + 1)],
+                        "accessStartDate": "2026-04-01", "provisionMethods": {"signing": "Ocsp", "userAuthentication": "Crl"}, "officialSealAffixed": true}})).unwrap();
+                let at = jiff::Timestamp::from_second(1_767_225_600 + k as i64).unwrap();
+                f.approvals.push(jpki_access::domain::approve::approval_for(&reg, Decision::Approved, "approver", at, None).unwrap());
+                f.registrations.push(reg);
+            }
+        }
+        f
+    }
+
+    #[divan::bench(sample_count = 5)]
+    fn full_plan_10k_registrations(bencher: divan::Bencher) {
+        let f = fleet(5_000);
+        let now: jiff::Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        bencher.bench(|| {
+            let input = PlanInput { verifiers: &f.verifiers, registrations: &f.registrations, approvals: &f.approvals, environments: &f.environments, published: None };
+            let p = plan(&input, now);
+            assert_eq!(p.environments["production"].live_registrations, 5_000);
+            p.registrations.len()
+        });
+    }
+}
