@@ -8,3 +8,4 @@ pub mod domain;
 pub mod cli;
 pub mod manifest;
 pub mod planner;
+pub mod controller;

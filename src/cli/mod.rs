@@ -21,6 +21,33 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the operator: watch the forms, write NetworkPolicies, allowlists, routes, URL notices and status.
+    #[command(after_help = "Uses the in-cluster configuration, or KUBECONFIG.\n\nExamples:\n  jpki-access controller\n  KUBECONFIG=target/controlplane/kubeconfig jpki-access controller --no-leader-election --listen 127.0.0.1:8080")]
+    Controller {
+        /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else jpki-system).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "jpki-system")]
+        lease_namespace: String,
+        #[arg(long, default_value = "jpki-access-controller")]
+        lease_name: String,
+        /// This replica's identity in the Lease and in Events (default: $POD_NAME, else the host name and pid).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Run without leader election (a single replica).
+        #[arg(long)]
+        no_leader_election: bool,
+        /// Address of /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// Seconds added to the wall clock (tests move time with it).
+        #[arg(long, default_value_t = 0, allow_hyphen_values = true, hide = true)]
+        clock_offset_seconds: i64,
+        /// Full pass at least this often, to correct drift (seconds).
+        #[arg(long, default_value_t = 300)]
+        resync_seconds: u64,
+        /// Wait this long after a change before a pass, so a burst becomes one pass (milliseconds).
+        #[arg(long, default_value_t = 200)]
+        debounce_ms: u64,
+    },
     /// Print the CustomResourceDefinitions (as committed in crds/).
     #[command(after_help = "Example:\n  jpki-access crd | kubectl apply --server-side -f -")]
     Crd,
@@ -97,6 +124,36 @@ pub enum OutputFormat {
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::Controller { lease_namespace, lease_name, identity, no_leader_election, listen, clock_offset_seconds, resync_seconds, debounce_ms } => {
+            let identity = identity.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "controller".into());
+                format!("{host}-{}", std::process::id())
+            });
+            let settings = crate::controller::Settings {
+                lease_namespace,
+                lease_name,
+                identity,
+                leader_election: !no_leader_election,
+                listen,
+                clock_offset: jiff::SignedDuration::from_secs(clock_offset_seconds),
+                resync: std::time::Duration::from_secs(resync_seconds.max(1)),
+                debounce: std::time::Duration::from_millis(debounce_ms),
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("jpki-access controller: cannot start the runtime: {e}");
+                    return 1;
+                }
+            };
+            match runtime.block_on(crate::controller::run(settings)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("jpki-access controller: {e}");
+                    1
+                }
+            }
+        }
         Command::Crd => match crate::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");

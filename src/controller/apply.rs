@@ -1,0 +1,279 @@
+//! The `apply` and `status` steps: write what the plan wants and differs from what is there, by server-side
+//! apply with one field manager; never write what is already right. New allow rules and complete allowlist shards
+//! are written before the index that announces them and before anything stale is removed.
+
+use super::stores::Stores;
+use crate::api::{AccessEnvironment, AccessRegistration};
+use crate::planner::children::{ALLOWLIST_LABEL, Child, ENVIRONMENT_LABEL};
+use crate::planner::{EnvironmentPlan, Plan};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+pub const FIELD_MANAGER: &str = "jpki-access";
+
+/// True when every field of `desired` is in `existing` with the same value (lists compared element by element).
+/// Fields the server adds (defaults, managedFields, resourceVersion) do not count as differences.
+pub fn json_includes(existing: &Value, desired: &Value) -> bool {
+    match (existing, desired) {
+        (Value::Object(e), Value::Object(d)) => d.iter().all(|(k, dv)| e.get(k).is_some_and(|ev| json_includes(ev, dv)) || dv.is_null()),
+        (Value::Array(e), Value::Array(d)) => e.len() == d.len() && e.iter().zip(d).all(|(ev, dv)| json_includes(ev, dv)),
+        (e, d) => e == d,
+    }
+}
+
+/// Per-object exponential backoff after a failed write, so one bad object neither stops the others nor loops hot.
+#[derive(Default)]
+pub struct Backoff {
+    failures: HashMap<String, (u32, Instant)>,
+}
+
+impl Backoff {
+    pub fn ready(&self, id: &str) -> bool {
+        self.failures.get(id).is_none_or(|(_, at)| *at <= Instant::now())
+    }
+    fn failed(&mut self, id: &str, permanent: bool) {
+        let entry = self.failures.entry(id.to_string()).or_insert((0, Instant::now()));
+        entry.0 += 1;
+        let delay = if permanent { Duration::from_secs(300) } else { Duration::from_millis(500u64 << entry.0.min(9)).min(Duration::from_secs(300)) };
+        entry.1 = Instant::now() + delay;
+    }
+    fn succeeded(&mut self, id: &str) {
+        self.failures.remove(id);
+    }
+    /// When the next retry is due.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.failures.values().map(|(_, at)| *at).min()
+    }
+    pub fn pending(&self) -> usize {
+        self.failures.len()
+    }
+}
+
+/// What one pass wrote.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Writes {
+    pub applied: usize,
+    pub deleted: usize,
+    pub statuses: usize,
+    pub failed: usize,
+}
+
+fn id(child: &Child) -> String {
+    let (api_version, kind, namespace, name) = child.identity();
+    format!("{api_version}/{kind}/{namespace}/{name}")
+}
+
+fn existing(stores: &Stores, child: &Child) -> Option<Value> {
+    let (_, kind, namespace, name) = child.identity();
+    use kube::runtime::reflector::ObjectRef;
+    match kind.as_str() {
+        "ConfigMap" => stores.config_maps.get(&ObjectRef::new(&name).within(&namespace)).and_then(|o| serde_json::to_value(&*o).ok()),
+        "NetworkPolicy" => stores.network_policies.get(&ObjectRef::new(&name).within(&namespace)).and_then(|o| serde_json::to_value(&*o).ok()),
+        "Ingress" => stores.ingresses.get(&ObjectRef::new(&name).within(&namespace)).and_then(|o| serde_json::to_value(&*o).ok()),
+        _ => None,
+    }
+}
+
+fn is_permanent(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 422 || s.code == 400 || s.code == 403)
+}
+
+async fn apply_child(client: &Client, child: &Child) -> Result<(), kube::Error> {
+    let (_, _, namespace, name) = child.identity();
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let body = child.to_json();
+    match child {
+        Child::ConfigMap(_) => Api::<ConfigMap>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await.map(drop),
+        Child::NetworkPolicy(_) => Api::<NetworkPolicy>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await.map(drop),
+        Child::Ingress(_) => Api::<Ingress>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await.map(drop),
+        Child::HttpRoute(_) => {
+            let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"));
+            Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &ar).patch(&name, &pp, &Patch::Apply(&body)).await.map(drop)
+        }
+    }
+}
+
+/// Order of writes within an environment: allow policies and allowlist shards, then the index that announces them,
+/// then the default deny and the routes. So a reader never sees an index naming a shard not yet written, and a
+/// fresh environment never denies before it allows.
+fn write_order(child: &Child) -> u8 {
+    let (_, kind, _, name) = child.identity();
+    match kind.as_str() {
+        "NetworkPolicy" if name.ends_with("-default-deny") => 3,
+        "NetworkPolicy" => 0,
+        "ConfigMap" => match child {
+            Child::ConfigMap(c) if c.labels().get(ALLOWLIST_LABEL).map(String::as_str) == Some("index") => 2,
+            _ => 1,
+        },
+        _ => 4,
+    }
+}
+
+/// HTTPRoutes have no cache (their CRD may be absent); remember what was applied so an unchanged one is not resent.
+#[derive(Default)]
+pub struct RouteMemory(HashMap<String, Value>);
+
+/// Writes one environment's children; returns whether every write succeeded.
+pub async fn apply_environment(
+    client: &Client,
+    stores: &Stores,
+    plan: &EnvironmentPlan,
+    backoff: &mut Backoff,
+    routes: &mut RouteMemory,
+    writes: &mut Writes,
+) -> bool {
+    let mut children: Vec<&Child> = plan.children.iter().collect();
+    children.sort_by_key(|c| write_order(c));
+    let mut ok = true;
+    for child in children {
+        let key = id(child);
+        let desired = child.to_json();
+        let unchanged = match child {
+            Child::HttpRoute(_) => routes.0.get(&key) == Some(&desired),
+            _ => existing(stores, child).is_some_and(|e| json_includes(&e, &desired)),
+        };
+        if unchanged {
+            continue;
+        }
+        if !backoff.ready(&key) {
+            ok = false;
+            continue;
+        }
+        match apply_child(client, child).await {
+            Ok(()) => {
+                backoff.succeeded(&key);
+                writes.applied += 1;
+                if let Child::HttpRoute(_) = child {
+                    routes.0.insert(key, desired);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "apply failed");
+                backoff.failed(&key, is_permanent(&e));
+                writes.failed += 1;
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+/// Writes the URL notices (children of registrations).
+pub async fn apply_notices(client: &Client, stores: &Stores, plan: &Plan, backoff: &mut Backoff, writes: &mut Writes) {
+    for child in plan.registrations.values().filter_map(|r| r.notice.as_ref()) {
+        let key = id(child);
+        if existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json())) || !backoff.ready(&key) {
+            continue;
+        }
+        match apply_child(client, child).await {
+            Ok(()) => {
+                backoff.succeeded(&key);
+                writes.applied += 1;
+            }
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "apply failed");
+                backoff.failed(&key, is_permanent(&e));
+                writes.failed += 1;
+            }
+        }
+    }
+}
+
+/// Deletes objects we manage that no plan wants any more (after everything new is in place). Environments whose
+/// writes failed keep their old objects until the new ones are written.
+pub async fn delete_stale(client: &Client, stores: &Stores, plan: &Plan, held_back: &BTreeSet<String>, writes: &mut Writes) {
+    let mut wanted: BTreeSet<String> = plan.environments.values().flat_map(|e| e.children.iter().map(id)).collect();
+    wanted.extend(plan.registrations.values().filter_map(|r| r.notice.as_ref()).map(id));
+    let keep = |labels: &std::collections::BTreeMap<String, String>| labels.get(ENVIRONMENT_LABEL).is_some_and(|e| held_back.contains(e));
+    let dp = DeleteParams::default();
+    for cm in stores.config_maps.state() {
+        let key = id(&Child::ConfigMap((*cm).clone()));
+        if !wanted.contains(&key) && !keep(cm.labels()) {
+            let api = Api::<ConfigMap>::namespaced(client.clone(), &cm.namespace().unwrap_or_default());
+            count_delete(api.delete(&cm.name_any(), &dp).await.map(drop), &key, writes);
+        }
+    }
+    for np in stores.network_policies.state() {
+        let key = id(&Child::NetworkPolicy((*np).clone()));
+        if !wanted.contains(&key) && !keep(np.labels()) {
+            let api = Api::<NetworkPolicy>::namespaced(client.clone(), &np.namespace().unwrap_or_default());
+            count_delete(api.delete(&np.name_any(), &dp).await.map(drop), &key, writes);
+        }
+    }
+    for ing in stores.ingresses.state() {
+        let key = id(&Child::Ingress((*ing).clone()));
+        if !wanted.contains(&key) && !keep(ing.labels()) {
+            let api = Api::<Ingress>::namespaced(client.clone(), &ing.namespace().unwrap_or_default());
+            count_delete(api.delete(&ing.name_any(), &dp).await.map(drop), &key, writes);
+        }
+    }
+}
+
+fn count_delete(result: Result<(), kube::Error>, key: &str, writes: &mut Writes) {
+    match result {
+        Ok(()) => writes.deleted += 1,
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => {
+            tracing::warn!(object = %key, error = %e, "delete failed");
+            writes.failed += 1;
+        }
+    }
+}
+
+/// Writes a status through `/status` when it differs from the stored one.
+pub async fn write_status<K>(api: Api<K>, obj: &K, status: &impl serde::Serialize, backoff: &mut Backoff, writes: &mut Writes) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let key = format!("{}/{}/{}/status", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any());
+    if !backoff.ready(&key) {
+        return false;
+    }
+    let body = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    match api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await {
+        Ok(_) => {
+            backoff.succeeded(&key);
+            writes.statuses += 1;
+            true
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => true, // deleted meanwhile
+        Err(e) => {
+            tracing::warn!(object = %key, error = %e, "status write failed");
+            backoff.failed(&key, is_permanent(&e));
+            writes.failed += 1;
+            false
+        }
+    }
+}
+
+/// Status of a registration, unchanged?
+pub fn registration_status_unchanged(reg: &AccessRegistration, desired: &crate::api::registration::AccessRegistrationStatus) -> bool {
+    reg.status.as_ref() == Some(desired)
+}
+
+pub fn environment_status_unchanged(env: &AccessEnvironment, desired: &crate::api::environment::AccessEnvironmentStatus) -> bool {
+    env.status.as_ref() == Some(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_includes;
+    use serde_json::json;
+
+    #[test]
+    fn server_defaults_are_not_differences_but_changed_values_are() {
+        let desired = json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"ports": [{"port": 443}]}});
+        let existing = json!({"metadata": {"name": "a", "labels": {"x": "1"}, "resourceVersion": "9", "managedFields": []},
+                               "spec": {"ports": [{"port": 443, "protocol": "TCP"}], "policyTypes": ["Ingress"]}});
+        assert!(json_includes(&existing, &desired));
+        let changed = json!({"metadata": {"name": "a", "labels": {"x": "2"}}, "spec": {"ports": [{"port": 443}]}});
+        assert!(!json_includes(&existing, &changed));
+        let longer = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"port": 443}, {"port": 80}]}});
+        assert!(!json_includes(&existing, &longer), "a list of another length differs");
+    }
+}

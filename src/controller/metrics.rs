@@ -1,0 +1,85 @@
+//! Prometheus metrics with bounded labels: kinds, results, phases and environment names, never object names or
+//! error texts.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabel {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub environment: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnvironmentLabel {
+    pub environment: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// Every metric of the controller.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Reconcile passes (one plans every environment), by result.
+    pub reconciles: Family<ResultLabel, Counter>,
+    pub reconcile_seconds: Histogram,
+    /// Writes to the API server by operation (apply, delete, status, failed).
+    pub writes: Family<WriteLabel, Counter>,
+    pub registrations: Family<PhaseLabel, Gauge>,
+    pub cidrs: Family<EnvironmentLabel, Gauge>,
+    pub overdue_setups: Family<EnvironmentLabel, Gauge>,
+    /// Stored objects the types cannot read, by kind.
+    pub unreadable_objects: Family<KindLabel, Gauge>,
+    pub is_leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("jpki_access");
+        let m = Metrics {
+            reconciles: Family::default(),
+            reconcile_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            writes: Family::default(),
+            registrations: Family::default(),
+            cidrs: Family::default(),
+            overdue_setups: Family::default(),
+            unreadable_objects: Family::default(),
+            is_leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("reconciles", "Reconcile passes by result", m.reconciles.clone());
+        registry.register("reconcile_duration_seconds", "Duration of a reconcile pass", m.reconcile_seconds.clone());
+        registry.register("writes", "Writes to the API server by operation", m.writes.clone());
+        registry.register("registrations", "Registrations by environment and phase", m.registrations.clone());
+        registry.register("allowlist_cidrs", "Published CIDRs per environment", m.cidrs.clone());
+        registry.register("overdue_setups", "Registrations whose setup due date has passed", m.overdue_setups.clone());
+        registry.register("unreadable_objects", "Stored objects that do not fit the types", m.unreadable_objects.clone());
+        registry.register("leader", "1 while this replica holds the Lease", m.is_leader.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

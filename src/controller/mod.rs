@@ -1,0 +1,287 @@
+//! `jpki-access controller`: resolve (caches) → validate and plan (pure, `crate::planner`) → apply → status.
+//!
+//! The planner is a function of every object at once (conflicts span verifiers; an allowlist aggregates a whole
+//! environment), so the controller runs level-triggered passes over everything: any watch event, a due retry, the
+//! next instant the plan says something changes (a start, an end, a supersession), or a periodic resync starts
+//! a pass, debounced. A pass writes only what differs from the caches, so an idle system writes nothing.
+//! Only the holder of the Lease writes; followers keep warm caches for a fast takeover.
+
+pub mod apply;
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod stores;
+
+use crate::planner::{PlanInput, plan};
+use apply::{Backoff, RouteMemory, Writes};
+use futures::StreamExt;
+use kube::Client;
+use kube::ResourceExt;
+use metrics::{EnvironmentLabel, KindLabel, Metrics, PhaseLabel, ResultLabel, WriteLabel};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Settings of `jpki-access controller`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub lease_namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    pub leader_election: bool,
+    pub listen: std::net::SocketAddr,
+    /// Added to the wall clock (tests move time with it; 0 in production).
+    pub clock_offset: jiff::SignedDuration,
+    pub resync: Duration,
+    pub debounce: Duration,
+}
+
+/// The injected clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub offset: jiff::SignedDuration,
+}
+
+impl Clock {
+    pub fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now().checked_add(self.offset).unwrap_or(jiff::Timestamp::MAX)
+    }
+}
+
+/// State shared with the HTTP endpoints.
+#[derive(Default)]
+pub struct Shared {
+    pub metrics: Metrics,
+    pub synced: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the API server: {0}")]
+    Client(#[source] kube::Error),
+    #[error("the CRDs of access.jpki.dev are not installed ({0}); install them with `jpki-access crd | kubectl apply --server-side -f -`")]
+    MissingCrds(#[source] kube::Error),
+    #[error("leader election: {0}")]
+    Lease(String),
+    #[error("HTTP endpoint on {0}: {1}")]
+    Listen(std::net::SocketAddr, #[source] std::io::Error),
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<(), Error> {
+    let client = Client::try_default().await.map_err(Error::Client)?;
+    check_crds(&client).await?;
+    let shared = Arc::new(Shared::default());
+    let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| Error::Listen(settings.listen, e))?;
+    tokio::spawn(http::serve(listener, shared.clone()));
+
+    let changed = Arc::new(Notify::new());
+    let (stores, watches) = stores::start(&client, changed.clone());
+    tokio::spawn(watches.for_each(|()| async {}));
+    stores.wait_synced().await;
+    shared.synced.store(true, Ordering::SeqCst);
+    tracing::info!("caches synced");
+
+    // Without leader election this replica always leads; the sender must outlive the loop (a closed channel
+    // would wake it at once, forever).
+    let (_always_leader, always_leader_rx) = tokio::sync::watch::channel(true);
+    let (leader_rx, lease_task) = if settings.leader_election {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &settings.lease_name)
+            .with_namespace(&settings.lease_namespace)
+            .with_identity(&settings.identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await
+            .map_err(|e| Error::Lease(e.to_string()))?;
+        let (rx, task) = manager.watch().await;
+        (rx, Some(task))
+    } else {
+        (always_leader_rx, None)
+    };
+
+    let mut reconciler = Reconciler {
+        client: client.clone(),
+        stores,
+        clock: Clock { offset: settings.clock_offset },
+        shared: shared.clone(),
+        recorder: events::recorder(&client, &settings.identity),
+        backoff: Backoff::default(),
+        routes: RouteMemory::default(),
+        reported_unreadable: BTreeSet::new(),
+    };
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut wake_at = Instant::now();
+    let mut was_leader = false;
+    loop {
+        let leader = *leader_rx.borrow();
+        if leader != was_leader {
+            tracing::info!(leader, "leadership changed");
+            shared.metrics.is_leader.set(i64::from(leader));
+            was_leader = leader;
+        }
+        let sleep = tokio::time::sleep_until(wake_at.into());
+        let mut leader_rx_changed = leader_rx.clone();
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = changed.notified() => {}
+            _ = sleep => {}
+            Ok(()) = leader_rx_changed.changed() => {}
+        }
+        // Debounce: a burst of watch events (our own writes among them) becomes one pass.
+        tokio::time::sleep(settings.debounce).await;
+        if !*leader_rx.borrow() {
+            wake_at = Instant::now() + settings.resync;
+            continue;
+        }
+        let next = reconciler.pass().await;
+        wake_at = next.unwrap_or(Instant::now() + settings.resync).min(Instant::now() + settings.resync);
+    }
+    tracing::info!("shutting down: in-flight work is done; releasing the Lease");
+    drop(leader_rx);
+    if let Some(task) = lease_task {
+        // Dropping the receiver makes the lease task release the Lease and finish.
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(manager))) => {
+                let _ = manager.release().await;
+            }
+            other => tracing::warn!(?other, "lease task did not finish cleanly"),
+        }
+    }
+    Ok(())
+}
+
+async fn check_crds(client: &Client) -> Result<(), Error> {
+    let api: kube::Api<crate::api::AccessEnvironment> = kube::Api::all(client.clone());
+    api.list(&kube::api::ListParams::default().limit(1)).await.map(drop).map_err(Error::MissingCrds)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+pub struct Reconciler {
+    pub client: Client,
+    pub stores: stores::Stores,
+    pub clock: Clock,
+    pub shared: Arc<Shared>,
+    pub recorder: kube::runtime::events::Recorder,
+    pub backoff: Backoff,
+    pub routes: RouteMemory,
+    pub reported_unreadable: BTreeSet<stores::Unreadable>,
+}
+
+impl Reconciler {
+    /// One pass over everything; returns when the next pass is due by itself (a transition or a retry).
+    pub async fn pass(&mut self) -> Option<Instant> {
+        let started = Instant::now();
+        let snapshot = self.stores.snapshot();
+        self.report_unreadable(&snapshot).await;
+        let now = self.clock.now();
+        let plan = plan(
+            &PlanInput {
+                verifiers: &snapshot.verifiers,
+                registrations: &snapshot.registrations,
+                approvals: &snapshot.approvals,
+                environments: &snapshot.environments,
+                published: Some(&snapshot.published),
+            },
+            now,
+        );
+        let mut writes = Writes::default();
+        let mut failed_environments = BTreeSet::new();
+        for (name, env_plan) in &plan.environments {
+            if !apply::apply_environment(&self.client, &self.stores, env_plan, &mut self.backoff, &mut self.routes, &mut writes).await {
+                failed_environments.insert(name.clone());
+            }
+        }
+        apply::apply_notices(&self.client, &self.stores, &plan, &mut self.backoff, &mut writes).await;
+        apply::delete_stale(&self.client, &self.stores, &plan, &failed_environments, &mut writes).await;
+
+        // Status tells the truth about the data plane: while an environment's writes fail, its registrations keep
+        // the status they had (not Active before the rules are in place).
+        let env_names: std::collections::HashMap<_, _> = plan.environments.values().map(|e| (e.environment, e.name.clone())).collect();
+        for reg in &snapshot.registrations {
+            let key = crate::planner::liveness::RegKey::of(reg);
+            let Some(rp) = plan.registrations.get(&key) else { continue };
+            if env_names.get(&reg.spec.environment).is_some_and(|n| failed_environments.contains(n)) {
+                continue;
+            }
+            if apply::registration_status_unchanged(reg, &rp.status) {
+                continue;
+            }
+            let api = kube::Api::<crate::api::AccessRegistration>::namespaced(self.client.clone(), &reg.namespace().unwrap_or_default());
+            if apply::write_status(api, reg, &rp.status, &mut self.backoff, &mut writes).await {
+                events::registration_transition(&self.recorder, reg, &rp.status).await;
+            }
+        }
+        for env in &snapshot.environments {
+            let Some(ep) = plan.environments.get(&env.name_any()) else { continue };
+            if apply::environment_status_unchanged(env, &ep.status) {
+                continue;
+            }
+            if apply::write_status(kube::Api::all(self.client.clone()), env, &ep.status, &mut self.backoff, &mut writes).await {
+                events::environment_transition(&self.recorder, env, &ep.status).await;
+            }
+        }
+        self.record(&plan, &writes, started);
+        let next_transition = plan.next_transition().map(|t| {
+            let wait = now.duration_until(t).unsigned_abs();
+            // Never later than the plan says; a few milliseconds after, so the instant has passed.
+            Instant::now() + Duration::try_from(wait).unwrap_or(Duration::MAX) + Duration::from_millis(5)
+        });
+        [next_transition, self.backoff.next_retry()].into_iter().flatten().min()
+    }
+
+    fn record(&self, plan: &crate::planner::Plan, writes: &Writes, started: Instant) {
+        let m = &self.shared.metrics;
+        let result = if writes.failed > 0 { "error" } else { "ok" };
+        m.reconciles.get_or_create(&ResultLabel { result }).inc();
+        m.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+        for (operation, n) in [("apply", writes.applied), ("delete", writes.deleted), ("status", writes.statuses), ("failed", writes.failed)] {
+            m.writes.get_or_create(&WriteLabel { operation }).inc_by(n as u64);
+        }
+        m.registrations.clear();
+        m.overdue_setups.clear();
+        for r in plan.registrations.values() {
+            let environment = r.resolved.evaluation.environment.to_string();
+            m.registrations.get_or_create(&PhaseLabel { environment: environment.clone(), phase: format!("{:?}", r.resolved.phase) }).inc();
+            if r.status.setup_overdue == Some(true) {
+                m.overdue_setups.get_or_create(&EnvironmentLabel { environment }).inc();
+            }
+        }
+        for e in plan.environments.values() {
+            m.cidrs.get_or_create(&EnvironmentLabel { environment: e.name.clone() }).set(e.cidrs.len() as i64);
+        }
+        if writes != &Writes::default() {
+            tracing::info!(applied = writes.applied, deleted = writes.deleted, statuses = writes.statuses, failed = writes.failed,
+                elapsed_ms = started.elapsed().as_millis() as u64, "pass wrote");
+        }
+    }
+
+    /// An object the types cannot read contributes nothing (fail closed); say so once per object and error.
+    async fn report_unreadable(&mut self, snapshot: &stores::Snapshot) {
+        let m = &self.shared.metrics;
+        m.unreadable_objects.clear();
+        for u in &snapshot.unreadable {
+            m.unreadable_objects.get_or_create(&KindLabel { kind: u.kind }).inc();
+            if self.reported_unreadable.insert(u.clone()) {
+                tracing::error!(kind = u.kind, namespace = ?u.namespace, name = %u.name, error = %u.error,
+                    "stored object does not fit the types; it contributes nothing until fixed");
+                events::unreadable(&self.recorder, u).await;
+            }
+        }
+        let current: BTreeSet<_> = snapshot.unreadable.iter().cloned().collect();
+        self.reported_unreadable.retain(|u| current.contains(u));
+    }
+}

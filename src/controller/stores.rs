@@ -1,0 +1,169 @@
+//! The `resolve` step: reflector caches of the four kinds and of the objects we own, read without any API call.
+//!
+//! Every watch uses `DeserializeGuard`, so an object stored before a schema change that no longer fits the types
+//! is reported and skipped instead of ending the stream for everyone else.
+
+use crate::api::{AccessApproval, AccessEnvironment, AccessRegistration, SignatureVerifier};
+use crate::planner::children::{ALLOWLIST_LABEL, DIGEST_ANNOTATION, ENVIRONMENT_LABEL, MANAGED_BY};
+use crate::planner::hold::PublishedAllowlist;
+use futures::{Stream, StreamExt};
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Caches of everything the controller reads.
+#[derive(Clone)]
+pub struct Stores {
+    pub verifiers: Store<DeserializeGuard<SignatureVerifier>>,
+    pub registrations: Store<DeserializeGuard<AccessRegistration>>,
+    pub approvals: Store<DeserializeGuard<AccessApproval>>,
+    pub environments: Store<DeserializeGuard<AccessEnvironment>>,
+    pub config_maps: Store<ConfigMap>,
+    pub network_policies: Store<NetworkPolicy>,
+    pub ingresses: Store<Ingress>,
+}
+
+/// An object the types cannot read, with what is known of it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Unreadable {
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub error: String,
+}
+
+/// One consistent view of the caches, as the planner wants it.
+#[derive(Default)]
+pub struct Snapshot {
+    pub verifiers: Vec<SignatureVerifier>,
+    pub registrations: Vec<AccessRegistration>,
+    pub approvals: Vec<AccessApproval>,
+    pub environments: Vec<AccessEnvironment>,
+    pub unreadable: Vec<Unreadable>,
+    pub published: BTreeMap<String, PublishedAllowlist>,
+}
+
+fn split<K: Resource<DynamicType = ()> + Clone>(kind: &'static str, store: &Store<DeserializeGuard<K>>, ok: &mut Vec<K>, bad: &mut Vec<Unreadable>) {
+    for guard in store.state() {
+        match &guard.0 {
+            Ok(obj) => ok.push(obj.clone()),
+            Err(invalid) => bad.push(Unreadable {
+                kind,
+                namespace: invalid.metadata.namespace.clone(),
+                name: invalid.metadata.name.clone().unwrap_or_default(),
+                error: invalid.error.clone(),
+            }),
+        }
+    }
+}
+
+impl Stores {
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        split("SignatureVerifier", &self.verifiers, &mut s.verifiers, &mut s.unreadable);
+        split("AccessRegistration", &self.registrations, &mut s.registrations, &mut s.unreadable);
+        split("AccessApproval", &self.approvals, &mut s.approvals, &mut s.unreadable);
+        split("AccessEnvironment", &self.environments, &mut s.environments, &mut s.unreadable);
+        s.unreadable.sort();
+        s.published = self.published_allowlists();
+        s
+    }
+
+    /// The allowlists as published now (index plus complete shards), per environment name.
+    pub fn published_allowlists(&self) -> BTreeMap<String, PublishedAllowlist> {
+        let mut out = BTreeMap::new();
+        let all = self.config_maps.state();
+        for index in all.iter().map(|c| &**c).filter(|c| label(*c, ALLOWLIST_LABEL) == Some("index")) {
+            let Some(env) = label(index, ENVIRONMENT_LABEL) else { continue };
+            let data = index.data.clone().unwrap_or_default();
+            let mut cidrs = Vec::new();
+            let mut complete = true;
+            for line in data.get("shards").map(String::as_str).unwrap_or_default().lines() {
+                let mut fields = line.split_whitespace();
+                let (Some(name), Some(digest)) = (fields.next(), fields.next()) else { continue };
+                let shard = all.iter().find(|c| c.metadata.name.as_deref() == Some(name) && c.metadata.namespace == index.metadata.namespace);
+                match shard {
+                    Some(shard) if annotation(&**shard, DIGEST_ANNOTATION) == Some(digest) => cidrs.extend(
+                        shard.data.as_ref().and_then(|d| d.get("cidrs")).map(String::as_str).unwrap_or_default().lines().filter_map(|l| l.parse::<IpNet>().ok()),
+                    ),
+                    _ => complete = false,
+                }
+            }
+            if complete {
+                out.insert(env.to_string(), PublishedAllowlist {
+                    digest: data.get("digest").cloned().unwrap_or_default(),
+                    cidrs,
+                    live_registrations: data.get("liveRegistrations").and_then(|n| n.parse().ok()).unwrap_or(0),
+                });
+            }
+        }
+        out
+    }
+
+    /// True once every watch has delivered its initial list.
+    pub async fn wait_synced(&self) {
+        let _ = tokio::join!(
+            self.verifiers.wait_until_ready(),
+            self.registrations.wait_until_ready(),
+            self.approvals.wait_until_ready(),
+            self.environments.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+            self.network_policies.wait_until_ready(),
+            self.ingresses.wait_until_ready(),
+        );
+    }
+}
+
+fn label<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta().labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta().annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// A reflector over `api`, poking `changed` on every event; the returned future drives it.
+fn reflect<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config))
+        .default_backoff()
+        .map(move |event| {
+            if let Err(e) = &event {
+                tracing::warn!(error = %e, "watch error; retrying with backoff");
+            }
+            changed.notify_one();
+        });
+    (reader, stream)
+}
+
+/// Starts the watches; returns the caches and one stream that drives them all.
+pub fn start(client: &Client, changed: Arc<Notify>) -> (Stores, impl Stream<Item = ()> + Send + 'static) {
+    // Small pages keep the relist peak low (kube.rs "watcher memory improvements").
+    let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).page_size(500);
+    let forms = watcher::Config::default().page_size(500);
+    let (verifiers, s1) = reflect(Api::all(client.clone()), forms.clone(), changed.clone());
+    let (registrations, s2) = reflect(Api::all(client.clone()), forms.clone(), changed.clone());
+    let (approvals, s3) = reflect(Api::all(client.clone()), forms.clone(), changed.clone());
+    let (environments, s4) = reflect(Api::all(client.clone()), forms, changed.clone());
+    let (config_maps, s5) = reflect(Api::all(client.clone()), ours.clone(), changed.clone());
+    let (network_policies, s6) = reflect(Api::all(client.clone()), ours.clone(), changed.clone());
+    let (ingresses, s7) = reflect(Api::all(client.clone()), ours, changed);
+    let stream = futures::stream::select_all(vec![
+        s1.boxed(), s2.boxed(), s3.boxed(), s4.boxed(), s5.boxed(), s6.boxed(), s7.boxed(),
+    ]);
+    (Stores { verifiers, registrations, approvals, environments, config_maps, network_policies, ingresses }, stream)
+}
