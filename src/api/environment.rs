@@ -16,6 +16,10 @@ use std::collections::BTreeMap;
     shortname = "aenv",
     category = "jpki",
     status = "AccessEnvironmentStatus",
+    // The name becomes part of object names (jpki-<name>-allow-<n>) and of the nftables table, whose names are
+    // limited: keep it a short DNS label so that two environments never map to the same table.
+    validation = kube::core::cel::Rule::new("self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name: an AccessEnvironment name is a DNS label of at most 40 characters"),
     printcolumn = r#"{"name":"Environment","type":"string","jsonPath":".spec.environment"}"#,
     printcolumn = r#"{"name":"Namespace","type":"string","jsonPath":".spec.serviceNamespace"}"#,
     printcolumn = r#"{"name":"Live","type":"integer","jsonPath":".status.liveRegistrations"}"#,
