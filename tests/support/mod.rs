@@ -169,3 +169,108 @@ where
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A `jpki-access controller` process of a test, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct ControllerProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl ControllerProcess {
+    /// Starts the controller against the test control plane; `args` are added to `controller --listen ...`.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_kubeconfig(args, &control_plane().kubeconfig)
+    }
+
+    pub fn start_with_kubeconfig(args: &[&str], kubeconfig: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::env::temp_dir().join(format!("jpki-controller-{}-{port}.log", std::process::id()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_jpki-access"))
+            .arg("controller")
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--debounce-ms", "100"])
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "warn,jpki_access=debug")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        ControllerProcess { child, port, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for /readyz (caches synced).
+    pub async fn wait_ready(&mut self) {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("controller exited ({status}) before it was ready:\n{}", self.log_text());
+            }
+            if http_get(self.port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200")) {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "controller not ready in 30s:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The value of one metric sample (first line starting with `sample`), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let body = http_get(self.port, "/metrics").unwrap_or_default();
+        body.lines()
+            .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
+    }
+
+    /// SIGTERM and wait (at most 15 s) for a clean exit; returns whether it exited by itself.
+    pub fn stop(&mut self) -> bool {
+        self.signal("TERM");
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1 (no client library needed for three endpoints).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Deletes a namespace and waits until it is gone (the namespace controller empties it first).
+pub async fn delete_namespace_and_wait(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(name, &kube::api::DeleteParams::default()).await;
+    eventually(Duration::from_secs(90), "namespace deleted", || async { api.get_opt(name).await.unwrap().is_none() }).await;
+}

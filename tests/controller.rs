@@ -1,0 +1,435 @@
+//! The controller on the real control plane (issue #6). Each test starts its own controller process and runs
+//! alone (a lock), since a controller acts on the whole cluster; each uses its own verifiers, namespace and CIDRs
+//! (10.<n>.0.0/16 per test) and removes them before it ends.
+#![cfg(feature = "cluster-tests")]
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use jpki_access::api::registration::RegistrationPhase;
+use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision, SignatureVerifier};
+use jpki_access::domain::approve::approval_for;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::*;
+
+static ONE_CONTROLLER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A test's own verifiers and namespace, removed (and waited for) at the end.
+struct Scene {
+    client: Client,
+    ns: String,
+    verifiers: Vec<String>,
+}
+
+impl Scene {
+    async fn new(client: &Client, prefix: &str) -> Self {
+        install_crds(client).await;
+        kubectl_ok(&["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-R", "-f", path_str(&repo_root().join("examples"))]);
+        let ns = TestNamespace::new(client, prefix).await;
+        let name = ns.name.clone();
+        std::mem::forget(ns); // cleaned up synchronously by `cleanup`
+        Scene { client: client.clone(), ns: name, verifiers: Vec::new() }
+    }
+
+    /// A verifier filing in this scene's namespace (or another namespace, for the conflict test).
+    async fn verifier(&mut self, name: &str) -> String {
+        let full = format!("{}-{name}", self.ns);
+        let v: SignatureVerifier = serde_json::from_value(json!({
+            "apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier", "metadata": {"name": full},
+            "spec": {"displayName": name, "organizationType": "LocalGovernment", "lgCode": "011002",
+                     "roles": ["SignatureVerifier", "UserAuthenticationVerifier"], "namespace": self.ns,
+                     "agreement": {"effectiveDate": "2026-01-01"},
+                     "procedure": {"confidentialityPledgeReceivedOn": "2026-01-01", "testEnvironmentApplicationReceivedOn": "2026-01-01",
+                                   "verificationTestCompletedOn": "2026-01-01"}}
+        }))
+        .unwrap();
+        Api::<SignatureVerifier>::all(self.client.clone()).create(&PostParams::default(), &v).await.unwrap();
+        self.verifiers.push(full.clone());
+        full
+    }
+
+    fn registration(&self, verifier: &str, name: &str, cidrs: &[&str], start: &str, end: Option<&str>) -> AccessRegistration {
+        let mut spec = json!({"verifierRef": verifier, "environment": "Production", "connectionMethod": "Lgwan", "receivedOn": "2026-03-01",
+            "sourceCidrs": cidrs, "accessStartDate": start, "provisionMethods": {"signing": "Ocsp", "userAuthentication": "Crl"},
+            "officialSealAffixed": true});
+        if let Some(end) = end {
+            spec["accessEndDate"] = json!(end);
+        }
+        serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
+            "metadata": {"name": name, "namespace": self.ns}, "spec": spec})).unwrap()
+    }
+
+    fn registrations(&self) -> Api<AccessRegistration> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn create(&self, reg: &AccessRegistration) -> AccessRegistration {
+        self.registrations().create(&PostParams::default(), reg).await.unwrap()
+    }
+
+    async fn approve(&self, reg: &AccessRegistration, at: &str) -> AccessApproval {
+        let current = self.registrations().get(&reg.name_any()).await.unwrap();
+        let approval = approval_for(&current, Decision::Approved, "approver@j-lis", at.parse().unwrap(), None).unwrap();
+        Api::<AccessApproval>::namespaced(self.client.clone(), &self.ns).create(&PostParams::default(), &approval).await.unwrap()
+    }
+
+    async fn phase(&self, name: &str) -> Option<RegistrationPhase> {
+        self.registrations().get(name).await.ok()?.status?.phase
+    }
+
+    async fn wait_phase(&self, name: &str, phase: RegistrationPhase, limit: Duration) -> Duration {
+        eventually(limit, &format!("{name} reaches {phase:?}"), || async { self.phase(name).await == Some(phase) }).await
+    }
+
+    async fn cleanup(self) {
+        for v in &self.verifiers {
+            let _ = Api::<SignatureVerifier>::all(self.client.clone()).delete(v, &DeleteParams::default()).await;
+        }
+        delete_namespace_and_wait(&self.client, &self.ns).await;
+    }
+}
+
+/// The production allowlist as published: CIDRs of the shards named by the index.
+async fn published(client: &Client, env: &str) -> Vec<String> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "jpki-system");
+    let Some(index) = cms.get_opt(&format!("jpki-allowlist-{env}")).await.unwrap() else { return Vec::new() };
+    let mut out = Vec::new();
+    for line in index.data.unwrap_or_default().get("shards").cloned().unwrap_or_default().lines() {
+        let shard = line.split_whitespace().next().unwrap();
+        let cm = cms.get(shard).await.unwrap();
+        out.extend(cm.data.unwrap().get("cidrs").unwrap().lines().map(str::to_string));
+    }
+    out
+}
+
+async fn policy_blocks(client: &Client) -> Vec<String> {
+    let nps: Api<NetworkPolicy> = Api::namespaced(client.clone(), "jpki-production");
+    let mut out = Vec::new();
+    for np in nps.list(&ListParams::default().labels("app.kubernetes.io/managed-by=jpki-access")).await.unwrap() {
+        for rule in np.spec.unwrap().ingress.unwrap_or_default() {
+            out.extend(rule.from.unwrap_or_default().into_iter().filter_map(|p| p.ip_block.map(|b| b.cidr)));
+        }
+    }
+    out
+}
+
+fn ours(cidrs: Vec<String>, prefix: &str) -> Vec<String> {
+    cidrs.into_iter().filter(|c| c.starts_with(prefix)).collect()
+}
+
+#[tokio::test]
+async fn an_approved_registration_becomes_active_with_exact_outputs_and_kubectl_wait_returns() {
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let scene = Scene::new(&client, "active").await;
+    // The example's production registration, approved as `jpki-access approve` does it.
+    let regs: Api<AccessRegistration> = Api::namespaced(client.clone(), "verifier-sapporo");
+    let reg = regs.get("sapporo-production-2026").await.unwrap();
+    let approvals: Api<AccessApproval> = Api::namespaced(client.clone(), "verifier-sapporo");
+    if approvals.list(&ListParams::default().labels("access.jpki.dev/registration=sapporo-production-2026")).await.unwrap().items.is_empty() {
+        let a = approval_for(&reg, Decision::Approved, "approver@j-lis", "2026-03-05T01:00:00Z".parse().unwrap(), None).unwrap();
+        approvals.create(&PostParams::default(), &a).await.unwrap();
+    }
+    let mut controller = ControllerProcess::start(&["--no-leader-election"]);
+    controller.wait_ready().await;
+    let out = kubectl(&["wait", "--for=condition=Active", "-n", "verifier-sapporo", "accessregistration/sapporo-production-2026", "--timeout=30s"]);
+    assert!(out.status.success(), "kubectl wait: {}{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), controller.log_text());
+
+    let production = ["192.0.2.0/28", "2001:db8:10::/56"];
+    assert_eq!(ours(published(&client, "production").await, ""), production, "the allowlist holds exactly its CIDRs");
+    assert_eq!(ours(policy_blocks(&client).await, ""), production, "so do the NetworkPolicies");
+    let notice = Api::<ConfigMap>::namespaced(client.clone(), "verifier-sapporo").get("sapporo-production-2026-url-notice").await.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&notice.data.unwrap()["notice.json"]).unwrap();
+    assert_eq!(json["endpoints"], json!([
+        {"certificateType": "signing", "provisionMethod": "Ocsp", "url": "https://ocsp.prod.jpki.example/"},
+        {"certificateType": "userAuthentication", "provisionMethod": "Crl", "url": "https://crl.prod.jpki.example/crl"}
+    ]));
+    let status = regs.get("sapporo-production-2026").await.unwrap().status.unwrap();
+    assert_eq!(status.observed_generation, reg.metadata.generation);
+    assert!(status.conditions.iter().all(|c| c.observed_generation == reg.metadata.generation));
+    assert_eq!(status.url_notice.as_deref(), Some("sapporo-production-2026-url-notice"));
+    let events = kubectl_ok(&["get", "events", "-n", "verifier-sapporo", "--field-selector", "involvedObject.name=sapporo-production-2026", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("Activated"), "events: {events}");
+    let env = Api::<AccessEnvironment>::all(client.clone()).get("production").await.unwrap().status.unwrap();
+    assert_eq!(env.cidr_count, Some(2));
+    assert!(controller.stop(), "graceful shutdown");
+    scene.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_the_approval_or_the_registration_revokes_within_5s_and_gc_removes_an_environments_children() {
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut scene = Scene::new(&client, "revoke").await;
+    let v = scene.verifier("v").await;
+    let mut controller = ControllerProcess::start(&["--no-leader-election"]);
+    controller.wait_ready().await;
+    let a = scene.create(&scene.registration(&v, "a", &["10.11.1.0/24"], "2026-04-01", None)).await;
+    let b = scene.create(&scene.registration(&v, "b", &["10.11.2.0/24"], "2026-04-01", None)).await;
+    let approval_a = scene.approve(&a, "2026-03-05T01:00:00Z").await;
+    scene.approve(&b, "2026-03-05T01:00:00Z").await;
+    eventually(Duration::from_secs(10), "both live", || async { ours(published(&client, "production").await, "10.11.").len() == 2 }).await;
+
+    Api::<AccessApproval>::namespaced(client.clone(), &scene.ns).delete(&approval_a.name_any(), &DeleteParams::default()).await.unwrap();
+    let took = eventually(Duration::from_secs(5), "approval deletion revokes", || async {
+        ours(published(&client, "production").await, "10.11.") == ["10.11.2.0/24"] && ours(policy_blocks(&client).await, "10.11.") == ["10.11.2.0/24"]
+    })
+    .await;
+    eprintln!("approval deleted → CIDRs removed in {took:?}");
+    scene.registrations().delete("b", &DeleteParams::default()).await.unwrap();
+    let took = eventually(Duration::from_secs(5), "registration deletion revokes", || async {
+        ours(published(&client, "production").await, "10.11.").is_empty() && ours(policy_blocks(&client).await, "10.11.").is_empty()
+    })
+    .await;
+    eprintln!("registration deleted → CIDRs removed in {took:?}");
+    assert_eq!(scene.phase("a").await, Some(RegistrationPhase::PendingApproval));
+
+    // An environment named before "test" takes over the Test environment; deleting it lets the garbage collector
+    // remove its children (they carry its controller ownerReference).
+    let envs: Api<AccessEnvironment> = Api::all(client.clone());
+    let mut takeover = envs.get("test").await.unwrap();
+    takeover.metadata = kube::api::ObjectMeta { name: Some("a-gc-probe".into()), ..Default::default() };
+    takeover.status = None;
+    envs.create(&PostParams::default(), &takeover).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "jpki-system");
+    eventually(Duration::from_secs(10), "children of the new environment", || async { cms.get_opt("jpki-allowlist-a-gc-probe").await.unwrap().is_some() }).await;
+    controller.stop();
+    envs.delete("a-gc-probe", &DeleteParams::default()).await.unwrap();
+    let took = eventually(Duration::from_secs(60), "garbage collected", || async {
+        cms.list(&ListParams::default().labels("access.jpki.dev/environment=a-gc-probe")).await.unwrap().items.is_empty()
+            && Api::<NetworkPolicy>::namespaced(client.clone(), "jpki-test").get_opt("jpki-a-gc-probe-default-deny").await.unwrap().is_none()
+    })
+    .await;
+    eprintln!("environment deleted → children garbage-collected in {took:?}");
+    scene.cleanup().await;
+}
+
+#[tokio::test]
+async fn widening_waits_for_approval_and_narrowing_takes_effect_at_once() {
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut scene = Scene::new(&client, "widen").await;
+    let v = scene.verifier("v").await;
+    let mut controller = ControllerProcess::start(&["--no-leader-election"]);
+    controller.wait_ready().await;
+    let reg = scene.create(&scene.registration(&v, "r", &["10.12.0.0/24"], "2026-04-01", None)).await;
+    scene.approve(&reg, "2026-03-05T01:00:00Z").await;
+    scene.wait_phase("r", RegistrationPhase::Active, Duration::from_secs(10)).await;
+
+    let pp = PatchParams::default();
+    scene.registrations().patch("r", &pp, &Patch::Merge(json!({"spec": {"sourceCidrs": ["10.12.0.0/24", "10.12.9.0/24"]}}))).await.unwrap();
+    eventually(Duration::from_secs(10), "pending difference shown", || async {
+        let s = scene.registrations().get("r").await.unwrap().status.unwrap();
+        s.observed_generation == Some(2) && s.pending_difference.is_some_and(|p| p.added_cidrs == vec!["10.12.9.0/24".into()])
+    })
+    .await;
+    assert_eq!(ours(published(&client, "production").await, "10.12."), ["10.12.0.0/24"], "the old CIDRs stay, the new one waits");
+    assert_eq!(scene.phase("r").await, Some(RegistrationPhase::Active));
+
+    scene.registrations().patch("r", &pp, &Patch::Merge(json!({"spec": {"sourceCidrs": ["10.12.0.128/25"]}}))).await.unwrap();
+    eventually(Duration::from_secs(5), "narrowed at once", || async {
+        ours(published(&client, "production").await, "10.12.") == ["10.12.0.128/25"] && ours(policy_blocks(&client).await, "10.12.") == ["10.12.0.128/25"]
+    })
+    .await;
+    controller.stop();
+    scene.cleanup().await;
+}
+
+#[tokio::test]
+async fn overlapping_registrations_of_two_verifiers_one_is_conflict_naming_the_other() {
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut scene = Scene::new(&client, "conflict").await;
+    let first = scene.verifier("first").await;
+    // The second verifier files in its own namespace.
+    let other_ns = TestNamespace::new(&client, "conflict2").await;
+    let second = format!("{}-second", scene.ns);
+    let v: SignatureVerifier = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier",
+        "metadata": {"name": second}, "spec": {"displayName": "second", "organizationType": "LocalGovernment", "lgCode": "011002",
+        "roles": ["SignatureVerifier"], "namespace": other_ns.name, "agreement": {"effectiveDate": "2026-01-01"},
+        "procedure": {"verificationTestCompletedOn": "2026-01-01"}}})).unwrap();
+    Api::<SignatureVerifier>::all(client.clone()).create(&PostParams::default(), &v).await.unwrap();
+    scene.verifiers.push(second.clone());
+
+    let mut controller = ControllerProcess::start(&["--no-leader-election"]);
+    controller.wait_ready().await;
+    let a = scene.create(&scene.registration(&first, "a", &["10.13.0.0/24"], "2026-04-01", None)).await;
+    scene.approve(&a, "2026-03-05T01:00:00Z").await;
+    let mut b = scene.registration(&second, "b", &["10.13.0.128/25"], "2026-04-01", None);
+    b.metadata.namespace = Some(other_ns.name.clone());
+    b.spec.provision_methods.as_mut().unwrap().user_authentication = Some(jpki_access::api::ProvisionMethod::None);
+    let other_regs: Api<AccessRegistration> = Api::namespaced(client.clone(), &other_ns.name);
+    let b = other_regs.create(&PostParams::default(), &b).await.unwrap();
+    let approval = approval_for(&b, Decision::Approved, "approver@j-lis", "2026-03-06T01:00:00Z".parse().unwrap(), None).unwrap();
+    Api::<AccessApproval>::namespaced(client.clone(), &other_ns.name).create(&PostParams::default(), &approval).await.unwrap();
+
+    eventually(Duration::from_secs(10), "b in conflict", || async {
+        other_regs.get("b").await.unwrap().status.and_then(|s| s.phase) == Some(RegistrationPhase::Conflict)
+    })
+    .await;
+    assert_eq!(scene.phase("a").await, Some(RegistrationPhase::Active));
+    let conflicts = other_regs.get("b").await.unwrap().status.unwrap().conflicts;
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!((conflicts[0].namespace.as_str(), conflicts[0].name.as_str()), (scene.ns.as_str(), "a"));
+    assert_eq!(ours(published(&client, "production").await, "10.13."), ["10.13.0.0/24"]);
+    controller.stop();
+    delete_namespace_and_wait(&client, &other_ns.name).await;
+    scene.cleanup().await;
+}
+
+/// Seconds to add to the wall clock so that the controller's "now" is `before` seconds before the next midnight
+/// in Japan; returns that offset and the JST date that starts at that midnight.
+fn offset_to_next_jst_midnight(before: i64) -> (i64, String) {
+    let now = jiff::Timestamp::now();
+    let today = jpki_access::domain::date::jst_date_of(now);
+    let target = jpki_access::domain::date::add_days(today, 30); // well inside any test's window
+    let midnight = jpki_access::domain::date::start_of_day_jst(target);
+    ((midnight.as_second() - before) - now.as_second(), target.to_string())
+}
+
+#[tokio::test]
+async fn a_future_start_is_scheduled_then_active_at_that_instant_and_an_end_date_removes_access() {
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut scene = Scene::new(&client, "clock").await;
+    let v = scene.verifier("v").await;
+    let (offset, tomorrow) = offset_to_next_jst_midnight(8);
+    let today = jpki_access::domain::date::add_days(tomorrow.parse().unwrap(), -1).to_string();
+    let starting = scene.create(&scene.registration(&v, "starting", &["10.14.1.0/24"], &tomorrow, None)).await;
+    let ending = scene.create(&scene.registration(&v, "ending", &["10.14.2.0/24"], "2026-04-01", Some(&today))).await;
+    scene.approve(&starting, "2026-03-05T01:00:00Z").await;
+    scene.approve(&ending, "2026-03-05T01:00:00Z").await;
+    let offset_arg = offset.to_string();
+    let mut controller = ControllerProcess::start(&["--no-leader-election", "--clock-offset-seconds", &offset_arg]);
+    controller.wait_ready().await;
+    scene.wait_phase("starting", RegistrationPhase::Scheduled, Duration::from_secs(5)).await;
+    assert_eq!(scene.phase("ending").await, Some(RegistrationPhase::Active));
+    assert_eq!(ours(published(&client, "production").await, "10.14."), ["10.14.2.0/24"]);
+    let next = scene.registrations().get("starting").await.unwrap().status.unwrap().next_transition.unwrap();
+    assert_eq!(next, jpki_access::domain::date::start_of_day_jst(tomorrow.parse().unwrap()).strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+
+    // No edit: the clock crosses midnight JST in about 8 s.
+    let started = Instant::now();
+    scene.wait_phase("starting", RegistrationPhase::Active, Duration::from_secs(20)).await;
+    eprintln!("became Active {:?} after the test started waiting (midnight was ~8 s ahead)", started.elapsed());
+    scene.wait_phase("ending", RegistrationPhase::Expired, Duration::from_secs(5)).await;
+    assert_eq!(ours(published(&client, "production").await, "10.14."), ["10.14.1.0/24"]);
+    controller.stop();
+    scene.cleanup().await;
+}
+
+/// resourceVersions of everything the controller writes, and of the registrations (whose status it writes).
+async fn versions(client: &Client, namespace: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=jpki-access");
+    for cm in Api::<ConfigMap>::all(client.clone()).list(&lp).await.unwrap() {
+        out.insert(format!("cm/{}/{}", cm.namespace().unwrap(), cm.name_any()), cm.resource_version().unwrap());
+    }
+    for np in Api::<NetworkPolicy>::all(client.clone()).list(&lp).await.unwrap() {
+        out.insert(format!("np/{}/{}", np.namespace().unwrap(), np.name_any()), np.resource_version().unwrap());
+    }
+    for r in Api::<AccessRegistration>::namespaced(client.clone(), namespace).list(&ListParams::default()).await.unwrap() {
+        out.insert(format!("reg/{}", r.name_any()), r.resource_version().unwrap());
+    }
+    for e in Api::<AccessEnvironment>::all(client.clone()).list(&ListParams::default()).await.unwrap() {
+        out.insert(format!("env/{}", e.name_any()), e.resource_version().unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn idle_with_1000_registrations_writes_nothing_and_one_change_writes_little() {
+    use futures::{StreamExt, TryStreamExt};
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut scene = Scene::new(&client, "idle").await;
+    let v = scene.verifier("v").await;
+    let regs: Vec<AccessRegistration> = (0..1000)
+        .map(|i| scene.registration(&v, &format!("r{i}"), &[&format!("10.{}.{}.0/24", 100 + i / 256, i % 256)], "2026-04-01", None))
+        .collect();
+    let api = scene.registrations();
+    let pp = PostParams::default();
+    futures::stream::iter(regs.iter().map(|r| api.create(&pp, r)))
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let approvals: Api<AccessApproval> = Api::namespaced(client.clone(), &scene.ns);
+    futures::stream::iter(regs.iter().map(|r| {
+        let mut r = r.clone();
+        r.metadata.namespace = Some(scene.ns.clone());
+        let a = approval_for(&r, Decision::Approved, "approver@j-lis", "2026-03-05T01:00:00Z".parse().unwrap(), None).unwrap();
+        let approvals = approvals.clone();
+        async move { approvals.create(&PostParams::default(), &a).await }
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<_>>()
+    .await
+    .unwrap();
+
+    let started = Instant::now();
+    let mut controller = ControllerProcess::start(&["--no-leader-election"]);
+    controller.wait_ready().await;
+    eventually(Duration::from_secs(120), "1000 registrations Active", || async {
+        scene.registrations().list(&ListParams::default()).await.unwrap().items.iter()
+            .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RegistrationPhase::Active)).count() == 1000
+    })
+    .await;
+    eprintln!("1000 registrations Active {:?} after controller start", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(3)).await; // let the last writes settle
+    let before = versions(&client, &scene.ns).await;
+    let writes_before = controller.metric("jpki_access_writes_total{operation=\"apply\"}") + controller.metric("jpki_access_writes_total{operation=\"status\"}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let after = versions(&client, &scene.ns).await;
+    let writes_after = controller.metric("jpki_access_writes_total{operation=\"apply\"}") + controller.metric("jpki_access_writes_total{operation=\"status\"}");
+    assert_eq!(before, after, "idle for 60 s: nothing may be written");
+    assert_eq!(writes_before, writes_after);
+
+    scene.registrations().patch("r500", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sourceCidrs": ["10.101.244.0/25"]}}))).await.unwrap();
+    eventually(Duration::from_secs(10), "change applied", || async {
+        scene.registrations().get("r500").await.unwrap().status.is_some_and(|s| s.observed_generation == Some(2))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let changed: Vec<String> = versions(&client, &scene.ns).await.into_iter().filter(|(k, v)| before.get(k) != Some(v)).map(|(k, _)| k).collect();
+    let outputs: Vec<&String> = changed.iter().filter(|k| !k.starts_with("reg/")).collect();
+    let statuses: Vec<&String> = changed.iter().filter(|k| k.starts_with("reg/")).collect();
+    eprintln!("one change wrote: {changed:?}");
+    assert_eq!(statuses, [&"reg/r500".to_string()], "only the changed registration (spec edit and its status)");
+    assert!(outputs.len() <= 3 + 1, "at most 3 objects plus the environment's status: {outputs:?}");
+    controller.stop();
+    scene.cleanup().await;
+}
+
+#[tokio::test]
+async fn kubectl_wait_does_not_return_on_a_stale_condition() {
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut scene = Scene::new(&client, "stale").await;
+    let v = scene.verifier("v").await;
+    let reg = scene.create(&scene.registration(&v, "r", &["10.15.0.0/24"], "2026-04-01", None)).await;
+    scene.approve(&reg, "2026-03-05T01:00:00Z").await;
+    let mut controller = ControllerProcess::start(&["--no-leader-election"]);
+    controller.wait_ready().await;
+    scene.wait_phase("r", RegistrationPhase::Active, Duration::from_secs(10)).await;
+    let target = format!("accessregistration/r");
+    assert!(kubectl(&["wait", "--for=condition=Ready", "-n", &scene.ns, &target, "--timeout=5s"]).status.success());
+
+    controller.stop();
+    scene.registrations().patch("r", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sourceCidrs": ["10.15.0.0/25"]}}))).await.unwrap();
+    let out = kubectl(&["wait", "--for=condition=Ready", "-n", &scene.ns, &target, "--timeout=3s"]);
+    assert!(!out.status.success(), "Ready=True of generation 1 must not satisfy a wait on generation 2");
+
+    let mut controller = ControllerProcess::start(&["--no-leader-election"]);
+    controller.wait_ready().await;
+    let out = kubectl(&["wait", "--for=condition=Ready", "-n", &scene.ns, &target, "--timeout=20s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    controller.stop();
+    scene.cleanup().await;
+}
