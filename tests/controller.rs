@@ -407,6 +407,19 @@ async fn idle_with_1000_registrations_writes_nothing_and_one_change_writes_littl
     scene.cleanup().await;
 }
 
+/// The kstatus library's verdict (as Flux computes health), through target/testenv/kstatus.
+fn kstatus(namespace: &str, name: &str) -> String {
+    let tool = repo_root().join("target/testenv/kstatus");
+    assert!(tool.exists(), "{} missing: run scripts/controlplane build", tool.display());
+    let out = std::process::Command::new(tool)
+        .args(["--kubeconfig", path_str(&control_plane().kubeconfig), "accessregistrations.access.jpki.dev", name, "-n", namespace])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["status"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn kubectl_wait_does_not_return_on_a_stale_condition() {
     let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
@@ -420,9 +433,14 @@ async fn kubectl_wait_does_not_return_on_a_stale_condition() {
     scene.wait_phase("r", RegistrationPhase::Active, Duration::from_secs(10)).await;
     let target = format!("accessregistration/r");
     assert!(kubectl(&["wait", "--for=condition=Ready", "-n", &scene.ns, &target, "--timeout=5s"]).status.success());
+    assert_eq!(kstatus(&scene.ns, "r"), "Current", "an active registration");
+    let orphan = scene.create(&scene.registration("no-such-verifier", "orphan", &["10.15.9.0/24"], "2026-04-01", None)).await;
+    scene.wait_phase(&orphan.name_any(), RegistrationPhase::Invalid, Duration::from_secs(10)).await;
+    assert_eq!(kstatus(&scene.ns, "orphan"), "Failed", "an invalid registration");
 
     controller.stop();
     scene.registrations().patch("r", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sourceCidrs": ["10.15.0.0/25"]}}))).await.unwrap();
+    assert_eq!(kstatus(&scene.ns, "r"), "InProgress", "a registration just changed");
     let out = kubectl(&["wait", "--for=condition=Ready", "-n", &scene.ns, &target, "--timeout=3s"]);
     assert!(!out.status.success(), "Ready=True of generation 1 must not satisfy a wait on generation 2");
 
@@ -430,6 +448,133 @@ async fn kubectl_wait_does_not_return_on_a_stale_condition() {
     controller.wait_ready().await;
     let out = kubectl(&["wait", "--for=condition=Ready", "-n", &scene.ns, &target, "--timeout=20s"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(kstatus(&scene.ns, "r"), "Current");
     controller.stop();
+    scene.cleanup().await;
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_writes_and_a_killed_leader_is_replaced_within_the_lease_duration() {
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut scene = Scene::new(&client, "leader").await;
+    let v = scene.verifier("v").await;
+    let lease = format!("lease-{}", scene.ns);
+    let args = ["--lease-namespace", scene.ns.as_str(), "--lease-name", lease.as_str()];
+    let mut a = ControllerProcess::start(&[&args[..], &["--identity", "replica-a"]].concat());
+    let mut b = ControllerProcess::start(&[&args[..], &["--identity", "replica-b"]].concat());
+    a.wait_ready().await;
+    b.wait_ready().await;
+    eventually(Duration::from_secs(20), "one leader", || async { a.metric("jpki_access_leader") + b.metric("jpki_access_leader") == 1.0 }).await;
+    let (mut leader, mut follower) = if a.metric("jpki_access_leader") == 1.0 { (a, b) } else { (b, a) };
+    let holder = kubectl_ok(&["get", "lease", &lease, "-n", &scene.ns, "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert!(holder == "replica-a" || holder == "replica-b", "holder {holder}");
+
+    let r1 = scene.create(&scene.registration(&v, "r1", &["10.16.1.0/24"], "2026-04-01", None)).await;
+    scene.approve(&r1, "2026-03-05T01:00:00Z").await;
+    scene.wait_phase("r1", RegistrationPhase::Active, Duration::from_secs(10)).await;
+    let follower_writes = |c: &ControllerProcess| c.metric("jpki_access_writes_total{operation=\"apply\"}") + c.metric("jpki_access_writes_total{operation=\"status\"}");
+    assert_eq!(follower_writes(&follower), 0.0, "the follower must not write");
+    assert!(follower_writes(&leader) > 0.0);
+
+    leader.signal("KILL");
+    let killed = Instant::now();
+    let _ = leader.child.wait();
+    eventually(Duration::from_secs(30), "the follower takes over", || async { follower.metric("jpki_access_leader") == 1.0 }).await;
+    let takeover = killed.elapsed();
+    eprintln!("leader SIGKILLed → follower leads after {takeover:?}");
+    assert!(takeover <= Duration::from_secs(15 + 5 + 2), "lease duration 15 s + retry: took {takeover:?}");
+    let r2 = scene.create(&scene.registration(&v, "r2", &["10.16.2.0/24"], "2026-04-01", None)).await;
+    scene.approve(&r2, "2026-03-05T01:00:00Z").await;
+    scene.wait_phase("r2", RegistrationPhase::Active, Duration::from_secs(10)).await;
+    assert_eq!(ours(published(&client, "production").await, "10.16."), ["10.16.1.0/24", "10.16.2.0/24"]);
+    assert!(follower.stop(), "graceful stop releases the Lease");
+    let holder = kubectl_ok(&["get", "lease", &lease, "-n", &scene.ns, "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert!(holder.is_empty(), "released on shutdown, holder still {holder:?}");
+
+    // The outputs equal a single-replica run's: a fresh single replica finds nothing to write.
+    let mut single = ControllerProcess::start(&["--no-leader-election"]);
+    single.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(single.metric("jpki_access_writes_total{operation=\"apply\"}"), 0.0, "{}", single.log_text());
+    assert_eq!(single.metric("jpki_access_writes_total{operation=\"status\"}"), 0.0, "{}", single.log_text());
+    single.stop();
+    scene.cleanup().await;
+}
+
+/// A kubeconfig for a ServiceAccount token of the test control plane.
+fn service_account_kubeconfig(namespace: &str, account: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    kubectl_ok(&["create", "serviceaccount", account, "-n", namespace]);
+    let token = kubectl_ok(&["create", "token", account, "-n", namespace, "--duration", "1h"]);
+    let admin: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&control_plane().kubeconfig).unwrap()).unwrap();
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    let config = json!({"apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": account, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}], "current-context": "c"});
+    let path = dir.join(format!("{account}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+fn can_i(kubeconfig: &std::path::Path, args: &[&str]) -> bool {
+    let out = std::process::Command::new(&control_plane().kubectl).arg("--kubeconfig").arg(kubeconfig).args(["auth", "can-i"]).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+#[tokio::test]
+async fn the_controller_works_with_its_role_alone_and_a_viewer_cannot_approve() {
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut scene = Scene::new(&client, "rbac").await;
+    let v = scene.verifier("v").await;
+    let rbac = repo_root().join("tests/fixtures/rbac");
+    kubectl_ok(&["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-f", path_str(&rbac)]);
+    let dir = tempfile::tempdir().unwrap();
+    let controller_config = service_account_kubeconfig(&scene.ns, "controller", dir.path());
+    let viewer_config = service_account_kubeconfig(&scene.ns, "viewer", dir.path());
+    kubectl_ok(&["create", "clusterrolebinding", &format!("{}-controller", scene.ns), "--clusterrole=jpki-access-controller", &format!("--serviceaccount={}:controller", scene.ns)]);
+    kubectl_ok(&["create", "clusterrolebinding", &format!("{}-viewer", scene.ns), "--clusterrole=jpki-access-viewer", &format!("--serviceaccount={}:viewer", scene.ns)]);
+
+    eventually(Duration::from_secs(10), "bindings in force", || async { can_i(&controller_config, &["list", "accessregistrations.access.jpki.dev", "-A"]) }).await;
+    for (allowed, verb_resource) in [
+        (true, vec!["patch", "accessregistrations.access.jpki.dev", "--subresource=status", "-n", "x"]),
+        (true, vec!["patch", "configmaps", "-n", "x"]),
+        (true, vec!["delete", "networkpolicies.networking.k8s.io", "-n", "x"]),
+        (true, vec!["create", "events.events.k8s.io", "-n", "x"]),
+        (true, vec!["patch", "events.events.k8s.io", "-n", "x"]),
+        (true, vec!["update", "leases.coordination.k8s.io", "-n", "x"]),
+        (false, vec!["get", "secrets", "-n", "x"]),
+        (false, vec!["create", "pods", "-n", "x"]),
+        (false, vec!["create", "accessapprovals.access.jpki.dev", "-n", "x"]),
+        (false, vec!["patch", "accessregistrations.access.jpki.dev", "-n", "x"]),
+        (false, vec!["*", "*"]),
+    ] {
+        assert_eq!(can_i(&controller_config, &verb_resource), allowed, "controller can-i {verb_resource:?}");
+    }
+    assert!(can_i(&viewer_config, &["list", "accessregistrations.access.jpki.dev", "-A"]));
+    assert!(!can_i(&viewer_config, &["create", "accessapprovals.access.jpki.dev", "-n", &scene.ns]));
+    let reg = scene.create(&scene.registration(&v, "r", &["10.17.0.0/24"], "2026-04-01", None)).await;
+    let approval = approval_for(&reg, Decision::Approved, "viewer", "2026-03-05T01:00:00Z".parse().unwrap(), None).unwrap();
+    let out = std::process::Command::new(&control_plane().kubectl).arg("--kubeconfig").arg(&viewer_config).args(["create", "-f", "-"])
+        .stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(serde_json::to_string(&approval).unwrap().as_bytes())?;
+            c.wait_with_output()
+        }).unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("forbidden"), "a viewer created an approval: {}", String::from_utf8_lossy(&out.stderr));
+
+    // The controller, running as its ServiceAccount, does its whole job.
+    scene.approve(&reg, "2026-03-05T01:00:00Z").await;
+    let lease_ns = scene.ns.clone();
+    let mut controller = ControllerProcess::start_with_kubeconfig(&["--lease-namespace", &lease_ns, "--lease-name", "rbac-test"], &controller_config);
+    controller.wait_ready().await;
+    scene.wait_phase("r", RegistrationPhase::Active, Duration::from_secs(20)).await;
+    assert_eq!(ours(published(&client, "production").await, "10.17."), ["10.17.0.0/24"]);
+    assert!(!controller.log_text().contains("forbidden"), "{}", controller.log_text());
+    controller.stop();
+    for b in ["controller", "viewer"] {
+        let _ = kubectl(&["delete", "clusterrolebinding", &format!("{}-{b}", scene.ns)]);
+    }
     scene.cleanup().await;
 }
