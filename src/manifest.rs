@@ -184,13 +184,24 @@ pub fn read_text(file: &Path, text: &str, result: &mut ReadResult) {
         if value.is_null() {
             continue; // an empty document, e.g. after a trailing `---`
         }
-        match read_value(value) {
-            Ok(Some(form)) => result.documents.push(Document { origin, form }),
-            Ok(None) => result.other_documents += 1,
-            Err((object, problems)) => {
-                for problem in problems {
-                    result.problems.push(ReadProblem { origin: origin.clone(), object: object.clone(), problem });
-                }
+        // `kubectl get -o yaml` of several objects writes one `v1 List`: read its items as documents.
+        let items = match (value.get("apiVersion").and_then(|v| v.as_str()), value.get("kind").and_then(|v| v.as_str())) {
+            (Some("v1"), Some("List")) => value.get("items").and_then(|i| i.as_sequence()).cloned().unwrap_or_default(),
+            _ => vec![value],
+        };
+        for value in items {
+            read_one(&origin, value, result);
+        }
+    }
+}
+
+fn read_one(origin: &Origin, value: serde_yaml::Value, result: &mut ReadResult) {
+    match read_value(value) {
+        Ok(Some(form)) => result.documents.push(Document { origin: origin.clone(), form }),
+        Ok(None) => result.other_documents += 1,
+        Err((object, problems)) => {
+            for problem in problems {
+                result.problems.push(ReadProblem { origin: origin.clone(), object: object.clone(), problem });
             }
         }
     }
@@ -331,6 +342,15 @@ spec:
         assert_eq!(r.problems[0].problem.field, "apiVersion");
         let r = read(&REGISTRATION.replace("kind: AccessRegistration", "kind: AccessRegistratoin"));
         assert_eq!(r.problems[0].problem.field, "kind");
+    }
+
+    #[test]
+    fn a_kubectl_list_is_read_item_by_item() {
+        let items: String = REGISTRATION.lines().map(|l| format!("  {l}\n")).collect();
+        let text = format!("apiVersion: v1\nkind: List\nitems:\n-{}", &items[1..]);
+        let r = read(&text);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.documents.len(), 1);
     }
 
     #[test]
