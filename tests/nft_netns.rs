@@ -416,3 +416,38 @@ fn replacing_the_ruleset_is_atomic_and_flips_access() {
     topo.apply(&removal); // removing a table that is not there succeeds too
     assert_eq!(topo.list(&["tables"]), "", "the table is still there after removal");
 }
+
+/// `jpki-access render --format nft`, the command a person runs, from forms on disk: its output loaded into the
+/// router passes the approved source and drops the other, in both families.
+#[test]
+fn the_rendered_ruleset_of_forms_filters_real_packets() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["00-namespaces.yaml", "environments.yaml", "sapporo-city/verifier.yaml"] {
+        let target = dir.path().join(file.replace('/', "-"));
+        std::fs::copy(root.join("examples").join(file), target).unwrap();
+    }
+    let registration = format!(
+        "apiVersion: access.jpki.dev/v1alpha1\nkind: AccessRegistration\nmetadata: {{name: netns-probe, namespace: verifier-sapporo}}\n\
+         spec:\n  verifierRef: sapporo-city\n  environment: Production\n  connectionMethod: Internet\n  sourceCidrs: [\"{C4_OK}/32\", \"{C6_OK}/128\"]\n  \
+         accessStartDate: \"2026-04-01\"\n  provisionMethods: {{signing: Ocsp, userAuthentication: Crl}}\n  officialSealAffixed: true\n"
+    );
+    let reg_path = dir.path().join("registration.yaml");
+    std::fs::write(&reg_path, registration).unwrap();
+    let cli = env!("CARGO_BIN_EXE_jpki-access");
+    let approval = std::process::Command::new(cli).args(["approve", reg_path.to_str().unwrap(), "--by", "approver@j-lis"]).output().unwrap();
+    assert!(approval.status.success(), "{}", String::from_utf8_lossy(&approval.stderr));
+    std::fs::write(dir.path().join("approval.yaml"), approval.stdout).unwrap();
+    let rendered = std::process::Command::new(cli)
+        .args(["render", dir.path().to_str().unwrap(), "--env", "production", "--format", "nft", "--at", "2026-05-01T00:00:00+09:00"])
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    let ruleset = String::from_utf8(rendered.stdout).unwrap();
+    assert!(ruleset.contains(&format!("{C4_OK}")) && ruleset.contains("table inet jpki_access_production {"), "{ruleset}");
+
+    let topo = Topology::new("c").with_listeners();
+    topo.settle();
+    topo.apply(&ruleset);
+    topo.check("rendered from forms: .10 / ::10 approved", &expect_only(&[C4_OK, C6_OK]));
+}
