@@ -511,3 +511,24 @@ fn the_nft_ruleset_carries_the_published_sets() {
     let expected = nft::render_ruleset("production", &["192.0.2.0/28".parse().unwrap()], &["2001:db8:10::/56".parse().unwrap()], &w.environments[0].spec.firewall.as_ref().unwrap().ports);
     assert_eq!(nft, &expected);
 }
+
+#[test]
+fn a_gateway_exposure_renders_one_httproute_per_endpoint() {
+    let mut w = World::new();
+    w.environments[0].spec.exposure = Some(crate::api::environment::Exposure {
+        ingress_class_name: None,
+        gateway: Some(crate::api::environment::GatewayRef { name: "jpki".into(), namespace: Some("gateways".into()), section_name: Some("https".into()) }),
+    });
+    let plan = w.plan("2026-05-01T00:00:00Z");
+    let route = child(&plan, "production", "HTTPRoute", "jpki-production-crl");
+    assert_eq!(route, json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "jpki-production-crl", "namespace": "jpki-production",
+                     "labels": {"access.jpki.dev/environment": "production", "app.kubernetes.io/managed-by": "jpki-access"},
+                     "ownerReferences": owner_refs("production")},
+        "spec": {"parentRefs": [{"name": "jpki", "namespace": "gateways", "sectionName": "https"}],
+                 "hostnames": ["crl.production.example"],
+                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/crl"}}], "backendRefs": [{"name": "crl", "port": 8080}]}]}
+    }));
+    assert!(plan.environments["production"].children.iter().all(|c| c.identity().1 != "Ingress"));
+}
