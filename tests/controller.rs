@@ -431,7 +431,7 @@ async fn kubectl_wait_does_not_return_on_a_stale_condition() {
     let mut controller = ControllerProcess::start(&["--no-leader-election"]);
     controller.wait_ready().await;
     scene.wait_phase("r", RegistrationPhase::Active, Duration::from_secs(10)).await;
-    let target = format!("accessregistration/r");
+    let target = "accessregistration/r".to_string();
     assert!(kubectl(&["wait", "--for=condition=Ready", "-n", &scene.ns, &target, "--timeout=5s"]).status.success());
     assert_eq!(kstatus(&scene.ns, "r"), "Current", "an active registration");
     let orphan = scene.create(&scene.registration("no-such-verifier", "orphan", &["10.15.9.0/24"], "2026-04-01", None)).await;

@@ -444,7 +444,7 @@ fn the_rendered_ruleset_of_forms_filters_real_packets() {
         .unwrap();
     assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
     let ruleset = String::from_utf8(rendered.stdout).unwrap();
-    assert!(ruleset.contains(&format!("{C4_OK}")) && ruleset.contains("table inet jpki_access_production {"), "{ruleset}");
+    assert!(ruleset.contains(C4_OK) && ruleset.contains("table inet jpki_access_production {"), "{ruleset}");
 
     let topo = Topology::new("c").with_listeners();
     topo.settle();

@@ -238,7 +238,7 @@ impl Reconciler {
         let next_transition = plan.next_transition().map(|t| {
             let wait = now.duration_until(t).unsigned_abs();
             // Never later than the plan says; a few milliseconds after, so the instant has passed.
-            Instant::now() + Duration::try_from(wait).unwrap_or(Duration::MAX) + Duration::from_millis(5)
+            Instant::now() + wait.min(Duration::from_secs(86_400 * 365)) + Duration::from_millis(5)
         });
         [next_transition, self.backoff.next_retry()].into_iter().flatten().min()
     }

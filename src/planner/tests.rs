@@ -11,7 +11,6 @@ use crate::api::registration::{AccessRegistrationSpec, ConnectionMethod, Registr
 use crate::api::verifier::{Agreement, OrganizationType, ProcedureMilestones, SignatureVerifierSpec, VerifierRole};
 use crate::api::{ProvisionMethod, ProvisionMethods};
 use crate::domain::approve::approval_for;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 use RegistrationPhase::*;
 
@@ -131,7 +130,7 @@ fn allowlist(plan: &Plan, env: &str) -> Vec<String> {
     plan.environments[env].cidrs.iter().map(ToString::to_string).collect()
 }
 
-fn child<'a>(plan: &'a Plan, env: &str, kind: &str, name: &str) -> serde_json::Value {
+fn child(plan: &Plan, env: &str, kind: &str, name: &str) -> serde_json::Value {
     let found = plan.environments[env].children.iter().find(|c| {
         let (_, k, _, n) = c.identity();
         k == kind && n == name
