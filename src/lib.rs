@@ -9,3 +9,4 @@ pub mod cli;
 pub mod manifest;
 pub mod planner;
 pub mod controller;
+pub mod agent;

@@ -48,6 +48,34 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         debounce_ms: u64,
     },
+    /// Run the firewall agent of one environment on this node: apply its allowlist to nftables, report the digest.
+    #[command(after_help = "Runs as a DaemonSet on edge nodes (host network, NET_ADMIN only); reads the allowlist ConfigMaps of one \
+namespace and writes only its own report.\n\nExample:\n  jpki-access agent --environment production --namespace jpki-system --node $NODE_NAME")]
+    Agent {
+        /// The AccessEnvironment (metadata.name) whose allowlist this node enforces.
+        #[arg(long)]
+        environment: String,
+        /// Namespace of the allowlist ConfigMaps (the environment's spec.firewall.allowlistNamespace).
+        #[arg(long)]
+        namespace: String,
+        /// This node's name (default: $NODE_NAME).
+        #[arg(long, env = "NODE_NAME")]
+        node: String,
+        /// Apply inside this network namespace (`ip netns exec`); for tests.
+        #[arg(long, hide = true)]
+        netns: Option<String>,
+        #[arg(long, default_value = "/usr/sbin/nft")]
+        nft: PathBuf,
+        /// Remove the table when stopping (by default the rules stay in force).
+        #[arg(long)]
+        remove_on_exit: bool,
+        /// Re-read the applied digest from the kernel this often (seconds).
+        #[arg(long, default_value_t = 60)]
+        resync_seconds: u64,
+        /// Test hook: while this file exists, the ruleset is broken on purpose.
+        #[arg(long, hide = true)]
+        break_file: Option<PathBuf>,
+    },
     /// Print the CustomResourceDefinitions (as committed in crds/).
     #[command(after_help = "Example:\n  jpki-access crd | kubectl apply --server-side -f -")]
     Crd,
@@ -150,6 +178,25 @@ pub fn run(cli: Cli) -> i32 {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("jpki-access controller: {e}");
+                    1
+                }
+            }
+        }
+        Command::Agent { environment, namespace, node, netns, nft, remove_on_exit, resync_seconds, break_file } => {
+            let settings = crate::agent::Settings {
+                environment,
+                namespace,
+                node,
+                netns,
+                nft,
+                remove_on_exit,
+                resync: std::time::Duration::from_secs(resync_seconds.max(1)),
+                break_file,
+            };
+            match tokio::runtime::Runtime::new().map_err(|e| e.to_string()).and_then(|rt| rt.block_on(crate::agent::run(settings)).map_err(|e| e.to_string())) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("jpki-access agent: {e}");
                     1
                 }
             }

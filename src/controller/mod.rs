@@ -227,11 +227,13 @@ impl Reconciler {
         }
         for env in &snapshot.environments {
             let Some(ep) = plan.environments.get(&env.name_any()) else { continue };
-            if apply::environment_status_unchanged(env, &ep.status) {
+            let mut status = ep.status.clone();
+            status.agents_in_sync = self.stores.agents_in_sync(&ep.name, &ep.digest);
+            if apply::environment_status_unchanged(env, &status) {
                 continue;
             }
-            if apply::write_status(kube::Api::all(self.client.clone()), env, &ep.status, &mut self.backoff, &mut writes).await {
-                events::environment_transition(&self.recorder, env, &ep.status).await;
+            if apply::write_status(kube::Api::all(self.client.clone()), env, &status, &mut self.backoff, &mut writes).await {
+                events::environment_transition(&self.recorder, env, &status).await;
             }
         }
         self.record(&plan, &writes, started);

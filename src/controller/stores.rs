@@ -31,6 +31,8 @@ pub struct Stores {
     pub config_maps: Store<ConfigMap>,
     pub network_policies: Store<NetworkPolicy>,
     pub ingresses: Store<Ingress>,
+    /// The firewall agents' reports (one ConfigMap per environment and node).
+    pub agent_reports: Store<ConfigMap>,
 }
 
 /// An object the types cannot read, with what is known of it.
@@ -110,6 +112,24 @@ impl Stores {
         out
     }
 
+    /// "in sync/total" of the agents that report for `environment` (None when no agent reports).
+    pub fn agents_in_sync(&self, environment: &str, digest: &str) -> Option<String> {
+        let reports: Vec<_> = self
+            .agent_reports
+            .state()
+            .into_iter()
+            .filter(|r| label(&**r, crate::agent::REPORT_LABEL) == Some(environment))
+            .collect();
+        if reports.is_empty() {
+            return None;
+        }
+        let in_sync = reports
+            .iter()
+            .filter(|r| r.data.as_ref().and_then(|d| d.get("appliedDigest")).map(String::as_str) == Some(digest))
+            .count();
+        Some(format!("{in_sync}/{}", reports.len()))
+    }
+
     /// True once every watch has delivered its initial list.
     pub async fn wait_synced(&self) {
         let _ = tokio::join!(
@@ -120,6 +140,7 @@ impl Stores {
             self.config_maps.wait_until_ready(),
             self.network_policies.wait_until_ready(),
             self.ingresses.wait_until_ready(),
+            self.agent_reports.wait_until_ready(),
         );
     }
 }
@@ -161,9 +182,11 @@ pub fn start(client: &Client, changed: Arc<Notify>) -> (Stores, impl Stream<Item
     let (environments, s4) = reflect(Api::all(client.clone()), forms, changed.clone());
     let (config_maps, s5) = reflect(Api::all(client.clone()), ours.clone(), changed.clone());
     let (network_policies, s6) = reflect(Api::all(client.clone()), ours.clone(), changed.clone());
-    let (ingresses, s7) = reflect(Api::all(client.clone()), ours, changed);
+    let (ingresses, s7) = reflect(Api::all(client.clone()), ours, changed.clone());
+    let reports = watcher::Config::default().labels(crate::agent::REPORT_LABEL);
+    let (agent_reports, s8) = reflect(Api::all(client.clone()), reports, changed);
     let stream = futures::stream::select_all(vec![
-        s1.boxed(), s2.boxed(), s3.boxed(), s4.boxed(), s5.boxed(), s6.boxed(), s7.boxed(),
+        s1.boxed(), s2.boxed(), s3.boxed(), s4.boxed(), s5.boxed(), s6.boxed(), s7.boxed(), s8.boxed(),
     ]);
-    (Stores { verifiers, registrations, approvals, environments, config_maps, network_policies, ingresses }, stream)
+    (Stores { verifiers, registrations, approvals, environments, config_maps, network_policies, ingresses, agent_reports }, stream)
 }

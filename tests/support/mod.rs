@@ -274,3 +274,5 @@ pub async fn delete_namespace_and_wait(client: &Client, name: &str) {
     let _ = api.delete(name, &kube::api::DeleteParams::default()).await;
     eventually(Duration::from_secs(90), "namespace deleted", || async { api.get_opt(name).await.unwrap().is_none() }).await;
 }
+#[cfg(target_os = "linux")]
+pub mod netns;
