@@ -161,13 +161,14 @@ pub struct Topology {
     pub router: String,
     pub server: String,
     pub listeners: Vec<TcpListener>,
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Topology {
     pub fn new(tag: &str) -> Topology {
         preflight();
         let name = |role: &str| format!("jnft{}{tag}{role}", std::process::id());
-        let topo = Topology { client: name("c"), router: name("r"), server: name("s"), listeners: Vec::new() };
+        let topo = Topology { client: name("c"), router: name("r"), server: name("s"), listeners: Vec::new(), stop: Default::default() };
         let (c, r, s) = (topo.client.as_str(), topo.router.as_str(), topo.server.as_str());
         for ns in [c, r, s] {
             let _ = output(&["ip", "netns", "del", ns]); // a leftover of a crashed run with the same pid
@@ -208,9 +209,24 @@ impl Topology {
     }
 
     /// A listener in namespace `ns` on `addr:port`, open until the topology is dropped.
+    ///
+    /// Accepted connections are closed at once by a background thread: tests that poll (the agent's) make many
+    /// connects, and a backlog that fills up would make every later connect time out for reasons unrelated to
+    /// the firewall. The thread ends when the topology is dropped.
     pub fn listen(&mut self, ns: &str, addr: &str, port: u16) {
         let at = SocketAddr::new(addr.parse().unwrap(), port);
         let listener = in_netns(ns, || TcpListener::bind(at)).unwrap_or_else(|e| panic!("listen on {at} in {ns}: {e}"));
+        let acceptor = listener.try_clone().unwrap();
+        acceptor.set_nonblocking(true).unwrap();
+        let stop = self.stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match acceptor.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
         self.listeners.push(listener);
     }
 
@@ -301,6 +317,7 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.listeners.clear();
         for ns in [&self.client, &self.router, &self.server] {
             let _ = output(&["ip", "netns", "del", ns]);
