@@ -15,8 +15,8 @@
 //! creates its sockets there, so listeners and clients are plain in-process sockets: no helper processes or extra
 //! tools (python3 is not installed by `scripts/test`), and a listener ends when the test drops it. std cannot bind
 //! a client socket to a chosen source address before `connect`, so a few lines of FFI to libc (which std links
-//! anyway) do `socket`/`bind`/`connect` with `SO_SNDTIMEO` as the connect timeout. Listeners accept and close at once (tests/support/netns.rs), so a polling test never fills a backlog; the
-//! kernel completes the handshake into the backlog, which is all a connect needs.
+//! anyway) do `socket`/`bind`/`connect` with `SO_SNDTIMEO` as the connect timeout. Listeners accept and close each
+//! connection at once (tests/support/netns.rs), so a test that polls never fills a backlog.
 //!
 //! "Refused" means the SYN is dropped: the connect times out. A reset or an error is a failure of the test, as is
 //! any connect failing before the ruleset is applied (a broken topology must not pass as a working firewall).
