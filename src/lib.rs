@@ -10,3 +10,4 @@ pub mod manifest;
 pub mod planner;
 pub mod controller;
 pub mod agent;
+pub mod shutdown;

@@ -86,7 +86,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut applied = nft.applied_digest().await;
     tracing::info!(environment = %settings.environment, node = %settings.node, applied = ?applied, "agent started; the kernel's rules are kept until a complete allowlist differs");
     let mut last_report: Option<serde_json::Value> = None;
-    let shutdown = shutdown_signal();
+    let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -209,16 +209,5 @@ impl Nft {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).lines().take(5).collect::<Vec<_>>().join(" | "))
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

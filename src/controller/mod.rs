@@ -112,7 +112,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         routes: RouteMemory::default(),
         reported_unreadable: BTreeSet::new(),
     };
-    let shutdown = shutdown_signal();
+    let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
     let mut wake_at = Instant::now();
     let mut was_leader = false;
@@ -159,16 +159,6 @@ async fn check_crds(client: &Client) -> Result<(), Error> {
     api.list(&kube::api::ListParams::default().limit(1)).await.map(drop).map_err(Error::MissingCrds)
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
 
 pub struct Reconciler {
     pub client: Client,
