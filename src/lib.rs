@@ -1,13 +1,18 @@
 //! jpki-access: a Kubernetes operator that turns J-LIS access-rights registration forms into network access.
 //!
-//! Layers, by dependency direction: `api` (CRD types, no I/O) ← `domain` (pure validation) ← `cli` (offline
-//! commands reading files).
+//! Layers, by dependency direction:
+//! - `api`: the CRD types, no I/O (the only schema source of `crds/`);
+//! - `domain`: pure rules of one form or a set of forms (identifiers, CIDRs, JST dates, validation);
+//! - `planner`: a pure function from all forms and a clock to every object and status that must exist;
+//! - `manifest`: reading forms from YAML files;
+//! - `controller` and `agent`: the I/O edges (Kubernetes caches and writes; nftables);
+//! - `cli`: the one binary's subcommands.
 
+pub mod agent;
 pub mod api;
-pub mod domain;
 pub mod cli;
+pub mod controller;
+pub mod domain;
 pub mod manifest;
 pub mod planner;
-pub mod controller;
-pub mod agent;
 pub mod shutdown;
