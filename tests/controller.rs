@@ -578,3 +578,44 @@ async fn the_controller_works_with_its_role_alone_and_a_viewer_cannot_approve() 
     }
     scene.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_stored_object_that_no_longer_fits_the_types_is_reported_and_the_others_keep_reconciling() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut scene = Scene::new(&client, "unreadable").await;
+    let v = scene.verifier("v").await;
+    // Store an object the types cannot read, as if written before a schema change: loosen the CRD for a moment.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut loose = <AccessRegistration as kube::CustomResourceExt>::crd();
+    let schema = loose.spec.versions[0].schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
+    let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
+    *spec = serde_json::from_value(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})).unwrap();
+    schema.x_kubernetes_validations = None;
+    crds.patch("accessregistrations.access.jpki.dev", &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&loose)).await.unwrap();
+    let bad = json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
+        "metadata": {"name": "from-the-old-days", "namespace": scene.ns}, "spec": {"verifierRef": 42, "sourceCidrs": "192.0.2.0/24"}});
+    let created = eventually(Duration::from_secs(10), "loose schema in force", || async {
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &scene.ns, &kube::api::ApiResource::erase::<AccessRegistration>(&()));
+        api.create(&PostParams::default(), &serde_json::from_value(bad.clone()).unwrap()).await.is_ok()
+    })
+    .await;
+    eprintln!("stored the unreadable object after {created:?}");
+    install_crds(&client).await; // the real schema again
+
+    let mut controller = ControllerProcess::start(&["--no-leader-election"]);
+    controller.wait_ready().await;
+    let good = scene.create(&scene.registration(&v, "good", &["10.18.0.0/24"], "2026-04-01", None)).await;
+    scene.approve(&good, "2026-03-05T01:00:00Z").await;
+    scene.wait_phase("good", RegistrationPhase::Active, Duration::from_secs(10)).await;
+    assert_eq!(ours(published(&client, "production").await, "10.18."), ["10.18.0.0/24"]);
+    eventually(Duration::from_secs(10), "reported as an event and a metric", || async {
+        let events = kubectl_ok(&["get", "events", "-n", &scene.ns, "--field-selector", "involvedObject.name=from-the-old-days", "-o", "jsonpath={.items[*].reason}"]);
+        events.contains("Unreadable") && controller.metric("jpki_access_unreadable_objects{kind=\"AccessRegistration\"}") == 1.0
+    })
+    .await;
+    assert!(controller.log_text().contains("does not fit the types"), "{}", controller.log_text());
+    controller.stop();
+    scene.cleanup().await;
+}
