@@ -619,3 +619,48 @@ async fn a_stored_object_that_no_longer_fits_the_types_is_reported_and_the_other
     controller.stop();
     scene.cleanup().await;
 }
+
+/// `kubectl jpki ...` through the real kubectl, which finds the plugin `kubectl-jpki` on PATH.
+fn kubectl_jpki(bin_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    std::process::Command::new(&control_plane().kubectl)
+        .arg("jpki")
+        .args(args)
+        .env("PATH", path)
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_kubectl_plugin_approves_shows_status_and_prints_the_notice() {
+    let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut scene = Scene::new(&client, "plugin").await;
+    let v = scene.verifier("v").await;
+    scene.create(&scene.registration(&v, "r", &["10.20.0.0/24"], "2026-04-01", None)).await;
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_jpki-access"), bin.path().join("kubectl-jpki")).unwrap();
+
+    let out = kubectl_jpki(bin.path(), &["approve", "r", "-n", &scene.ns, "--comment", "書類確認済み"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let approvals = Api::<AccessApproval>::namespaced(client.clone(), &scene.ns).list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0].spec.approved_by, "admin", "the approval records the requesting user");
+    let again = kubectl_jpki(bin.path(), &["approve", "r", "-n", &scene.ns]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already holds a decision"));
+    let missing = kubectl_jpki(bin.path(), &["approve", "nope", "-n", &scene.ns]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("kubectl get accessregistrations -A"), "errors say what to do next");
+
+    let mut controller = ControllerProcess::start(&["--no-leader-election"]);
+    controller.wait_ready().await;
+    scene.wait_phase("r", RegistrationPhase::Active, Duration::from_secs(10)).await;
+    let status = String::from_utf8(kubectl_jpki(bin.path(), &["status"]).stdout).unwrap();
+    let row = status.lines().find(|l| l.contains(&format!("{}/r ", scene.ns))).unwrap_or_else(|| panic!("{status}"));
+    assert!(row.contains("Active") && row.contains("2026-04-01"), "{row}");
+    assert!(status.lines().any(|l| l.starts_with("production (Production):")), "{status}");
+    let notice = String::from_utf8(kubectl_jpki(bin.path(), &["notice", "r", "-n", &scene.ns]).stdout).unwrap();
+    assert!(notice.starts_with("URL通知書") && notice.contains("https://ocsp.prod.jpki.example/"), "{notice}");
+    controller.stop();
+    scene.cleanup().await;
+}

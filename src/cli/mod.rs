@@ -1,6 +1,7 @@
 //! The `jpki-access` command line: one binary, several subcommands.
 
 pub mod approve;
+pub mod plugin;
 pub mod render;
 pub mod validate;
 

@@ -1,0 +1,156 @@
+//! `kubectl jpki ...`: the operator's everyday verbs against a cluster. The same binary installed (or linked) as
+//! `kubectl-jpki` on PATH; kubectl passes the words after `jpki`.
+
+use crate::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision};
+use crate::domain::approve::approval_for;
+use clap::{Parser, Subcommand};
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl jpki",
+    about = "JPKI access registrations: approve, reject, status, notice",
+    after_help = "Examples:\n  kubectl jpki status\n  kubectl jpki approve sapporo-production-2026 -n verifier-sapporo --comment 書類確認済み\n  kubectl jpki reject sapporo-production-2026 -n verifier-sapporo --comment '役職印なし'\n  kubectl jpki notice sapporo-production-2026 -n verifier-sapporo"
+)]
+pub struct Plugin {
+    #[command(subcommand)]
+    pub command: Verb,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Record the approval (承認書) of a registration as it is now, decided by you.
+    Approve(Decide),
+    /// Record a rejection (却下) of a registration as it is now.
+    Reject(Decide),
+    /// A table per environment: verifier, registration, phase, CIDRs, start, setup due date, agents in sync.
+    Status,
+    /// Print the URL notice (URL通知書) of a registration.
+    Notice {
+        registration: String,
+        #[arg(short, long)]
+        namespace: String,
+        /// English instead of Japanese.
+        #[arg(long)]
+        english: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Decide {
+    registration: String,
+    #[arg(short, long)]
+    namespace: String,
+    #[arg(long)]
+    comment: Option<String>,
+}
+
+/// Runs `kubectl jpki` with the words after `jpki`.
+pub fn main(args: Vec<String>) -> i32 {
+    let plugin = Plugin::parse_from(std::iter::once("kubectl-jpki".to_string()).chain(args));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kubectl jpki: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(plugin.command)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kubectl jpki: {e}");
+            1
+        }
+    }
+}
+
+async fn run(verb: Verb) -> Result<(), String> {
+    let client = Client::try_default().await.map_err(|e| format!("cannot reach the cluster ({e}); check KUBECONFIG or --kubeconfig"))?;
+    match verb {
+        Verb::Approve(d) => decide(&client, d, Decision::Approved).await,
+        Verb::Reject(d) => decide(&client, d, Decision::Rejected).await,
+        Verb::Status => status(&client).await,
+        Verb::Notice { registration, namespace, english } => notice(&client, &registration, &namespace, english).await,
+    }
+}
+
+/// Who the cluster says we are (SelfSubjectReview): the approval records exactly that user.
+async fn whoami(client: &Client) -> Result<String, String> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api.create(&PostParams::default(), &SelfSubjectReview::default()).await.map_err(|e| format!("cannot tell who you are: {e}"))?;
+    review.status.and_then(|s| s.user_info).and_then(|u| u.username).ok_or_else(|| "the cluster did not say who you are".to_string())
+}
+
+async fn decide(client: &Client, d: Decide, decision: Decision) -> Result<(), String> {
+    let regs: Api<AccessRegistration> = Api::namespaced(client.clone(), &d.namespace);
+    let reg = regs.get_opt(&d.registration).await.map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!("no AccessRegistration {:?} in namespace {:?}; list them with `kubectl get accessregistrations -A`", d.registration, d.namespace)
+    })?;
+    let user = whoami(client).await?;
+    let approval = approval_for(&reg, decision, &user, jiff::Timestamp::now(), d.comment).map_err(|e| e.to_string())?;
+    let api: Api<AccessApproval> = Api::namespaced(client.clone(), &d.namespace);
+    match api.create(&PostParams::default(), &approval).await {
+        Ok(created) => {
+            println!("accessapproval/{} created: {:?} by {user} (spec {})", created.name_any(), decision, approval.spec.spec_digest);
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(format!("{} already holds a decision on this exact content; edit the registration to decide on new content", approval.name_any()))
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            Err(format!("not allowed to create AccessApprovals in {:?} ({}); ask for the jpki-access-approver role", d.namespace, s.message))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn status(client: &Client) -> Result<(), String> {
+    let envs = Api::<AccessEnvironment>::all(client.clone()).list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+    let regs = Api::<AccessRegistration>::all(client.clone()).list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+    let mut envs: Vec<_> = envs.items;
+    envs.sort_by_key(|e| e.name_any());
+    for env in envs {
+        let st = env.status.clone().unwrap_or_default();
+        println!(
+            "{} ({}): {} live, {} CIDRs, agents in sync {}",
+            env.name_any(),
+            env.spec.environment,
+            st.live_registrations.unwrap_or(0),
+            st.cidr_count.unwrap_or(0),
+            st.agents_in_sync.as_deref().unwrap_or("-")
+        );
+        println!("  {:<28} {:<40} {:<16} {:>5}  {:<10}  {:<10}", "VERIFIER", "REGISTRATION", "PHASE", "CIDRS", "START", "DUE");
+        let mut rows: Vec<_> = regs.items.iter().filter(|r| r.spec.environment == env.spec.environment).collect();
+        rows.sort_by_key(|r| (r.spec.verifier_ref.clone(), r.name_any()));
+        for r in rows {
+            let s = r.status.clone().unwrap_or_default();
+            let due = match (s.setup_due_date, s.setup_overdue) {
+                (Some(d), Some(true)) => format!("{d} OVERDUE"),
+                (Some(d), _) => d.to_string(),
+                (None, _) => "-".into(),
+            };
+            println!(
+                "  {:<28} {:<40} {:<16} {:>5}  {:<10}  {due}",
+                r.spec.verifier_ref,
+                format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
+                s.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "-".into()),
+                s.effective_cidr_count.unwrap_or(0),
+                r.spec.access_start_date
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn notice(client: &Client, registration: &str, namespace: &str, english: bool) -> Result<(), String> {
+    let name = crate::planner::notice::notice_name(registration);
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), namespace).get_opt(&name).await.map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!("no URL notice for {registration} yet: it is issued once the registration is approved (Scheduled or Active); see `kubectl get accessregistration {registration} -n {namespace}`")
+    })?;
+    let key = if english { "notice.en.txt" } else { "notice.ja.txt" };
+    print!("{}", cm.data.unwrap_or_default().get(key).cloned().unwrap_or_default());
+    Ok(())
+}
