@@ -649,6 +649,8 @@ async fn the_kubectl_plugin_approves_shows_status_and_prints_the_notice() {
     assert_eq!(approvals[0].spec.approved_by, "admin", "the approval records the requesting user");
     let again = kubectl_jpki(bin.path(), &["approve", "r", "-n", &scene.ns]);
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already holds a decision"));
+    let pending = String::from_utf8(kubectl_jpki(bin.path(), &["explain", "r", "-n", &scene.ns]).stdout).unwrap();
+    assert!(pending.contains("✓ 4. approved by"), "the approval is seen before the controller runs: {pending}");
     let missing = kubectl_jpki(bin.path(), &["approve", "nope", "-n", &scene.ns]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("kubectl get accessregistrations -A"), "errors say what to do next");
 
@@ -659,6 +661,8 @@ async fn the_kubectl_plugin_approves_shows_status_and_prints_the_notice() {
     let row = status.lines().find(|l| l.contains(&format!("{}/r ", scene.ns))).unwrap_or_else(|| panic!("{status}"));
     assert!(row.contains("Active") && row.contains("2026-04-01"), "{row}");
     assert!(status.lines().any(|l| l.starts_with("production (Production):")), "{status}");
+    let explain = String::from_utf8(kubectl_jpki(bin.path(), &["explain", "r", "-n", &scene.ns]).stdout).unwrap();
+    assert!(explain.contains(": Active (Active)") && explain.contains("✓ 4. approved by") && explain.contains("✓ 9. no conflict"), "{explain}");
     let notice = String::from_utf8(kubectl_jpki(bin.path(), &["notice", "r", "-n", &scene.ns]).stdout).unwrap();
     assert!(notice.starts_with("URL通知書") && notice.contains("https://ocsp.prod.jpki.example/"), "{notice}");
     controller.stop();

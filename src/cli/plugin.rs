@@ -28,6 +28,12 @@ pub enum Verb {
     Reject(Decide),
     /// A table per environment: verifier, registration, phase, CIDRs, start, setup due date, agents in sync.
     Status,
+    /// Why a registration is or is not active, rule by rule (the planner's verdict on the cluster's objects now).
+    Explain {
+        registration: String,
+        #[arg(short, long)]
+        namespace: String,
+    },
     /// Print the URL notice (URL通知書) of a registration.
     Notice {
         registration: String,
@@ -74,6 +80,7 @@ async fn run(verb: Verb) -> Result<(), String> {
         Verb::Reject(d) => decide(&client, d, Decision::Rejected).await,
         Verb::Status => status(&client).await,
         Verb::Notice { registration, namespace, english } => notice(&client, &registration, &namespace, english).await,
+        Verb::Explain { registration, namespace } => explain(&client, &registration, &namespace).await,
     }
 }
 
@@ -152,5 +159,61 @@ async fn notice(client: &Client, registration: &str, namespace: &str, english: b
     })?;
     let key = if english { "notice.en.txt" } else { "notice.ja.txt" };
     print!("{}", cm.data.unwrap_or_default().get(key).cloned().unwrap_or_default());
+    Ok(())
+}
+
+async fn explain(client: &Client, registration: &str, namespace: &str) -> Result<(), String> {
+    use crate::api::SignatureVerifier;
+    use crate::api::registration::RegistrationPhase;
+    use crate::planner::liveness::{RegKey, Standing};
+    let lp = ListParams::default();
+    let err = |e: kube::Error| e.to_string();
+    let verifiers = Api::<SignatureVerifier>::all(client.clone()).list(&lp).await.map_err(err)?.items;
+    let registrations = Api::<AccessRegistration>::all(client.clone()).list(&lp).await.map_err(err)?.items;
+    let approvals = Api::<AccessApproval>::all(client.clone()).list(&lp).await.map_err(err)?.items;
+    let environments = Api::<AccessEnvironment>::all(client.clone()).list(&lp).await.map_err(err)?.items;
+    let now = jiff::Timestamp::now();
+    let input = crate::planner::PlanInput { verifiers: &verifiers, registrations: &registrations, approvals: &approvals, environments: &environments, published: None };
+    let plan = crate::planner::plan(&input, now);
+    let key = RegKey { namespace: namespace.to_string(), name: registration.to_string() };
+    let rp = plan.registrations.get(&key).ok_or_else(|| {
+        format!("no AccessRegistration {registration:?} in namespace {namespace:?}; list them with `kubectl get accessregistrations -A`")
+    })?;
+    let r = &rp.resolved;
+    let mark = |ok: bool| if ok { "✓" } else { "✗" };
+    println!("{namespace}/{registration} at {now}: {:?} ({}){}", r.phase, r.reason, if r.message.is_empty() { String::new() } else { format!(": {}", r.message) });
+    let errors: Vec<_> = r.evaluation.problems.iter().filter(|p| p.is_error()).collect();
+    println!("{} 1. the form is valid{}", mark(errors.is_empty()), errors.iter().map(|p| format!("\n     {}: {}", p.field, p.message)).collect::<String>());
+    let refused = |reasons: &[&str]| matches!(&r.evaluation.standing, Standing::Invalid(x) if reasons.contains(&x.reason));
+    println!("{} 2. its verifier {} exists and files in this namespace", mark(!refused(&["VerifierNotFound", "NamespaceMismatch", "VerifierInvalid"])), r.evaluation.verifier);
+    println!("{} 3. an AccessEnvironment serves {}", mark(!refused(&["EnvironmentNotFound"])), r.evaluation.environment);
+    match &r.decided {
+        Some(d) if r.phase == RegistrationPhase::Rejected => println!("✗ 4. approved: rejected by {} at {}", d.approval, d.approved_at),
+        Some(d) => println!("✓ 4. approved by {} at {}", d.approval, d.approved_at),
+        None => println!("✗ 4. approved: no AccessApproval yet (kubectl jpki approve {registration} -n {namespace})"),
+    }
+    match &rp.status.pending_difference {
+        Some(p) => println!("! 5. the spec asks for more than was approved (waits for a new approval): {p:?}"),
+        None => println!("✓ 5. the spec asks for nothing beyond the approval"),
+    }
+    let gate = refused(&["AgreementMissing", "StartBeforeAgreement", "VerificationTestPending", "ProcedureIncomplete"]);
+    if matches!(r.evaluation.standing, Standing::PendingApproval(_) | Standing::Rejected(_)) {
+        println!("· 6. procedure gates (agreement date, verification test, pledge, LGWAN centre): checked once approved");
+    } else {
+        let why = match &r.evaluation.standing {
+            Standing::Invalid(x) if gate => format!(": {}", x.message),
+            _ => String::new(),
+        };
+        println!("{} 6. procedure gates (agreement date, verification test, pledge, LGWAN centre){why}", mark(!gate));
+    }
+    if let Some(w) = &r.window {
+        let within = now >= w.start && w.end.is_none_or(|e| now < e);
+        println!("{} 7. now is inside the access window: from {} {}", mark(within), w.start, w.end.map(|e| format!("until {e}")).unwrap_or_default());
+    }
+    println!("{} 8. not superseded", mark(r.phase != RegistrationPhase::Superseded));
+    println!("{} 9. no conflict with another verifier{}", mark(r.conflicts.is_empty()), r.conflicts.iter().map(|c| format!("\n     {}/{} (verifier {}) holds {:?}", c.namespace, c.name, c.verifier, c.cidrs)).collect::<String>());
+    if let Some(next) = rp.next_transition {
+        println!("next change by itself: {next}");
+    }
     Ok(())
 }
