@@ -25,6 +25,15 @@ fn committed_crds_match_the_rust_types() {
 }
 
 #[test]
+fn the_committed_field_reference_matches_the_types() {
+    let committed = std::fs::read_to_string(root().join("docs/crd-reference.md")).unwrap_or_default();
+    assert!(
+        committed == jpki_access::api::reference::markdown(),
+        "docs/crd-reference.md is stale: run `cargo run -- crd --reference > docs/crd-reference.md` and commit it"
+    );
+}
+
+#[test]
 fn every_list_and_string_of_the_specs_is_bounded() {
     // Unbounded strings and lists make the API server's CEL cost estimate explode; walk every schema.
     fn walk(path: &str, schema: &serde_json::Value, unbounded: &mut Vec<String>) {

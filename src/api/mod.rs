@@ -5,6 +5,7 @@ pub mod approval;
 pub mod cidr_string;
 pub mod common;
 pub mod environment;
+pub mod reference;
 pub mod registration;
 pub mod verifier;
 

@@ -78,8 +78,12 @@ namespace and writes only its own report.\n\nExample:\n  jpki-access agent --env
         break_file: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions (as committed in crds/).
-    #[command(after_help = "Example:\n  jpki-access crd | kubectl apply --server-side -f -")]
-    Crd,
+    #[command(after_help = "Examples:\n  jpki-access crd | kubectl apply --server-side -f -\n  jpki-access crd --reference > docs/crd-reference.md")]
+    Crd {
+        /// Print the field reference (Markdown) instead of the CRDs.
+        #[arg(long)]
+        reference: bool,
+    },
     /// Validate files and folders of forms offline, including the rules that relate forms to each other.
     #[command(after_help = "Prints each problem as `file:document: kind/name: field: message`; exits 1 when any form \
 is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access validate verifiers/ registrations/sapporo.yaml\n  jpki-access validate forms/ --output json | jq '.problems[]'")]
@@ -202,7 +206,11 @@ pub fn run(cli: Cli) -> i32 {
                 }
             }
         }
-        Command::Crd => match crate::api::crds_yaml() {
+        Command::Crd { reference: true } => {
+            print!("{}", crate::api::reference::markdown());
+            0
+        }
+        Command::Crd { reference: false } => match crate::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 0
