@@ -1,0 +1,142 @@
+//! The Helm chart (charts/jpki-access): its CRDs are the generated ones; `helm lint` passes; `helm install` into
+//! the local control plane creates every object; the installed roles allow and refuse exactly what they should.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+#[cfg(feature = "cluster-tests")]
+mod support;
+
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() {
+    let chart = std::fs::read_to_string(root().join("charts/jpki-access/crds/jpki-access.crds.yaml")).unwrap();
+    assert!(chart == jpki_access::api::crds_yaml().unwrap(), "copy crds/jpki-access.crds.yaml into charts/jpki-access/crds/");
+}
+
+#[test]
+fn the_controller_role_of_the_chart_equals_the_tested_fixture() {
+    // tests/controller.rs runs the controller under tests/fixtures/rbac/controller.yaml; the chart must grant the
+    // same rules (its Lease rights are a Role in the release namespace instead of cluster-wide).
+    let fixture: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(root().join("tests/fixtures/rbac/controller.yaml")).unwrap()).unwrap();
+    let chart = std::fs::read_to_string(root().join("charts/jpki-access/templates/controller-rbac.yaml")).unwrap();
+    let first: String = chart.split("\n---\n").next().unwrap().lines().filter(|l| !l.contains("{{")).map(|l| format!("{l}\n")).collect();
+    let chart: serde_yaml::Value = serde_yaml::from_str(&first).unwrap();
+    let without_leases: Vec<serde_yaml::Value> = fixture["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|r| r["apiGroups"][0] != "coordination.k8s.io")
+        .cloned()
+        .collect();
+    assert_eq!(chart["rules"].as_sequence().unwrap(), &without_leases);
+}
+
+#[cfg(feature = "cluster-tests")]
+#[tokio::test]
+async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
+    use std::process::Command;
+    use support::*;
+    let helm = root().join("target/testenv/helm");
+    assert!(helm.exists(), "{} missing: run scripts/controlplane build", helm.display());
+    let chart = root().join("charts/jpki-access");
+    let kubeconfig = control_plane().kubeconfig.clone();
+    let run = |args: &[&str]| {
+        let out = Command::new(&helm).args(args).env("KUBECONFIG", &kubeconfig).env("HELM_CACHE_HOME", std::env::temp_dir().join("jpki-helm-cache")).output().unwrap();
+        assert!(out.status.success(), "helm {args:?}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["lint", path_str(&chart), "--strict", "--set", "admission.separationOfDuties=true", "--set", "controller.serviceMonitor.enabled=true"]);
+
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "chart").await;
+    let agent_ns = format!("{}-agent", ns.name);
+    // Cluster-scoped names of an earlier run or of another test must not block the install.
+    for role in ["jpki-access-controller", "jpki-access-viewer", "jpki-access-editor", "jpki-access-approver"] {
+        let _ = kubectl(&["delete", "clusterrole", role, "--ignore-not-found"]);
+    }
+    let _ = kubectl(&["delete", "clusterrolebinding", "jpki-access-controller", "--ignore-not-found"]);
+    let _ = kubectl(&["delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", "jpki-access-approved-by-requester", "--ignore-not-found"]);
+    /// Uninstalls even when an assertion fails: the chart's admission policy binds cluster-wide and would refuse
+    /// the approvals of later tests.
+    struct Uninstall(PathBuf, PathBuf, String, String);
+    impl Drop for Uninstall {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0).args(["uninstall", "jpki", "--namespace", &self.2]).env("KUBECONFIG", &self.1).output();
+            let _ = kubectl(&["delete", "namespace", &self.3, "--wait=false", "--ignore-not-found"]);
+        }
+    }
+    let _uninstall = Uninstall(helm.clone(), kubeconfig.clone(), ns.name.clone(), agent_ns.clone());
+    let installed = run(&[
+        "install", "jpki", path_str(&chart), "--namespace", &ns.name, "--wait=false",
+        "--set", &format!("agent.namespace={agent_ns}"), "--set", &format!("agent.allowlistNamespace={}", ns.name),
+    ]);
+    assert!(installed.contains("STATUS: deployed"), "{installed}");
+    for (kind, name, namespace) in [
+        ("deployment", "jpki-access-controller", ns.name.as_str()),
+        ("daemonset", "jpki-access-agent", agent_ns.as_str()),
+        ("networkpolicy", "jpki-access-controller", ns.name.as_str()),
+        ("role", "jpki-access-leader-election", ns.name.as_str()),
+        ("role", "jpki-access-agent", ns.name.as_str()),
+    ] {
+        kubectl_ok(&["get", kind, name, "-n", namespace]);
+    }
+    for name in ["jpki-access-controller", "jpki-access-viewer", "jpki-access-editor", "jpki-access-approver"] {
+        kubectl_ok(&["get", "clusterrole", name]);
+    }
+    kubectl_ok(&["get", "validatingadmissionpolicy", "jpki-access-approved-by-requester"]);
+    let label = kubectl_ok(&["get", "namespace", &agent_ns, "-o", "jsonpath={.metadata.labels.pod-security\\.kubernetes\\.io/enforce}"]);
+    assert_eq!(label, "privileged");
+
+    // Who may do what, through impersonation of the chart's subjects and of people bound to its roles.
+    for (role, user) in [("jpki-access-viewer", "vera"), ("jpki-access-editor", "eddie"), ("jpki-access-approver", "april")] {
+        kubectl_ok(&["create", "clusterrolebinding", &format!("{}-{user}", ns.name), &format!("--clusterrole={role}"), &format!("--user={user}")]);
+    }
+    let controller = format!("system:serviceaccount:{}:jpki-access-controller", ns.name);
+    let agent = format!("system:serviceaccount:{agent_ns}:jpki-access-agent");
+    let n = ns.name.as_str();
+    let matrix: Vec<(&str, bool, Vec<&str>)> = vec![
+        (&controller, true, vec!["list", "accessregistrations.access.jpki.dev", "-A"]),
+        (&controller, true, vec!["patch", "accessregistrations.access.jpki.dev", "--subresource=status", "-n", "x"]),
+        (&controller, true, vec!["create", "configmaps", "-n", "x"]),
+        (&controller, true, vec!["delete", "networkpolicies.networking.k8s.io", "-n", "x"]),
+        (&controller, true, vec!["patch", "events.events.k8s.io", "-n", "x"]),
+        (&controller, true, vec!["update", "leases.coordination.k8s.io", "-n", n]),
+        (&controller, false, vec!["update", "leases.coordination.k8s.io", "-n", "x"]),
+        (&controller, false, vec!["get", "secrets", "-n", n]),
+        (&controller, false, vec!["create", "pods", "-n", n]),
+        (&controller, false, vec!["create", "accessapprovals.access.jpki.dev", "-n", "x"]),
+        (&agent, true, vec!["watch", "configmaps", "-n", n]),
+        (&agent, true, vec!["patch", "configmaps", "-n", n]),
+        (&agent, false, vec!["get", "configmaps", "-n", "x"]),
+        (&agent, false, vec!["list", "accessregistrations.access.jpki.dev", "-A"]),
+        (&agent, false, vec!["get", "secrets", "-n", n]),
+        ("vera", true, vec!["list", "accessregistrations.access.jpki.dev", "-A"]),
+        ("vera", false, vec!["create", "accessregistrations.access.jpki.dev", "-n", n]),
+        ("vera", false, vec!["create", "accessapprovals.access.jpki.dev", "-n", n]),
+        ("eddie", true, vec!["create", "accessregistrations.access.jpki.dev", "-n", n]),
+        ("eddie", false, vec!["create", "accessapprovals.access.jpki.dev", "-n", n]),
+        ("eddie", false, vec!["delete", "accessapprovals.access.jpki.dev", "-n", n]),
+        ("april", true, vec!["create", "accessapprovals.access.jpki.dev", "-n", n]),
+        ("april", false, vec!["create", "accessregistrations.access.jpki.dev", "-n", n]),
+        ("april", false, vec!["delete", "accessapprovals.access.jpki.dev", "-n", n]),
+    ];
+    let mut wrong = Vec::new();
+    for (user, expected, args) in &matrix {
+        let mut full = vec!["auth", "can-i", "--as", user];
+        full.extend(args);
+        let answer = String::from_utf8_lossy(&kubectl(&full).stdout).trim() == "yes";
+        if answer != *expected {
+            wrong.push(format!("{user} can-i {args:?}: {answer}, expected {expected}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    for user in ["vera", "eddie", "april"] {
+        let _ = kubectl(&["delete", "clusterrolebinding", &format!("{}-{user}", ns.name)]);
+    }
+}
