@@ -1,0 +1,266 @@
+//! The Argo CD health checks of gitops/argocd: every fixture under gitops/argocd/fixtures/<Kind>/ is run
+//! through the real Lua interpreter (Debian's `lua5.4`) with the script gitops/argocd/health/<Kind>.lua, and
+//! must get the health its `# expect:` header names; argocd-cm-patch.yaml must embed exactly those scripts.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const KEY_PREFIX: &str = "resource.customizations.health.access.jpki.dev_";
+const HEALTH: [&str; 6] = ["Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"];
+
+fn argocd() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gitops/argocd")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Sorted entries of a directory (names and paths).
+fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The kinds that have a script: health/<Kind>.lua.
+fn scripts() -> Vec<(String, String)> {
+    entries(&argocd().join("health"))
+        .into_iter()
+        .filter_map(|(name, path)| name.strip_suffix(".lua").map(|kind| (kind.to_string(), read(&path))))
+        .collect()
+}
+
+/// The kinds of the operator's CRDs, from crds/jpki-access.crds.yaml.
+fn crd_kinds() -> BTreeSet<String> {
+    let text = read(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds/jpki-access.crds.yaml"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            let crd: Value = serde::Deserialize::deserialize(doc).unwrap();
+            crd["spec"]["names"]["kind"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// A Lua table constructor (or scalar) for a JSON value: what Argo CD hands a script as `obj`.
+fn lua_literal(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("nil"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => lua_string(s, out),
+        Value::Array(items) => {
+            out.push('{');
+            for item in items {
+                lua_literal(item, out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        Value::Object(fields) => {
+            out.push('{');
+            for (key, item) in fields {
+                out.push('[');
+                lua_string(key, out);
+                out.push_str("]=");
+                lua_literal(item, out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A double-quoted Lua string; UTF-8 passes through (Lua strings are bytes), control characters as \ddd.
+fn lua_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\{:03}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Fails (never skips) when the interpreter is missing: these checks are the only test of the scripts.
+fn require_lua() {
+    match Command::new("lua5.4").arg("-v").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("`lua5.4 -v` failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => panic!(
+            "cannot run lua5.4 ({e}): install the Debian package lua5.4 (`apt-get install lua5.4`; scripts/test installs it)"
+        ),
+    }
+}
+
+/// Runs a health script on an object the way Argo CD does (`obj` set, the script's returned `hs` read) and
+/// returns (hs.status, hs.message). The script is wrapped in a function so its top-level `return` works.
+fn health(script: &str, obj: &Value) -> Result<(String, String), String> {
+    let mut source = String::from("local obj = ");
+    lua_literal(obj, &mut source);
+    source.push_str("\nlocal hs = (function()\n");
+    source.push_str(script);
+    source.push_str("\nend)()\nio.write(tostring(hs.status) .. \"\\t\" .. tostring(hs.message or \"\") .. \"\\n\")\n");
+    let mut child = Command::new("lua5.4")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run lua5.4: {e}"))?;
+    child.stdin.take().unwrap().write_all(source.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(format!("lua5.4 failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let stdout = String::from_utf8(out.stdout).map_err(|e| e.to_string())?;
+    let line = stdout.strip_suffix('\n').unwrap_or(&stdout);
+    let (status, message) = line.split_once('\t').ok_or_else(|| format!("unexpected output {stdout:?}"))?;
+    Ok((status.to_string(), message.to_string()))
+}
+
+struct Fixture {
+    kind: String,
+    case: String,
+    expect: String,
+    contains: Option<String>,
+    object: Value,
+}
+
+/// Every fixture, with the expectation from its header (`# expect: Healthy`, optional `# message contains: ...`).
+fn fixtures() -> Vec<Fixture> {
+    let mut out = Vec::new();
+    for (kind, dir) in entries(&argocd().join("fixtures")) {
+        for (name, path) in entries(&dir) {
+            let Some(case) = name.strip_suffix(".yaml") else { continue };
+            let text = read(&path);
+            let header = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix)).map(|v| v.trim().to_string());
+            let expect = header("# expect:").unwrap_or_else(|| panic!("{}: no `# expect: <health>` header", path.display()));
+            assert!(HEALTH.contains(&expect.as_str()), "{}: `{expect}` is not an Argo CD health status", path.display());
+            // The fixture must be an object the operator's types accept (no unknown or mistyped field).
+            let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+            match jpki_access::manifest::read_value(yaml) {
+                Ok(Some(form)) => assert_eq!(form.kind(), kind, "{}: kind of a fixture in fixtures/{kind}", path.display()),
+                Ok(None) => panic!("{}: not an access.jpki.dev object", path.display()),
+                Err((_, problems)) => panic!("{}: not a valid {kind}: {problems:?}", path.display()),
+            }
+            out.push(Fixture {
+                kind: kind.clone(),
+                case: case.to_string(),
+                expect,
+                contains: header("# message contains:"),
+                object: serde_yaml::from_str(&text).unwrap(),
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn every_fixture_gets_its_expected_health() {
+    require_lua();
+    let scripts = scripts();
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for f in fixtures() {
+        let Some((_, script)) = scripts.iter().find(|(k, _)| *k == f.kind) else {
+            panic!("fixtures/{} has no script health/{}.lua", f.kind, f.kind);
+        };
+        let name = format!("{}/{}", f.kind, f.case);
+        match health(script, &f.object) {
+            Err(e) => failures.push(format!("{name}: {e}")),
+            Ok((status, message)) => {
+                report.push(format!("{name:<40} {status:<12} {message}"));
+                if status != f.expect {
+                    failures.push(format!("{name}: expected {}, got {status} ({message})", f.expect));
+                }
+                if (status == "Degraded" || status == "Progressing") && message.is_empty() {
+                    failures.push(format!("{name}: {status} without a message"));
+                }
+                if let Some(part) = &f.contains
+                    && !message.contains(part.as_str())
+                {
+                    failures.push(format!("{name}: message {message:?} does not contain {part:?}"));
+                }
+            }
+        }
+    }
+    println!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "health checks disagree with their fixtures:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_kind_has_a_script_and_fixtures_of_each_outcome() {
+    let kinds: BTreeSet<String> = scripts().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, crd_kinds(), "gitops/argocd/health must hold one <Kind>.lua per CRD kind");
+    let all = fixtures();
+    for kind in &kinds {
+        let of = |expect: &str| all.iter().filter(|f| f.kind == *kind && f.expect == expect).count();
+        assert!(of("Healthy") > 0 && of("Progressing") > 0, "fixtures/{kind} needs a Healthy and a Progressing case");
+        assert!(
+            all.iter().any(|f| f.kind == *kind && f.case == "stale-generation" && f.expect == "Progressing"),
+            "fixtures/{kind} needs stale-generation.yaml (Progressing)"
+        );
+        if kind == "AccessRegistration" || kind == "AccessEnvironment" {
+            assert!(of("Degraded") > 0, "fixtures/{kind} needs a Degraded case");
+        }
+    }
+}
+
+#[test]
+fn scripts_share_one_core() {
+    // Argo CD scripts cannot import each other: the common part is copied, and must stay the same everywhere.
+    let core = |script: &str| {
+        let start = script.find("-- BEGIN shared core").expect("no `-- BEGIN shared core` line");
+        let end = script.find("-- END shared core").expect("no `-- END shared core` line");
+        script[start..end].to_string()
+    };
+    let scripts = scripts();
+    let (first_kind, first) = &scripts[0];
+    for (kind, script) in &scripts[1..] {
+        assert!(core(script) == core(first), "the shared core of health/{kind}.lua differs from health/{first_kind}.lua");
+    }
+}
+
+#[test]
+fn argocd_cm_patch_embeds_exactly_the_scripts() {
+    let path = argocd().join("argocd-cm-patch.yaml");
+    let patch: Value = serde_yaml::from_str(&read(&path)).unwrap();
+    assert_eq!(patch["apiVersion"], "v1");
+    assert_eq!(patch["kind"], "ConfigMap");
+    assert_eq!(patch["metadata"]["name"], "argocd-cm");
+    assert_eq!(patch["metadata"]["namespace"], "argocd");
+    let data = patch["data"].as_object().expect("argocd-cm-patch.yaml has no data");
+    let scripts = scripts();
+    let expected: BTreeSet<String> = scripts.iter().map(|(k, _)| format!("{KEY_PREFIX}{k}")).collect();
+    let found: BTreeSet<String> = data.keys().cloned().collect();
+    let stale = "argocd-cm-patch.yaml is stale: run gitops/argocd/generate.sh and commit it";
+    assert_eq!(found, expected, "{stale}");
+    for (kind, script) in &scripts {
+        assert!(data[&format!("{KEY_PREFIX}{kind}")] == script.as_str(), "{stale} (health/{kind}.lua differs)");
+    }
+}
+
+#[test]
+fn lua_literal_escapes_strings() {
+    require_lua();
+    let obj = serde_json::json!({"s": "a\"b\\c\nd\te\u{1}f 札幌", "n": [1, -2.5, true, null], "k\"ey": {}});
+    let script = "return {status = 'ok', message = obj.s .. '|' .. obj.n[1] .. '|' .. obj.n[2] .. '|' .. tostring(obj.n[3]) .. '|' .. tostring(obj.n[4]) .. '|' .. type(obj['k\"ey'])}";
+    let (status, message) = health(script, &obj).unwrap();
+    assert_eq!(status, "ok");
+    assert_eq!(message, "a\"b\\c\nd\te\u{1}f 札幌|1|-2.5|true|nil|table");
+}
