@@ -110,11 +110,12 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             }
         };
         let mut error = None;
-        if applied.as_deref() != Some(list.digest.as_str()) {
+        let wanted = tag(&list);
+        if applied.as_deref() != Some(wanted.as_str()) {
             match nft.apply(&list).await {
                 Ok(()) => {
                     tracing::info!(digest = %list.digest, v4 = list.v4.len(), v6 = list.v6.len(), "applied");
-                    applied = Some(list.digest.clone());
+                    applied = Some(wanted);
                 }
                 Err(e) => {
                     tracing::error!(digest = %list.digest, error = %e, "apply failed; the previous rules stay in force");
@@ -127,7 +128,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             "metadata": {"name": report_name(&settings.environment, &settings.node), "namespace": settings.namespace,
                          "labels": {REPORT_LABEL: settings.environment, "app.kubernetes.io/managed-by": "jpki-access-agent"}},
             "data": {"environment": settings.environment, "node": settings.node,
-                     "appliedDigest": applied.clone().unwrap_or_default(), "publishedDigest": list.digest,
+                     "appliedDigest": applied.as_deref().map(digest_of_tag).unwrap_or_default(), "publishedDigest": list.digest,
                      "error": error.clone().unwrap_or_default()}
         });
         if last_report.as_ref() != Some(&report) {
@@ -147,6 +148,23 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         tracing::info!("stopping; the rules stay in force");
     }
     Ok(())
+}
+
+/// What the kernel must hold: the allowlist's digest and the filtered ports (a change of ports alone changes no
+/// digest, yet must be applied). Kept in the comment of the input chain.
+fn tag(list: &allowlist::Allowlist) -> String {
+    let mut ports: Vec<String> = list
+        .ports
+        .iter()
+        .map(|p| format!("{}/{}", if p.protocol == crate::api::environment::Protocol::Udp { "UDP" } else { "TCP" }, p.port))
+        .collect();
+    ports.sort();
+    format!("{} ports {}", list.digest, ports.join(","))
+}
+
+/// The digest part of a tag.
+fn digest_of_tag(tag: &str) -> String {
+    tag.split(" ports ").next().unwrap_or_default().to_string()
 }
 
 /// The nft binary, in the host's or a test's network namespace.
@@ -184,7 +202,7 @@ impl Nft {
     async fn apply(&mut self, list: &allowlist::Allowlist) -> Result<(), String> {
         let mut ruleset = render_ruleset(&self.settings.environment, &list.v4, &list.v6, &list.ports);
         // Tag the input chain with the digest, so the next start knows what is applied without a set dump.
-        ruleset = ruleset.replacen("\tchain input {\n", &format!("\tchain input {{\n\t\tcomment \"jpki-access digest {}\"\n", list.digest), 1);
+        ruleset = ruleset.replacen("\tchain input {\n", &format!("\tchain input {{\n\t\tcomment \"jpki-access digest {}\"\n", tag(list)), 1);
         if self.settings.break_file.as_ref().is_some_and(|f| f.exists()) {
             ruleset.push_str("this line is broken on purpose (test hook)\n");
         }

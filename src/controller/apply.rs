@@ -45,9 +45,15 @@ impl Backoff {
     fn succeeded(&mut self, id: &str) {
         self.failures.remove(id);
     }
-    /// When the next retry is due.
+    /// When the next retry is due (only retries still ahead: a past one was retried by the pass that just ran).
     pub fn next_retry(&self) -> Option<Instant> {
-        self.failures.values().map(|(_, at)| *at).min()
+        let now = Instant::now();
+        self.failures.values().map(|(_, at)| *at).filter(|at| *at > now).min()
+    }
+    /// Forgets failures that a pass started at `pass_start` did not see again (the object was written, is right
+    /// by now, or is gone), so they neither wake the loop nor linger.
+    pub fn prune(&mut self, pass_start: Instant) {
+        self.failures.retain(|_, (_, at)| *at > pass_start);
     }
     pub fn pending(&self) -> usize {
         self.failures.len()
@@ -189,7 +195,13 @@ pub async fn apply_notices(client: &Client, stores: &Stores, plan: &Plan, backof
 pub async fn delete_stale(client: &Client, stores: &Stores, plan: &Plan, held_back: &BTreeSet<String>, writes: &mut Writes) {
     let mut wanted: BTreeSet<String> = plan.environments.values().flat_map(|e| e.children.iter().map(id)).collect();
     wanted.extend(plan.registrations.values().filter_map(|r| r.notice.as_ref()).map(id));
-    let keep = |labels: &std::collections::BTreeMap<String, String>| labels.get(ENVIRONMENT_LABEL).is_some_and(|e| held_back.contains(e));
+    // Only objects of an environment in the plan, whose writes succeeded, may be deleted. An environment that left
+    // the plan (invalid, unreadable, or shadowed by another object for the same environment) keeps its objects:
+    // deleting its default-deny policy would open the services (fail closed, never fail open). A deleted
+    // AccessEnvironment's objects go with it through their ownerReferences.
+    let keep = |labels: &std::collections::BTreeMap<String, String>| {
+        labels.get(ENVIRONMENT_LABEL).is_none_or(|e| held_back.contains(e) || !plan.environments.contains_key(e))
+    };
     let dp = DeleteParams::default();
     for cm in stores.config_maps.state() {
         let key = id(&Child::ConfigMap((*cm).clone()));

@@ -232,6 +232,7 @@ impl Reconciler {
             // Never later than the plan says; a few milliseconds after, so the instant has passed.
             Instant::now() + wait.min(Duration::from_secs(86_400 * 365)) + Duration::from_millis(5)
         });
+        self.backoff.prune(started);
         [next_transition, self.backoff.next_retry()].into_iter().flatten().min()
     }
 

@@ -51,6 +51,9 @@ pub struct Refusal {
 pub struct Decided {
     pub approval: String,
     pub approved_at: Timestamp,
+    /// When this registration was first approved (its place in line for conflicts: a later re-approval of a
+    /// widening does not make it lose what it has held since).
+    pub first_approved_at: Timestamp,
 }
 
 /// Approved content narrowed by the current spec: what may be live, and when.
@@ -185,7 +188,7 @@ fn latest_decision(reg: &AccessRegistration, ctx: &Context<'_>) -> Option<(Decid
     let namespace = reg.metadata.namespace.as_deref().unwrap_or_default();
     let name = reg.metadata.name.as_deref().unwrap_or_default();
     let candidates = ctx.approvals.get(&(namespace, name))?;
-    candidates
+    let valid: Vec<_> = candidates
         .iter()
         .filter_map(|a| {
             let valid = check_approval(&a.spec).value?;
@@ -195,13 +198,17 @@ fn latest_decision(reg: &AccessRegistration, ctx: &Context<'_>) -> Option<(Decid
             }
             Some((valid.approved_at, a.name_any(), valid))
         })
+        .collect();
+    let first_approved_at = valid.iter().filter(|v| v.2.decision == Decision::Approved).map(|v| v.0).min();
+    valid
+        .into_iter()
         .max_by(|x, y| (x.0, &x.1).cmp(&(y.0, &y.1)))
         .map(|(approved_at, approval, valid)| {
             let terms = match valid.decision {
                 Decision::Approved => valid.approved.map(|t| Terms { cidrs: t.cidrs, start: t.start, end: t.end }),
                 Decision::Rejected => None,
             };
-            (Decided { approval, approved_at }, terms)
+            (Decided { approval, approved_at, first_approved_at: first_approved_at.unwrap_or(approved_at) }, terms)
         })
 }
 

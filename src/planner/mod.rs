@@ -127,7 +127,13 @@ pub fn plan(input: &PlanInput<'_>, now: Timestamp) -> Plan {
         let previous = input.published.and_then(|p| p.get(&name));
         let (published, hold) =
             apply_hold(env.spec.policy.mass_revocation_hold.as_ref(), previous, sorted_aggregate(&cidrs), live.len(), release);
-        let (mut children, digest) = children::allowlist(env, &published, live.len());
+        // While a removal is held, the index keeps the previous live count: the next pass must see the same
+        // removal again (and hold it again) until a person releases it.
+        let recorded_live = match (&hold, previous) {
+            (Some(_), Some(p)) => p.live_registrations.max(live.len()),
+            _ => live.len(),
+        };
+        let (mut children, digest) = children::allowlist(env, &published, recorded_live);
         let mut all = children::network_policies(env, &published);
         all.append(&mut children);
         all.extend(children::routes(env));

@@ -8,7 +8,7 @@ use crate::api::registration::{ConflictRef, RegistrationPhase};
 use crate::domain::cidr::overlaps_within;
 use ipnet::IpNet;
 use jiff::Timestamp;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The planner's verdict on one registration at one instant.
 #[derive(Debug, Clone)]
@@ -46,10 +46,22 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
 
 /// Resolves every registration; `evaluations` may be in any order, the result is keyed and so deterministic.
 pub fn resolve(evaluations: Vec<Evaluation>, now: Timestamp) -> BTreeMap<RegKey, Resolved> {
-    let mut out: BTreeMap<RegKey, Resolved> = evaluations.into_iter().map(|e| (e.key.clone(), in_time(e, now))).collect();
-    supersede(&mut out, now);
-    decide_conflicts(&mut out);
-    out
+    let base: BTreeMap<RegKey, Resolved> = evaluations.into_iter().map(|e| (e.key.clone(), in_time(e, now))).collect();
+    // A successor held in Conflict must not make its predecessor step down (that would leave the verifier with
+    // nothing): such successors are blocked and the decision is taken again. Each round blocks at least one more
+    // successor, so this ends; in practice it runs once.
+    let mut blocked: HashSet<RegKey> = HashSet::new();
+    loop {
+        let mut out = base.clone();
+        let successors = supersede(&mut out, now, &blocked);
+        decide_conflicts(&mut out);
+        let newly: Vec<RegKey> =
+            successors.into_iter().filter(|k| out[k].phase == RegistrationPhase::Conflict && !blocked.contains(k)).collect();
+        if newly.is_empty() {
+            return out;
+        }
+        blocked.extend(newly);
+    }
 }
 
 /// Phase from the standing and the clock alone.
@@ -99,9 +111,9 @@ fn in_time(evaluation: Evaluation, now: Timestamp) -> Resolved {
 /// A successor (same namespace, verifier and environment) that is approved takes over at the start of its
 /// window; its predecessor steps down at that same instant, never earlier (no gap) and never later (no overlap
 /// beyond what both approvals cover).
-fn supersede(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp) {
+fn supersede(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp, blocked: &HashSet<RegKey>) -> Vec<RegKey> {
     let mut takeovers: Vec<(RegKey, RegKey, Timestamp)> = Vec::new(); // (old, new, instant)
-    for (key, r) in out.iter() {
+    for (key, r) in out.iter().filter(|(k, _)| !blocked.contains(*k)) {
         let (Some(old_name), Some(window)) = (&r.evaluation.supersedes, &r.window) else { continue };
         let old = RegKey { namespace: key.namespace.clone(), name: old_name.clone() };
         let same_line = out.get(&old).is_some_and(|o| o.evaluation.verifier == r.evaluation.verifier && o.evaluation.environment == r.evaluation.environment);
@@ -109,6 +121,7 @@ fn supersede(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp) {
             takeovers.push((old, key.clone(), window.start));
         }
     }
+    let successors: Vec<RegKey> = takeovers.iter().filter(|(_, _, at)| now >= *at).map(|(_, new, _)| new.clone()).collect();
     for (old, new, instant) in takeovers {
         let Some(r) = out.get_mut(&old) else { continue };
         if !matches!(r.phase, RegistrationPhase::Active | RegistrationPhase::Scheduled) {
@@ -123,6 +136,7 @@ fn supersede(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp) {
             r.next_transition = earliest(r.next_transition, Some(instant));
         }
     }
+    successors
 }
 
 /// Overlaps between live registrations of different verifiers in one environment, found by one sort-and-sweep
@@ -151,14 +165,20 @@ fn decide_conflicts(out: &mut BTreeMap<RegKey, Resolved>) {
         if edges.is_empty() {
             continue;
         }
-        let mut involved: Vec<RegKey> = edges.keys().map(|(a, _)| a.clone()).collect();
-        involved.sort_by_key(|k| (out[k].decided.as_ref().map(|d| d.approved_at), k.clone()));
-        involved.dedup();
-        let mut kept: Vec<RegKey> = Vec::new();
+        // Neighbours per registration, so each decision looks only at its own overlaps: O(k), not O(n²).
+        let mut neighbours: HashMap<RegKey, Vec<RegKey>> = HashMap::new();
+        for (a, b) in edges.keys() {
+            neighbours.entry(a.clone()).or_default().push(b.clone());
+        }
+        let mut involved: Vec<RegKey> = neighbours.keys().cloned().collect();
+        involved.sort_by_key(|k| (out[k].decided.as_ref().map(|d| d.first_approved_at), k.clone()));
+        let mut kept: HashSet<RegKey> = HashSet::new();
         for key in involved {
-            let against: Vec<&RegKey> = kept.iter().filter(|k| edges.contains_key(&(key.clone(), (*k).clone()))).collect();
+            let mut against: Vec<&RegKey> = neighbours[&key].iter().filter(|k| kept.contains(*k)).collect();
+            against.sort();
+            against.dedup();
             if against.is_empty() {
-                kept.push(key);
+                kept.insert(key);
                 continue;
             }
             let conflicts: Vec<ConflictRef> = against
