@@ -531,3 +531,59 @@ fn a_gateway_exposure_renders_one_httproute_per_endpoint() {
     }));
     assert!(plan.environments["production"].children.iter().all(|c| c.identity().1 != "Ingress"));
 }
+
+#[test]
+fn a_held_removal_stays_held_on_the_next_pass_until_released() {
+    let mut w = World::new();
+    w.environments[0].spec.policy.mass_revocation_hold = Some(MassRevocationHold { percent: 25, min_cidrs: 2 });
+    let regs: Vec<AccessRegistration> = (0..4)
+        .map(|i| registration("sapporo", &format!("r{i}"), Environment::Production, &[&format!("198.51.{}.0/24", i * 2)], "2026-04-01", None))
+        .collect();
+    w.approvals = regs.iter().map(|r| approve(r, "2026-03-05T01:00:00Z")).collect();
+    w.registrations = regs;
+    let publish = |w: &mut World, plan: &Plan| {
+        let e = &plan.environments["production"];
+        let index = child(plan, "production", "ConfigMap", "jpki-allowlist-production");
+        let live: usize = index["data"]["liveRegistrations"].as_str().unwrap().parse().unwrap();
+        w.published.insert("production".into(), PublishedAllowlist { digest: e.digest.clone(), cidrs: e.cidrs.clone(), live_registrations: live });
+    };
+    let full = w.plan("2026-05-01T00:00:00Z");
+    publish(&mut w, &full);
+    w.registrations.truncate(1);
+    // Pass after pass (each one reading back what the previous one published), the removal stays held.
+    for pass in 0..3 {
+        let plan = w.plan("2026-05-01T00:00:00Z");
+        assert!(plan.environments["production"].hold.is_some(), "released by itself on pass {pass}");
+        assert_eq!(allowlist(&plan, "production").len(), 4);
+        publish(&mut w, &plan);
+    }
+}
+
+#[test]
+fn a_successor_in_conflict_does_not_make_its_predecessor_step_down() {
+    let mut w = World::new();
+    let old = registration("sapporo", "a1", Environment::Production, &["192.0.2.0/28"], "2026-04-01", None);
+    let mut new = registration("sapporo", "a2", Environment::Production, &["198.51.100.0/28"], "2026-04-01", None);
+    new.spec.supersedes = Some("a1".into());
+    let mut other = registration("hakodate", "h", Environment::Production, &["198.51.100.0/24"], "2026-04-01", None);
+    other.metadata.namespace = Some("ns-hakodate".into());
+    w.approvals = vec![approve(&old, "2026-03-01T01:00:00Z"), approve(&other, "2026-03-02T01:00:00Z"), approve(&new, "2026-03-03T01:00:00Z")];
+    w.registrations = vec![old, new, other];
+    let plan = w.plan("2026-05-01T00:00:00Z");
+    assert_eq!((phase(&plan, "sapporo", "a1"), phase(&plan, "sapporo", "a2"), phase(&plan, "hakodate", "h")), (Active, Conflict, Active));
+    assert_eq!(allowlist(&plan, "production"), ["192.0.2.0/28", "198.51.100.0/24"], "sapporo keeps its old access");
+}
+
+#[test]
+fn re_approving_a_widening_keeps_the_place_in_line_for_conflicts() {
+    let mut w = World::new();
+    let mut sapporo = registration("sapporo", "s", Environment::Production, &["192.0.2.0/24"], "2026-04-01", None);
+    let mut hakodate = registration("hakodate", "h", Environment::Production, &["192.0.2.0/25", "203.0.113.0/24"], "2026-04-01", None);
+    hakodate.metadata.namespace = Some("ns-hakodate".into());
+    w.approvals = vec![approve(&sapporo, "2026-03-01T01:00:00Z"), approve(&hakodate, "2026-03-02T01:00:00Z")];
+    sapporo.spec.source_cidrs.push("198.51.100.0/24".into());
+    w.approvals.push(approve(&sapporo, "2026-04-10T01:00:00Z")); // the widening, approved later
+    w.registrations = vec![sapporo, hakodate];
+    let plan = w.plan("2026-05-01T00:00:00Z");
+    assert_eq!((phase(&plan, "sapporo", "s"), phase(&plan, "hakodate", "h")), (Active, Conflict));
+}
