@@ -142,6 +142,8 @@ pub fn evaluate(reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp) -> 
     evaluation
 }
 
+// Err carries a Standing as large as Ok's (an early verdict), built once per registration: no need to box it.
+#[allow(clippy::result_large_err)]
 fn standing(reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp, out: &mut Evaluation) -> Result<Standing, Standing> {
     let invalid = |reason, message: String| Standing::Invalid(refuse(reason, message));
     let Some(rules) = ctx.environments.get(&reg.spec.environment) else {
