@@ -67,7 +67,25 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
     impl Drop for Uninstall {
         fn drop(&mut self) {
             let _ = Command::new(&self.0).args(["uninstall", "jpki", "--namespace", &self.2]).env("KUBECONFIG", &self.1).output();
+            let _ = kubectl(&["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", "jpki-access-approved-by-requester", "--ignore-not-found"]);
             let _ = kubectl(&["delete", "namespace", &self.3, "--wait=false", "--ignore-not-found"]);
+            // The API server stops enforcing a deleted policy a moment later: wait until an approval in someone
+            // else's name passes admission again (dry run), so no later test meets the policy.
+            let reg: jpki_access::api::AccessRegistration = serde_json::from_value(serde_json::json!({
+                "apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration", "metadata": {"name": "probe", "namespace": self.2},
+                "spec": {"verifierRef": "v", "environment": "Test", "connectionMethod": "Lgwan", "sourceCidrs": ["192.0.2.0/28"], "accessStartDate": "2026-04-01"}
+            })).unwrap();
+            let approval = jpki_access::domain::approve::approval_for(&reg, jpki_access::api::Decision::Approved, "someone-else", jiff::Timestamp::now(), None).unwrap();
+            let file = std::env::temp_dir().join(format!("jpki-chart-probe-{}.json", std::process::id()));
+            std::fs::write(&file, serde_json::to_string(&approval).unwrap()).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if kubectl(&["create", "--dry-run=server", "-f", file.to_str().unwrap()]).status.success() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            let _ = std::fs::remove_file(&file);
         }
     }
     let _uninstall = Uninstall(helm.clone(), kubeconfig.clone(), ns.name.clone(), agent_ns.clone());
