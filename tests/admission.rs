@@ -138,3 +138,136 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
     assert!(fine.status.success(), "a true approval by another person is accepted: {}", stderr(&fine));
     drop(cleanup);
 }
+
+/// `kubectl` as the holder of a service-account token (no impersonation: the token's own claims reach admission).
+fn kubectl_with_token(token: &str, args: &[&str], stdin: Option<&serde_json::Value>) -> Output {
+    let mut child = Command::new(&control_plane().kubectl)
+        .arg("--kubeconfig")
+        .arg(&control_plane().kubeconfig)
+        .args(["--token", token])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(object) = stdin {
+        input.write_all(object.to_string().as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// The chart's agent Role lets an agent create and patch any ConfigMap of the allowlist namespace (RBAC has no
+/// per-node names); its admission policy narrows that to the report of the node in the agent's bound token. Tested
+/// with real tokens of pods bound to two nodes, rendered from the chart by helm.
+#[tokio::test]
+async fn a_firewall_agent_writes_only_its_own_nodes_report() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "agentreport").await;
+    let agent_ns = format!("{}-agent", ns.name);
+    let helm = repo_root().join("target/testenv/helm");
+    let rendered = Command::new(&helm)
+        .args(["template", "jpki", path_str(&repo_root().join("charts/jpki-access")), "--namespace", &ns.name])
+        .args(["--show-only", "templates/agent.yaml", "--show-only", "templates/agent-report-policy.yaml"])
+        .args(["--set", &format!("agent.namespace={agent_ns}"), "--set", &format!("agent.allowlistNamespace={}", ns.name)])
+        .args(["--set", "agent.environment=production", "--kube-version", "1.36.3"])
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "helm template: {}", String::from_utf8_lossy(&rendered.stderr));
+    let mut cleanup = Cleanup(vec![("namespace".into(), agent_ns.clone())]);
+    let suffix = ns.name.clone();
+    let mut kinds = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&rendered.stdout)) {
+        let mut v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if v.is_null() {
+            continue;
+        }
+        let kind = v["kind"].as_str().unwrap().to_string();
+        // Cluster-scoped policy names are made unique, so this test never meets the chart test's installation.
+        if kind == "ValidatingAdmissionPolicy" {
+            v["metadata"]["name"] = json!(format!("agent-report-{suffix}"));
+            cleanup.0.push(("validatingadmissionpolicy".into(), format!("agent-report-{suffix}")));
+        } else if kind == "ValidatingAdmissionPolicyBinding" {
+            v["metadata"]["name"] = json!(format!("agent-report-{suffix}"));
+            v["spec"]["policyName"] = json!(format!("agent-report-{suffix}"));
+            cleanup.0.push(("validatingadmissionpolicybinding".into(), format!("agent-report-{suffix}")));
+        }
+        let out = create_as("admin", &v);
+        assert!(out.status.success(), "{kind}: {}", stderr(&out));
+        kinds.push(kind);
+    }
+    assert_eq!(kinds, ["Namespace", "ServiceAccount", "Role", "RoleBinding", "DaemonSet", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]);
+
+    /// Pods on a node without a kubelet stay Terminating until deleted by force, and would hold their namespace.
+    struct ForceDeletePods(String);
+    impl Drop for ForceDeletePods {
+        fn drop(&mut self) {
+            let _ = kubectl(&["delete", "pods", "--all", "-n", &self.0, "--force", "--grace-period=0"]);
+        }
+    }
+    let _pods = ForceDeletePods(agent_ns.clone());
+    // Two edge nodes, an agent pod on each (never run: there is no kubelet), and the pods' bound tokens.
+    let mut tokens = Vec::new();
+    for node in ["edge-a", "edge-b"] {
+        let node_name = format!("{suffix}-{node}");
+        let out = create_as("admin", &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name}}));
+        assert!(out.status.success(), "{}", stderr(&out));
+        cleanup.0.push(("node".into(), node_name.clone()));
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": node, "namespace": agent_ns},
+            "spec": {"nodeName": node_name, "serviceAccountName": "jpki-access-agent", "automountServiceAccountToken": false,
+                     "containers": [{"name": "agent", "image": "jpki-access"}]}});
+        let out = create_as("admin", &pod);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let token = kubectl_ok(&["create", "token", "jpki-access-agent", "-n", &agent_ns, "--bound-object-kind", "Pod", "--bound-object-name", node]);
+        tokens.push((node_name, token.trim().to_string()));
+    }
+    let unbound = kubectl_ok(&["create", "token", "jpki-access-agent", "-n", &agent_ns]).trim().to_string();
+    let (node_a, token_a) = &tokens[0];
+    let (node_b, _) = &tokens[1];
+
+    // The allowlist shard every node enforces, written by the controller (here: the admin).
+    let shard = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "jpki-allowlist-production-0", "namespace": ns.name,
+        "labels": {"access.jpki.dev/environment": "production"}}, "data": {"cidrs": "192.0.2.0/28\n"}});
+    assert!(create_as("admin", &shard).status.success());
+    let report = |node: &str, labelled: bool| {
+        let mut r = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("jpki-agent-production-{node}"), "namespace": ns.name},
+            "data": {"environment": "production", "node": node, "appliedDigest": "d", "publishedDigest": "d", "error": ""}});
+        if labelled {
+            r["metadata"]["labels"] = json!({"access.jpki.dev/agent-report": "production"});
+        }
+        r
+    };
+    let apply = |token: &str, object: &serde_json::Value| {
+        let out = kubectl_with_token(token, &["apply", "--server-side", "--force-conflicts", "--field-manager=jpki-access-agent", "-f", "-"], Some(object));
+        (out.status.success(), stderr(&out))
+    };
+    // The policy takes effect a moment after it is created.
+    eventually(Duration::from_secs(20), "the agent-report policy in force", || async {
+        apply(token_a, &report(node_b, true)).1.contains("may write only its report")
+    })
+    .await;
+
+    let (ok, err) = apply(token_a, &report(node_a, true));
+    assert!(ok, "the agent on {node_a} writes its own report: {err}");
+    let (ok, err) = apply(token_a, &report(node_a, true));
+    assert!(ok, "and updates it: {err}");
+    let (ok, err) = apply(token_a, &report(node_b, true));
+    assert!(!ok && err.contains(&format!("the agent on node {node_a} may write only its report jpki-agent-production-{node_a}, not jpki-agent-production-{node_b}")), "{err}");
+    let mut widened = shard.clone();
+    widened["data"]["cidrs"] = json!("0.0.0.0/1\n192.0.2.0/28\n");
+    let (ok, err) = apply(token_a, &widened);
+    assert!(!ok && err.contains("may write only its report"), "the shard every node enforces is refused: {err}");
+    let (ok, err) = apply(token_a, &report(node_a, false));
+    assert!(!ok && err.contains("must carry the label access.jpki.dev/agent-report=production"), "{err}");
+    let (ok, err) = apply(&unbound, &report(node_a, true));
+    assert!(!ok && err.contains("not bound to a node"), "a token of no pod is refused: {err}");
+    let out = kubectl_with_token(token_a, &["delete", "configmap", "jpki-allowlist-production-0", "-n", &ns.name], None);
+    assert!(!out.status.success(), "the agent may not delete the shard");
+
+    let stored = kubectl_ok(&["get", "configmap", "jpki-allowlist-production-0", "-n", &ns.name, "-o", "jsonpath={.data.cidrs}"]);
+    assert_eq!(stored, "192.0.2.0/28\n", "the shard is untouched");
+    drop(_pods);
+    drop(cleanup);
+}

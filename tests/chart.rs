@@ -60,7 +60,9 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
         let _ = kubectl(&["delete", "clusterrole", role, "--ignore-not-found"]);
     }
     let _ = kubectl(&["delete", "clusterrolebinding", "jpki-access-controller", "--ignore-not-found"]);
-    let _ = kubectl(&["delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", "jpki-access-approved-by-requester", "--ignore-not-found"]);
+    for policy in ["jpki-access-approved-by-requester", "jpki-access-agent-writes-only-its-report"] {
+        let _ = kubectl(&["delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", policy, "--ignore-not-found"]);
+    }
     /// Uninstalls even when an assertion fails: the chart's admission policy binds cluster-wide and would refuse
     /// the approvals of later tests.
     struct Uninstall(PathBuf, PathBuf, String, String);
@@ -106,7 +108,9 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
     for name in ["jpki-access-controller", "jpki-access-viewer", "jpki-access-editor", "jpki-access-approver"] {
         kubectl_ok(&["get", "clusterrole", name]);
     }
-    kubectl_ok(&["get", "validatingadmissionpolicy", "jpki-access-approved-by-requester"]);
+    for policy in ["jpki-access-approved-by-requester", "jpki-access-agent-writes-only-its-report"] {
+        kubectl_ok(&["get", "validatingadmissionpolicy,validatingadmissionpolicybinding", policy]);
+    }
     let label = kubectl_ok(&["get", "namespace", &agent_ns, "-o", "jsonpath={.metadata.labels.pod-security\\.kubernetes\\.io/enforce}"]);
     assert_eq!(label, "privileged");
 
