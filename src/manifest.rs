@@ -132,6 +132,13 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 const DIGIT_STRING_FIELDS: [(&str, &str); 3] =
     [("lgCode", "spec.lgCode"), ("corporateNumber", "spec.corporateNumber"), ("phone", "spec.contacts[].phone")];
 
+/// Whether a YAML 1.1 reader resolves this plain scalar to an integer: an optional sign, then digits (underscores
+/// allowed). `011-000-0000` stays a string there (a dash inside is no number), which is how kubectl writes it back.
+fn reads_as_yaml11_number(value: &str) -> bool {
+    let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
+    digits.starts_with(|c: char| c.is_ascii_digit()) && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
+}
+
 fn unquoted_digit_strings(file: &Path, text: &str) -> Vec<ReadProblem> {
     let mut problems = Vec::new();
     let mut document = 1;
@@ -153,7 +160,7 @@ fn unquoted_digit_strings(file: &Path, text: &str) -> Vec<ReadProblem> {
             let value = trimmed.trim_start_matches("- ").strip_prefix(field).and_then(|rest| rest.strip_prefix(':')).map(str::trim);
             if let Some(value) = value
                 && !value.is_empty()
-                && value.chars().all(|c| c.is_ascii_digit() || c == '-')
+                && reads_as_yaml11_number(value)
             {
                 problems.push(ReadProblem {
                     origin: Origin { file: file.to_path_buf(), document },
@@ -308,6 +315,20 @@ spec:
         assert_eq!(r.documents.len(), 1);
         assert_eq!(r.documents[0].origin.document, 1);
         assert_eq!(r.other_documents, 1);
+    }
+
+    #[test]
+    fn only_unquoted_values_yaml_11_reads_as_numbers_are_flagged() {
+        for number in ["011002", "0112345678", "+81112345678", "1_000"] {
+            assert!(reads_as_yaml11_number(number), "{number}");
+        }
+        // kubectl writes phone numbers with dashes back unquoted: they are strings in YAML 1.1 too.
+        for string in ["011-000-0000", "0120-00-0000", "-", "", "01a"] {
+            assert!(!reads_as_yaml11_number(string), "{string}");
+        }
+        let flagged = unquoted_digit_strings(Path::new("v.yaml"), "spec:\n  lgCode: 011002\n  contacts:\n  - phone: 011-000-0000\n  - phone: 0112345678\n");
+        let lines: Vec<_> = flagged.iter().map(|p| p.problem.message.split(':').next().unwrap_or_default().to_string()).collect();
+        assert_eq!(lines, ["line 2", "line 5"]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::PathBuf;
     name = "jpki-access",
     version,
     about = "Turns JPKI access-rights registration forms (A-08-1, A-11-1/2/3, A-13) into network access",
-    after_help = "Examples:\n  jpki-access crd > crds/jpki-access.yaml\n  jpki-access validate examples/\n  jpki-access validate forms/ --output json"
+    after_help = "Examples:\n  jpki-access crd > crds/jpki-access.crds.yaml\n  jpki-access validate examples/\n  jpki-access validate forms/ --output json"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -115,7 +115,7 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
     },
     /// Print the AccessApproval (承認書) of a registration as it is now in a file: its digest and a copy of the
     /// approved content. Apply the output with kubectl.
-    #[command(after_help = "Examples:\n  jpki-access approve examples/sapporo/registration-production.yaml --by approver@j-lis | kubectl apply -f -\n  jpki-access approve forms/ --registration sapporo-production-2026 --by approver@j-lis --reject --comment '役職印なし'")]
+    #[command(after_help = "Examples:\n  jpki-access approve examples/sapporo-city/registration-production.yaml --by approver@j-lis | kubectl apply -f -\n  jpki-access approve forms/ --registration sapporo-production-2026 --by approver@j-lis --reject --comment '役職印なし'")]
     Approve {
         /// A file or folder holding the registration.
         path: PathBuf,

@@ -218,7 +218,7 @@ impl Reconciler {
         for env in &snapshot.environments {
             let Some(ep) = plan.environments.get(&env.name_any()) else { continue };
             let mut status = ep.status.clone();
-            status.agents_in_sync = self.stores.agents_in_sync(&ep.name, &ep.digest);
+            status.agents_in_sync = self.stores.agents_in_sync(&ep.name, crate::planner::children::allowlist_namespace(env), &ep.digest);
             if apply::environment_status_unchanged(env, &status) {
                 continue;
             }

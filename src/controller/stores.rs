@@ -112,13 +112,15 @@ impl Stores {
         out
     }
 
-    /// "in sync/total" of the agents that report for `environment` (None when no agent reports).
-    pub fn agents_in_sync(&self, environment: &str, digest: &str) -> Option<String> {
+    /// "in sync/total" of the agents that report for `environment` (None when no agent reports). Only reports in the
+    /// environment's allowlist namespace count: that is where its agents may write (the chart's admission policy),
+    /// so a report elsewhere is a stray, not an agent.
+    pub fn agents_in_sync(&self, environment: &str, namespace: &str, digest: &str) -> Option<String> {
         let reports: Vec<_> = self
             .agent_reports
             .state()
             .into_iter()
-            .filter(|r| label(&**r, crate::agent::REPORT_LABEL) == Some(environment))
+            .filter(|r| label(&**r, crate::agent::REPORT_LABEL) == Some(environment) && r.metadata.namespace.as_deref() == Some(namespace))
             .collect();
         if reports.is_empty() {
             return None;
