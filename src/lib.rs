@@ -13,6 +13,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod domain;
+pub mod fleet;
 pub mod manifest;
 pub mod planner;
 pub mod shutdown;

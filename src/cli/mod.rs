@@ -1,6 +1,7 @@
 //! The `jpki-access` command line: one binary, several subcommands.
 
 pub mod approve;
+pub mod fleet;
 pub mod plugin;
 pub mod render;
 pub mod validate;
@@ -134,6 +135,29 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
         #[arg(long)]
         at: Option<jiff::Timestamp>,
     },
+    /// Generate a synthetic national fleet of forms for scale tests: every local government of the reference list
+    /// and companies, each with a verifier, test and production registrations and their approvals.
+    #[command(after_help = "Examples:\n  jpki-access fleet --scale 1 --out /tmp/fleet          # the real population, as YAML folders\n  jpki-access fleet --scale 3 --out /tmp/fleet3 && jpki-access validate /tmp/fleet3\n  KUBECONFIG=target/controlplane/kubeconfig jpki-access fleet --scale 1 --apply")]
+    Fleet {
+        /// Multiple of the real population (1 = 1,788 local governments and --companies companies).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Companies at scale 1.
+        #[arg(long, default_value_t = crate::fleet::COMPANIES_2026)]
+        companies: usize,
+        /// Write the forms as YAML, one file per verifier, under this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Create the fleet in the cluster of KUBECONFIG (server-side apply; namespaces included).
+        #[arg(long)]
+        apply: bool,
+        /// Requests in flight with --apply.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Decision time of the approvals, RFC 3339.
+        #[arg(long, default_value = "2026-03-15T00:00:00Z")]
+        approved_at: jiff::Timestamp,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,6 +248,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::Render { paths, env, at, format } => render::run(&paths, &env, at.unwrap_or_else(jiff::Timestamp::now), format),
         Command::Approve { path, registration, by, reject, comment, at } => {
             approve::run(&path, registration.as_deref(), &by, reject, comment, at)
+        }
+        Command::Fleet { scale, companies, out, apply, concurrency, approved_at } => {
+            if out.is_none() && !apply {
+                eprintln!("error: say where the fleet goes: --out FOLDER, --apply, or both");
+                return 2;
+            }
+            fleet::run(crate::fleet::FleetSettings { scale, companies, approved_at }, out.as_deref(), apply, concurrency)
         }
     }
 }
