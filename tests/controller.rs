@@ -136,6 +136,9 @@ async fn an_approved_registration_becomes_active_with_exact_outputs_and_kubectl_
         let a = approval_for(&reg, Decision::Approved, "approver@j-lis", "2026-03-05T01:00:00Z".parse().unwrap(), None).unwrap();
         approvals.create(&PostParams::default(), &a).await.unwrap();
     }
+    // A control plane reused from an earlier run has it Active already: start from no status, so the transition
+    // (and its Event) happens in this run.
+    kubectl_ok(&["patch", "accessregistration", "sapporo-production-2026", "-n", "verifier-sapporo", "--subresource=status", "--type=merge", "-p", r#"{"status":null}"#]);
     let mut controller = ControllerProcess::start(&["--no-leader-election"]);
     controller.wait_ready().await;
     let out = kubectl(&["wait", "--for=condition=Active", "-n", "verifier-sapporo", "accessregistration/sapporo-production-2026", "--timeout=30s"]);
@@ -154,8 +157,12 @@ async fn an_approved_registration_becomes_active_with_exact_outputs_and_kubectl_
     assert_eq!(status.observed_generation, reg.metadata.generation);
     assert!(status.conditions.iter().all(|c| c.observed_generation == reg.metadata.generation));
     assert_eq!(status.url_notice.as_deref(), Some("sapporo-production-2026-url-notice"));
-    let events = kubectl_ok(&["get", "events", "-n", "verifier-sapporo", "--field-selector", "involvedObject.name=sapporo-production-2026", "-o", "jsonpath={.items[*].reason}"]);
-    assert!(events.contains("Activated"), "events: {events}");
+    // The Event follows the status write that reported the transition.
+    eventually(Duration::from_secs(10), "the Activated event", || async {
+        kubectl_ok(&["get", "events", "-n", "verifier-sapporo", "--field-selector", "involvedObject.name=sapporo-production-2026", "-o", "jsonpath={.items[*].reason}"])
+            .contains("Activated")
+    })
+    .await;
     let env = Api::<AccessEnvironment>::all(client.clone()).get("production").await.unwrap().status.unwrap();
     assert_eq!(env.cidr_count, Some(2));
     assert!(controller.stop(), "graceful shutdown");
@@ -344,7 +351,7 @@ async fn versions(client: &Client, namespace: &str) -> BTreeMap<String, String> 
 }
 
 #[tokio::test]
-async fn idle_with_1000_registrations_writes_nothing_and_one_change_writes_little() {
+async fn idle_with_1000_registrations_full_resyncs_write_nothing_and_one_change_writes_little() {
     use futures::{StreamExt, TryStreamExt};
     let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;
     let client = client().await;
@@ -374,7 +381,8 @@ async fn idle_with_1000_registrations_writes_nothing_and_one_change_writes_littl
     .unwrap();
 
     let started = Instant::now();
-    let mut controller = ControllerProcess::start(&["--no-leader-election"]);
+    // A full pass every 2 s: each one plans everything and must find everything right.
+    let mut controller = ControllerProcess::start(&["--no-leader-election", "--resync-seconds", "2"]);
     controller.wait_ready().await;
     eventually(Duration::from_secs(120), "1000 registrations Active", || async {
         scene.registrations().list(&ListParams::default()).await.unwrap().items.iter()
@@ -385,10 +393,13 @@ async fn idle_with_1000_registrations_writes_nothing_and_one_change_writes_littl
     tokio::time::sleep(Duration::from_secs(3)).await; // let the last writes settle
     let before = versions(&client, &scene.ns).await;
     let writes_before = controller.metric("jpki_access_writes_total{operation=\"apply\"}") + controller.metric("jpki_access_writes_total{operation=\"status\"}");
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    let passes_before = controller.metric("jpki_access_reconciles_total{result=\"ok\"}");
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let after = versions(&client, &scene.ns).await;
     let writes_after = controller.metric("jpki_access_writes_total{operation=\"apply\"}") + controller.metric("jpki_access_writes_total{operation=\"status\"}");
-    assert_eq!(before, after, "idle for 60 s: nothing may be written");
+    let passes = controller.metric("jpki_access_reconciles_total{result=\"ok\"}") - passes_before;
+    assert!(passes >= 3.0, "full resyncs ran while idle: {passes}");
+    assert_eq!(before, after, "{passes} full resyncs with no change: nothing may be written");
     assert_eq!(writes_before, writes_after);
 
     scene.registrations().patch("r500", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sourceCidrs": ["10.101.244.0/25"]}}))).await.unwrap();

@@ -2,7 +2,8 @@
 //! apply with one field manager; never write what is already right. New allow rules and complete allowlist shards
 //! are written before the index that announces them and before anything stale is removed.
 
-use super::stores::Stores;
+use super::stores::{OwnWrites, Stores};
+use futures::StreamExt;
 use crate::api::{AccessEnvironment, AccessRegistration};
 use crate::planner::children::{ALLOWLIST_LABEL, Child, ENVIRONMENT_LABEL};
 use crate::planner::{EnvironmentPlan, Plan};
@@ -89,19 +90,22 @@ fn is_permanent(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 422 || s.code == 400 || s.code == 403)
 }
 
-async fn apply_child(client: &Client, child: &Child) -> Result<(), kube::Error> {
+/// Server-side applies one child; records the written version so its watch echo does not start a pass.
+async fn apply_child(client: &Client, own: &OwnWrites, child: &Child) -> Result<(), kube::Error> {
     let (_, _, namespace, name) = child.identity();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let body = child.to_json();
-    match child {
-        Child::ConfigMap(_) => Api::<ConfigMap>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await.map(drop),
-        Child::NetworkPolicy(_) => Api::<NetworkPolicy>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await.map(drop),
-        Child::Ingress(_) => Api::<Ingress>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await.map(drop),
+    let written = match child {
+        Child::ConfigMap(_) => Api::<ConfigMap>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
+        Child::NetworkPolicy(_) => Api::<NetworkPolicy>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
+        Child::Ingress(_) => Api::<Ingress>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
         Child::HttpRoute(_) => {
             let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"));
-            Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &ar).patch(&name, &pp, &Patch::Apply(&body)).await.map(drop)
+            Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &ar).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata
         }
-    }
+    };
+    own.record(written.resource_version.as_deref());
+    Ok(())
 }
 
 /// Order of writes within an environment: allow policies and allowlist shards, then the index that announces them,
@@ -150,7 +154,7 @@ pub async fn apply_environment(
             ok = false;
             continue;
         }
-        match apply_child(client, child).await {
+        match apply_child(client, &stores.own_writes, child).await {
             Ok(()) => {
                 backoff.succeeded(&key);
                 writes.applied += 1;
@@ -169,14 +173,23 @@ pub async fn apply_environment(
     ok
 }
 
-/// Writes the URL notices (children of registrations).
+/// Requests in flight when many independent objects are written (URL notices, statuses): a cold start writes one
+/// of each per registration, and one at a time would leave both cores of the API server idle between round trips.
+pub const WRITE_CONCURRENCY: usize = 16;
+
+/// Writes the URL notices (children of registrations), several at a time: they are independent of each other.
 pub async fn apply_notices(client: &Client, stores: &Stores, plan: &Plan, backoff: &mut Backoff, writes: &mut Writes) {
-    for child in plan.registrations.values().filter_map(|r| r.notice.as_ref()) {
-        let key = id(child);
-        if existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json())) || !backoff.ready(&key) {
-            continue;
-        }
-        match apply_child(client, child).await {
+    let due: Vec<(&Child, String)> = plan
+        .registrations
+        .values()
+        .filter_map(|r| r.notice.as_ref())
+        .map(|child| (child, id(child)))
+        .filter(|(child, key)| !existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json())) && backoff.ready(key))
+        .collect();
+    let mut results = futures::stream::iter(due.into_iter().map(|(child, key)| async move { (key, apply_child(client, &stores.own_writes, child).await) }))
+        .buffer_unordered(WRITE_CONCURRENCY);
+    while let Some((key, result)) = results.next().await {
+        match result {
             Ok(()) => {
                 backoff.succeeded(&key);
                 writes.applied += 1;
@@ -237,30 +250,56 @@ fn count_delete(result: Result<(), kube::Error>, key: &str, writes: &mut Writes)
     }
 }
 
-/// Writes a status through `/status` when it differs from the stored one.
-pub async fn write_status<K>(api: Api<K>, obj: &K, status: &impl serde::Serialize, backoff: &mut Backoff, writes: &mut Writes) -> bool
+/// The backoff key of an object's status.
+pub fn status_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!("{}/{}/{}/status", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Writes a status through `/status` (the caller has found it different from the stored one); records the written
+/// version so its watch echo does not start a pass.
+pub async fn patch_status<K>(api: Api<K>, own: &OwnWrites, obj: &K, status: &impl serde::Serialize) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let key = format!("{}/{}/{}/status", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any());
-    if !backoff.ready(&key) {
-        return false;
-    }
     let body = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     match api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await {
-        Ok(_) => {
-            backoff.succeeded(&key);
+        Ok(written) => {
+            own.record(written.meta().resource_version.as_deref());
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()), // deleted meanwhile
+        Err(e) => Err(e),
+    }
+}
+
+/// Books the result of a status write; true when it was written.
+pub fn count_status(key: &str, result: Result<(), kube::Error>, backoff: &mut Backoff, writes: &mut Writes) -> bool {
+    match result {
+        Ok(()) => {
+            backoff.succeeded(key);
             writes.statuses += 1;
             true
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => true, // deleted meanwhile
         Err(e) => {
             tracing::warn!(object = %key, error = %e, "status write failed");
-            backoff.failed(&key, is_permanent(&e));
+            backoff.failed(key, is_permanent(&e));
             writes.failed += 1;
             false
         }
     }
+}
+
+/// Writes one status unless its key is backing off; true when it was written.
+pub async fn write_status<K>(api: Api<K>, own: &OwnWrites, obj: &K, status: &impl serde::Serialize, backoff: &mut Backoff, writes: &mut Writes) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let key = status_key(obj);
+    if !backoff.ready(&key) {
+        return false;
+    }
+    let result = patch_status(api, own, obj, status).await;
+    count_status(&key, result, backoff, writes)
 }
 
 /// Status of a registration, unchanged?

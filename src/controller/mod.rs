@@ -201,20 +201,30 @@ impl Reconciler {
         // Status tells the truth about the data plane: while an environment's writes fail, its registrations keep
         // the status they had (not Active before the rules are in place).
         let env_names: std::collections::HashMap<_, _> = plan.environments.values().map(|e| (e.environment, e.name.clone())).collect();
-        for reg in &snapshot.registrations {
-            let key = crate::planner::liveness::RegKey::of(reg);
-            let Some(rp) = plan.registrations.get(&key) else { continue };
-            if env_names.get(&reg.spec.environment).is_some_and(|n| failed_environments.contains(n)) {
-                continue;
+        let due: Vec<_> = snapshot
+            .registrations
+            .iter()
+            .filter_map(|reg| Some((reg, &plan.registrations.get(&crate::planner::liveness::RegKey::of(reg))?.status)))
+            .filter(|(reg, _)| !env_names.get(&reg.spec.environment).is_some_and(|n| failed_environments.contains(n)))
+            .filter(|(reg, status)| !apply::registration_status_unchanged(reg, status))
+            .map(|(reg, status)| (apply::status_key(reg), reg, status))
+            .filter(|(key, _, _)| self.backoff.ready(key))
+            .collect();
+        // Independent writes, several in flight; each status is followed by its transition's Event.
+        let (client, own, recorder) = (&self.client, &self.stores.own_writes, &self.recorder);
+        let mut results = futures::stream::iter(due.into_iter().map(|(key, reg, status)| async move {
+            let api = kube::Api::<crate::api::AccessRegistration>::namespaced(client.clone(), &reg.namespace().unwrap_or_default());
+            let result = apply::patch_status(api, own, reg, status).await;
+            if result.is_ok() {
+                events::registration_transition(recorder, reg, status).await;
             }
-            if apply::registration_status_unchanged(reg, &rp.status) {
-                continue;
-            }
-            let api = kube::Api::<crate::api::AccessRegistration>::namespaced(self.client.clone(), &reg.namespace().unwrap_or_default());
-            if apply::write_status(api, reg, &rp.status, &mut self.backoff, &mut writes).await {
-                events::registration_transition(&self.recorder, reg, &rp.status).await;
-            }
+            (key, result)
+        }))
+        .buffer_unordered(apply::WRITE_CONCURRENCY);
+        while let Some((key, result)) = results.next().await {
+            apply::count_status(&key, result, &mut self.backoff, &mut writes);
         }
+        drop(results);
         for env in &snapshot.environments {
             let Some(ep) = plan.environments.get(&env.name_any()) else { continue };
             let mut status = ep.status.clone();
@@ -222,7 +232,7 @@ impl Reconciler {
             if apply::environment_status_unchanged(env, &status) {
                 continue;
             }
-            if apply::write_status(kube::Api::all(self.client.clone()), env, &status, &mut self.backoff, &mut writes).await {
+            if apply::write_status(kube::Api::all(self.client.clone()), &self.stores.own_writes, env, &status, &mut self.backoff, &mut writes).await {
                 events::environment_transition(&self.recorder, env, &status).await;
             }
         }
@@ -233,6 +243,7 @@ impl Reconciler {
             Instant::now() + wait.min(Duration::from_secs(86_400 * 365)) + Duration::from_millis(5)
         });
         self.backoff.prune(started);
+        self.stores.own_writes.prune();
         [next_transition, self.backoff.next_retry()].into_iter().flatten().min()
     }
 

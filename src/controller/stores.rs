@@ -15,15 +15,44 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// Resource versions of the controller's own writes, so their echo on the watch does not start another pass: a
+/// pass that wrote 10,000 statuses would otherwise be followed by a pass that only finds them right. Resource
+/// versions are unique across the whole store (etcd revisions), so the version alone identifies a write. An echo
+/// that arrives before the write's response is recorded still starts a pass (harmless); its entry is pruned.
+#[derive(Default)]
+pub struct OwnWrites(std::sync::Mutex<HashMap<String, std::time::Instant>>);
+
+impl OwnWrites {
+    pub fn record(&self, resource_version: Option<&str>) {
+        if let (Some(rv), Ok(mut map)) = (resource_version, self.0.lock()) {
+            map.insert(rv.to_string(), std::time::Instant::now());
+        }
+    }
+    /// True (and forgotten) when this version is one of ours.
+    fn take(&self, resource_version: Option<&str>) -> bool {
+        match (resource_version, self.0.lock()) {
+            (Some(rv), Ok(mut map)) => map.remove(rv).is_some(),
+            _ => false,
+        }
+    }
+    /// Forgets writes whose echo never came (it came first, or the watch restarted) after a minute.
+    pub fn prune(&self) {
+        if let Ok(mut map) = self.0.lock() {
+            map.retain(|_, at| at.elapsed() < std::time::Duration::from_secs(60));
+        }
+    }
+}
+
 /// Caches of everything the controller reads.
 #[derive(Clone)]
 pub struct Stores {
+    pub own_writes: Arc<OwnWrites>,
     pub verifiers: Store<DeserializeGuard<SignatureVerifier>>,
     pub registrations: Store<DeserializeGuard<AccessRegistration>>,
     pub approvals: Store<DeserializeGuard<AccessApproval>>,
@@ -155,8 +184,9 @@ fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
     obj.meta().annotations.as_ref()?.get(key).map(String::as_str)
 }
 
-/// A reflector over `api`, poking `changed` on every event; the returned future drives it.
-fn reflect<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
+/// A reflector over `api`, poking `changed` on every event except the echo of our own writes; the returned future
+/// drives it.
+fn reflect<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>, own: Arc<OwnWrites>) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
@@ -165,8 +195,10 @@ where
     let stream = reflector::reflector(writer, watcher(api, config))
         .default_backoff()
         .map(move |event| {
-            if let Err(e) = &event {
-                tracing::warn!(error = %e, "watch error; retrying with backoff");
+            match &event {
+                Err(e) => tracing::warn!(error = %e, "watch error; retrying with backoff"),
+                Ok(watcher::Event::Apply(obj)) if own.take(obj.meta().resource_version.as_deref()) => return,
+                Ok(_) => {}
             }
             changed.notify_one();
         });
@@ -175,20 +207,21 @@ where
 
 /// Starts the watches; returns the caches and one stream that drives them all.
 pub fn start(client: &Client, changed: Arc<Notify>) -> (Stores, impl Stream<Item = ()> + Send + 'static) {
+    let own_writes = Arc::new(OwnWrites::default());
     // Small pages keep the relist peak low (kube.rs "watcher memory improvements").
     let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).page_size(500);
     let forms = watcher::Config::default().page_size(500);
-    let (verifiers, s1) = reflect(Api::all(client.clone()), forms.clone(), changed.clone());
-    let (registrations, s2) = reflect(Api::all(client.clone()), forms.clone(), changed.clone());
-    let (approvals, s3) = reflect(Api::all(client.clone()), forms.clone(), changed.clone());
-    let (environments, s4) = reflect(Api::all(client.clone()), forms, changed.clone());
-    let (config_maps, s5) = reflect(Api::all(client.clone()), ours.clone(), changed.clone());
-    let (network_policies, s6) = reflect(Api::all(client.clone()), ours.clone(), changed.clone());
-    let (ingresses, s7) = reflect(Api::all(client.clone()), ours, changed.clone());
+    let (verifiers, s1) = reflect(Api::all(client.clone()), forms.clone(), changed.clone(), own_writes.clone());
+    let (registrations, s2) = reflect(Api::all(client.clone()), forms.clone(), changed.clone(), own_writes.clone());
+    let (approvals, s3) = reflect(Api::all(client.clone()), forms.clone(), changed.clone(), own_writes.clone());
+    let (environments, s4) = reflect(Api::all(client.clone()), forms, changed.clone(), own_writes.clone());
+    let (config_maps, s5) = reflect(Api::all(client.clone()), ours.clone(), changed.clone(), own_writes.clone());
+    let (network_policies, s6) = reflect(Api::all(client.clone()), ours.clone(), changed.clone(), own_writes.clone());
+    let (ingresses, s7) = reflect(Api::all(client.clone()), ours, changed.clone(), own_writes.clone());
     let reports = watcher::Config::default().labels(crate::agent::REPORT_LABEL);
-    let (agent_reports, s8) = reflect(Api::all(client.clone()), reports, changed);
+    let (agent_reports, s8) = reflect(Api::all(client.clone()), reports, changed.clone(), own_writes.clone());
     let stream = futures::stream::select_all(vec![
         s1.boxed(), s2.boxed(), s3.boxed(), s4.boxed(), s5.boxed(), s6.boxed(), s7.boxed(), s8.boxed(),
     ]);
-    (Stores { verifiers, registrations, approvals, environments, config_maps, network_policies, ingresses, agent_reports }, stream)
+    (Stores { own_writes, verifiers, registrations, approvals, environments, config_maps, network_policies, ingresses, agent_reports }, stream)
 }
