@@ -13,6 +13,8 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod domain;
+/// Public only for `fuzz/` and `tests/fuzz_corpus.rs`: the fuzz targets' bodies, over the public parsers.
+pub mod fuzzing;
 pub mod fleet;
 pub mod manifest;
 pub mod planner;

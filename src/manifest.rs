@@ -265,7 +265,14 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Vec<Problem
             } else {
                 ""
             };
-            problems.push(Problem::error(if path == "." { String::new() } else { path }, format!("{message}{hint}")));
+            let path = if path == "." { String::new() } else { path };
+            // A missing field is named itself, not by its parent (which is nothing at the top of the object).
+            let field = match message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+                Some(missing) if path.is_empty() => missing.to_string(),
+                Some(missing) => format!("{path}.{missing}"),
+                None => path,
+            };
+            problems.push(Problem::error(field, format!("{message}{hint}")));
             Err(problems)
         }
     }
@@ -355,6 +362,19 @@ spec:
         assert_eq!(r.problems[0].problem.field, "spec.accessStartDate");
         assert!(r.problems[0].problem.message.contains("quote it"));
         assert_eq!(r.problems[0].object.as_deref(), Some("AccessRegistration/r"));
+    }
+
+    /// Found by the `forms` fuzz target: a form without `spec` gave a problem naming no field.
+    #[test]
+    fn missing_fields_are_named_with_their_path() {
+        let r = read("apiVersion: access.jpki.dev/v1alpha1\nkind: AccessApproval\nmetadata: {name: a, namespace: ns}\n");
+        let fields: Vec<_> = r.problems.iter().map(|p| p.problem.field.as_str()).collect();
+        assert_eq!(fields, ["spec"], "{:?}", r.problems);
+        let r = read("apiVersion: access.jpki.dev/v1alpha1\nkind: AccessApproval\n");
+        assert_eq!(r.problems[0].problem.field, "metadata", "{:?}", r.problems);
+        let r = read(&REGISTRATION.replace("  verifierRef: v\n", ""));
+        assert_eq!(r.problems[0].problem.field, "spec.verifierRef", "{:?}", r.problems);
+        assert!(r.problems[0].problem.message.contains("missing field `verifierRef`"), "{:?}", r.problems);
     }
 
     #[test]

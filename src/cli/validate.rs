@@ -3,7 +3,7 @@
 use super::OutputFormat;
 use crate::domain::cross::{FormSet, ObjectKey, validate_set};
 use crate::domain::problem::{Problem, Severity};
-use crate::manifest::{Form, Origin, read_paths};
+use crate::manifest::{Form, Origin, ReadResult, read_paths};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -52,7 +52,12 @@ pub struct Report {
 
 /// Reads and validates everything under `paths`.
 pub fn validate_paths(paths: &[PathBuf]) -> Report {
-    let read = read_paths(paths);
+    validate_read(read_paths(paths))
+}
+
+/// Validates what was read (by [`read_paths`] or [`crate::manifest::read_text`]): the read problems, duplicate
+/// definitions, and every single-object and cross-object rule. The fuzz targets call this on text without files.
+pub fn validate_read(read: ReadResult) -> Report {
     let mut report = Report { files: read.files, objects: read.documents.len(), other_documents: read.other_documents, ..Default::default() };
     for p in &read.problems {
         report.problems.push(finding(&p.origin, p.object.clone(), None, &p.problem));
