@@ -192,36 +192,6 @@ async fn a_broken_ruleset_leaves_the_previous_rules_and_is_reported() {
 }
 
 /// A control plane of this test only, so that stopping it disturbs no other test.
-struct OwnControlPlane {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    kubeconfig: PathBuf,
-}
-
-impl OwnControlPlane {
-    fn start(dir: tempfile::TempDir) -> OwnControlPlane {
-        let bin = repo_root().join("target/testenv/kube-testenv");
-        let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let mut child = Command::new(&bin).args(["--dir", path_str(dir.path())]).stdout(std::process::Stdio::piped()).stderr(log).spawn().unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-        assert!(!line.trim().is_empty(), "kube-testenv did not start: {}", std::fs::read_to_string(dir.path().join("log")).unwrap_or_default());
-        OwnControlPlane { kubeconfig: PathBuf::from(line.trim()), child: Some(child), dir }
-    }
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnControlPlane {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test]
 async fn an_api_server_outage_changes_nothing_and_causes_no_reapply() {
     let _one = ONE_AT_A_TIME.lock().await;

@@ -192,7 +192,9 @@ where
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config))
+    // managedFields are often the larger part of an object and the planner never reads them: drop them before
+    // they reach the cache (kube.rs "watcher memory improvements").
+    let stream = reflector::reflector(writer, watcher(api, config).modify(|o| o.meta_mut().managed_fields = None))
         .default_backoff()
         .map(move |event| {
             match &event {

@@ -73,6 +73,13 @@ pub async fn client_for_context(context: Option<&str>) -> Client {
     Client::try_from(config).unwrap()
 }
 
+/// A client of the admin user of any kubeconfig (a test's own control plane).
+pub async fn client_for_kubeconfig(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
 pub async fn client() -> Client {
     client_for_context(None).await
 }
@@ -276,3 +283,35 @@ pub async fn delete_namespace_and_wait(client: &Client, name: &str) {
 }
 #[cfg(target_os = "linux")]
 pub mod netns;
+
+/// A control plane of one test alone (its own etcd in `dir`), for tests that stop it or need it empty.
+pub struct OwnControlPlane {
+
+    pub dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    pub kubeconfig: PathBuf,
+}
+
+impl OwnControlPlane {
+    pub fn start(dir: tempfile::TempDir) -> OwnControlPlane {
+        let bin = repo_root().join("target/testenv/kube-testenv");
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let mut child = Command::new(&bin).args(["--dir", path_str(dir.path())]).stdout(std::process::Stdio::piped()).stderr(log).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert!(!line.trim().is_empty(), "kube-testenv did not start: {}", std::fs::read_to_string(dir.path().join("log")).unwrap_or_default());
+        OwnControlPlane { kubeconfig: PathBuf::from(line.trim()), child: Some(child), dir }
+    }
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
