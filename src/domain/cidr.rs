@@ -219,7 +219,7 @@ const fn v6(first: u16, last: u16, len: u8) -> IpNet {
 
 /// Ranges no source network may overlap. More specific entries come before the ranges that contain them, so that
 /// 255.255.255.255/32 is named "limited broadcast" rather than "reserved".
-const FORBIDDEN: [(IpNet, &str); 10] = [
+const FORBIDDEN: [(IpNet, &str); 11] = [
     (v4(0, 0, 0, 0, 8), "unspecified, \"this network\""),
     (v4(127, 0, 0, 0, 8), "loopback"),
     (v4(169, 254, 0, 0, 16), "link-local"),
@@ -228,6 +228,9 @@ const FORBIDDEN: [(IpNet, &str); 10] = [
     (v4(240, 0, 0, 0, 4), "reserved"),
     (v6(0, 0, 128), "unspecified"),
     (v6(0, 1, 128), "loopback"),
+    // Typed inside it, an address is refused as an IPv4-mapped spelling; this entry refuses the networks that
+    // contain it (::fffe:0:0/95 … ::8000:0:0/81, narrow enough to pass the floor yet clear of :: and ::1).
+    (IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96)), "IPv4-mapped"),
     (v6(0xfe80, 0, 10), "link-local"),
     (v6(0xff00, 0, 8), "multicast"),
 ];
@@ -508,6 +511,9 @@ mod tests {
         ("::/128", "ForbiddenRange", "::/128 (unspecified)"),
         ("::1/128", "ForbiddenRange", "::1/128 (loopback)"),
         ("::/16", "ForbiddenRange", "::/128 (unspecified)"),
+        // Found writing the `cidr` fuzz target's property: these contain every IPv4-mapped address, yet were accepted.
+        ("::fffe:0:0/95", "ForbiddenRange", "::ffff:0.0.0.0/96 (IPv4-mapped)"),
+        ("::8000:0:0/81", "ForbiddenRange", "IPv4-mapped"),
         ("fe80::/64", "ForbiddenRange", "fe80::/10 (link-local)"),
         ("fe80::/9", "ForbiddenRange", "fe80::/10 (link-local)"),
         ("ff02::/16", "ForbiddenRange", "ff00::/8 (multicast)"),
