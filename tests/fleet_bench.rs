@@ -126,7 +126,7 @@ async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         if check() {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     false
 }
@@ -175,16 +175,24 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     let (list_seconds, list_bytes) = baseline_list(&client).await;
 
     // Cold start: a watch counts registrations whose status is current.
+    // The watch keeps the count itself: counting 60,000 entries on every poll took a core from the controller.
     let current = Arc::new(Mutex::new(HashMap::<String, bool>::new()));
+    let current_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
         let current = current.clone();
+        let current_count = current_count.clone();
         let api: Api<AccessRegistration> = Api::all(client.clone());
         tokio::spawn(async move {
             let mut stream = watcher(api, watcher::Config::default().page_size(500)).boxed();
             while let Some(Ok(event)) = stream.next().await {
                 if let watcher::Event::Apply(r) | watcher::Event::InitApply(r) = event {
                     let ok = r.status.as_ref().is_some_and(|s| s.observed_generation == r.metadata.generation && s.phase.is_some());
-                    current.lock().unwrap().insert(format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()), ok);
+                    let was = current.lock().unwrap().insert(format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()), ok);
+                    match (was, ok) {
+                        (Some(false) | None, true) => current_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                        (Some(true), false) => current_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst),
+                        _ => 0,
+                    };
                 }
             }
         });
@@ -192,7 +200,7 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     assert!(wait_until(Duration::from_secs(600), || current.lock().unwrap().len() == total_registrations).await, "watch saw every registration");
     let started = Instant::now();
     let controller = ControllerProcess::start_with_kubeconfig(&["--no-leader-election", "--resync-seconds", "3600"], &cp.kubeconfig);
-    let converged = wait_until(Duration::from_secs(1800), || current.lock().unwrap().values().filter(|ok| **ok).count() == total_registrations).await;
+    let converged = wait_until(Duration::from_secs(1800), || current_count.load(std::sync::atomic::Ordering::SeqCst) == total_registrations).await;
     assert!(converged, "[{label}] not every status current:\n{}", controller.log_text().lines().rev().take(20).collect::<Vec<_>>().join("\n"));
     let cold_seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -265,17 +273,19 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
         allowlist.expect(&cidr);
         policies.expect(&cidr);
         let approval = jpki_access::domain::approve::approval_for(reg, Decision::Approved, "approver@j-lis", "2026-03-15T00:00:00Z".parse().unwrap(), None).unwrap();
+        let index_before = allowlist.value("jpki-allowlist-test");
         let t0 = Instant::now();
         approvals.create(&PostParams::default(), &approval).await.unwrap();
+        // Updated: the shard and the NetworkPolicy hold the CIDR and the index announces the new digest (written last).
         assert!(wait_until(Duration::from_secs(60), || allowlist.seen(&cidr).is_some() && policies.seen(&cidr).is_some()).await, "approval {i} propagated");
-        let t1 = allowlist.seen(&cidr).unwrap().max(policies.seen(&cidr).unwrap());
+        assert!(wait_until(Duration::from_secs(60), || allowlist.value("jpki-allowlist-test") != index_before).await, "index of approval {i}");
+        let t1 = Instant::now().max(allowlist.seen(&cidr).unwrap()).max(policies.seen(&cidr).unwrap());
         to_outputs.push((t1 - t0).as_secs_f64() * 1000.0);
         if agent.is_some() {
-            let digest = allowlist.value("jpki-allowlist-test").unwrap_or_default();
-            let digest = digest.lines().last().unwrap_or_default().to_string();
-            agent_reports.expect(&digest);
-            if wait_until(Duration::from_secs(60), || agent_reports.seen(&digest).is_some()).await {
-                to_agent.push((agent_reports.seen(&digest).unwrap() - t0).as_secs_f64() * 1000.0);
+            let digest = allowlist.value("jpki-allowlist-test").unwrap_or_default().lines().last().unwrap_or_default().to_string();
+            let report = format!("jpki-agent-test-bench-{label}");
+            if wait_until(Duration::from_secs(30), || agent_reports.value(&report).as_deref() == Some(digest.as_str())).await {
+                to_agent.push((Instant::now() - t0).as_secs_f64() * 1000.0);
             }
         }
     }
