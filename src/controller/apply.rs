@@ -75,32 +75,6 @@ fn id(child: &Child) -> String {
     format!("{api_version}/{kind}/{namespace}/{name}")
 }
 
-/// Whether the cached object already holds everything `child` wants. ConfigMaps (a URL notice per registration,
-/// the allowlist shards) are compared as typed values: turning thousands of them into JSON on every pass was most
-/// of an idle pass's time. Other kinds go through [`json_includes`].
-fn already_there(stores: &Stores, child: &Child) -> bool {
-    use kube::runtime::reflector::ObjectRef;
-    if let Child::ConfigMap(desired) = child {
-        let (_, _, namespace, name) = child.identity();
-        return stores.config_maps.get(&ObjectRef::new(&name).within(&namespace)).is_some_and(|e| config_map_includes(&e, desired));
-    }
-    existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json()))
-}
-
-/// [`json_includes`] for ConfigMaps: desired data, labels and annotations among the existing ones (a key someone
-/// else added is no difference: our apply could not remove it), and the same owners. We never write binaryData.
-pub fn config_map_includes(existing: &ConfigMap, desired: &ConfigMap) -> bool {
-    fn subset(d: &Option<std::collections::BTreeMap<String, String>>, e: &Option<std::collections::BTreeMap<String, String>>) -> bool {
-        d.iter().flatten().all(|(k, v)| e.as_ref().and_then(|e| e.get(k)) == Some(v))
-    }
-    let (e, d) = (&existing.metadata, &desired.metadata);
-    subset(&desired.data, &existing.data)
-        && desired.binary_data.is_none()
-        && subset(&d.labels, &e.labels)
-        && subset(&d.annotations, &e.annotations)
-        && (d.owner_references.is_none() || e.owner_references == d.owner_references)
-}
-
 fn existing(stores: &Stores, child: &Child) -> Option<Value> {
     let (_, kind, namespace, name) = child.identity();
     use kube::runtime::reflector::ObjectRef;
@@ -171,7 +145,7 @@ pub async fn apply_environment(
         let desired = child.to_json();
         let unchanged = match child {
             Child::HttpRoute(_) => routes.0.get(&key) == Some(&desired),
-            _ => already_there(stores, child),
+            _ => existing(stores, child).is_some_and(|e| json_includes(&e, &desired)),
         };
         if unchanged {
             continue;
@@ -210,7 +184,7 @@ pub async fn apply_notices(client: &Client, stores: &Stores, plan: &Plan, backof
         .values()
         .filter_map(|r| r.notice.as_ref())
         .map(|child| (child, id(child)))
-        .filter(|(child, key)| !already_there(stores, child) && backoff.ready(key))
+        .filter(|(child, key)| !existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json())) && backoff.ready(key))
         .collect();
     let mut results = futures::stream::iter(due.into_iter().map(|(child, key)| async move { (key, apply_child(client, &stores.own_writes, child).await) }))
         .buffer_unordered(WRITE_CONCURRENCY);
@@ -341,41 +315,6 @@ pub fn environment_status_unchanged(env: &AccessEnvironment, desired: &crate::ap
 mod tests {
     use super::json_includes;
     use serde_json::json;
-
-    #[test]
-    fn config_maps_compare_like_json_inclusion() {
-        use super::config_map_includes;
-        use k8s_openapi::api::core::v1::ConfigMap;
-        let desired: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "n", "labels": {"a": "1"}, "annotations": {"d": "x"}},
-            "data": {"cidrs": "192.0.2.0/28\n"}})).unwrap();
-        let mut existing = desired.clone();
-        existing.metadata.labels.as_mut().unwrap().insert("added-by-someone".into(), "y".into());
-        existing.metadata.resource_version = Some("7".into());
-        existing.data.as_mut().unwrap().insert("added-by-someone".into(), "z".into());
-        assert!(config_map_includes(&existing, &desired), "extra labels, data keys and server fields are no difference");
-        assert!(super::json_includes(&serde_json::to_value(&existing).unwrap(), &serde_json::to_value(&desired).unwrap()));
-        for change in [json!({"data": {"cidrs": "192.0.2.0/27\n"}}), json!({"metadata": {"labels": {"a": "2"}}}), json!({"metadata": {"annotations": null}})] {
-            let mut e = serde_json::to_value(&existing).unwrap();
-            json_patch_merge(&mut e, &change);
-            let e: ConfigMap = serde_json::from_value(e).unwrap();
-            assert!(!config_map_includes(&e, &desired), "{change}");
-            assert_eq!(config_map_includes(&e, &desired), super::json_includes(&serde_json::to_value(&e).unwrap(), &serde_json::to_value(&desired).unwrap()), "agrees with JSON inclusion: {change}");
-        }
-    }
-
-    fn json_patch_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
-        if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else if v.is_object() && t.get(k).is_some_and(|x| x.is_object()) {
-                    json_patch_merge(t.get_mut(k).unwrap_or(&mut serde_json::Value::Null), v);
-                } else {
-                    t.insert(k.clone(), v.clone());
-                }
-            }
-        }
-    }
 
     #[test]
     fn server_defaults_are_not_differences_but_changed_values_are() {

@@ -116,7 +116,6 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     tokio::pin!(shutdown);
     let mut wake_at = Instant::now();
     let mut was_leader = false;
-    let mut last_pass_end = Instant::now();
     loop {
         let leader = *leader_rx.borrow();
         if leader != was_leader {
@@ -132,19 +131,13 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             _ = sleep => {}
             Ok(()) = leader_rx_changed.changed() => {}
         }
-        // Debounce: passes start at least `debounce` apart, so a burst of watch events becomes few passes, while a
-        // lone change after a quiet spell is planned at once (it used to wait the whole debounce, the largest part
-        // of an approval's propagation time at small scale).
-        let quiet = last_pass_end.elapsed();
-        if quiet < settings.debounce {
-            tokio::time::sleep(settings.debounce - quiet).await;
-        }
+        // Debounce: a burst of watch events (our own writes among them) becomes one pass.
+        tokio::time::sleep(settings.debounce).await;
         if !*leader_rx.borrow() {
             wake_at = Instant::now() + settings.resync;
             continue;
         }
         let next = reconciler.pass().await;
-        last_pass_end = Instant::now();
         wake_at = next.unwrap_or(Instant::now() + settings.resync).min(Instant::now() + settings.resync);
     }
     tracing::info!("shutting down: in-flight work is done; releasing the Lease");
