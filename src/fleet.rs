@@ -165,7 +165,7 @@ fn bundle(index: usize, name: &str, identity: Value, connection: &str, settings:
     // One company in 500 files a test CIDR that a local government already holds.
     let test_cidr = if connection == "Internet" && index % 1000 == 999 { ipv4_block(index - 1)[2].clone() } else { test };
     let mut production_cidrs = vec![prod_a, prod_b];
-    if index % 3 == 0 {
+    if index.is_multiple_of(3) {
         production_cidrs.push(ipv6_block(index));
     }
     let registration = |environment: &str, cidrs: Vec<String>| -> Result<AccessRegistration, serde_json::Error> {

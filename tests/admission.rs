@@ -21,22 +21,33 @@ fn create_as(user: &str, object: &serde_json::Value) -> Output {
 
 /// The same; with `dry_run` the API server runs admission but stores nothing.
 fn create_as_with(user: &str, object: &serde_json::Value, dry_run: bool) -> Output {
-    let mut impersonate = if user == "admin" { vec![] } else { vec!["--as", user] };
-    if dry_run {
-        impersonate.push("--dry-run=server");
+    let mut args = vec!["create"];
+    if user != "admin" {
+        args.extend(["--as", user]);
     }
+    if dry_run {
+        args.push("--dry-run=server");
+    }
+    args.extend(["-f", "-"]);
+    kubectl_piped(&args, Some(object))
+}
+
+/// The control plane's kubectl with the admin kubeconfig; `stdin` (if any) is written as JSON.
+fn kubectl_piped(args: &[&str], stdin: Option<&serde_json::Value>) -> Output {
     let mut child = Command::new(&control_plane().kubectl)
         .arg("--kubeconfig")
         .arg(&control_plane().kubeconfig)
-        .arg("create")
-        .args(impersonate)
-        .args(["-f", "-"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(object.to_string().as_bytes()).unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(object) = stdin {
+        input.write_all(object.to_string().as_bytes()).unwrap();
+    }
+    drop(input);
     child.wait_with_output().unwrap()
 }
 
@@ -141,22 +152,9 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
 
 /// `kubectl` as the holder of a service-account token (no impersonation: the token's own claims reach admission).
 fn kubectl_with_token(token: &str, args: &[&str], stdin: Option<&serde_json::Value>) -> Output {
-    let mut child = Command::new(&control_plane().kubectl)
-        .arg("--kubeconfig")
-        .arg(&control_plane().kubeconfig)
-        .args(["--token", token])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(object) = stdin {
-        input.write_all(object.to_string().as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+    let mut full = vec!["--token", token];
+    full.extend(args);
+    kubectl_piped(&full, stdin)
 }
 
 /// The chart's agent Role lets an agent create and patch any ConfigMap of the allowlist namespace (RBAC has no

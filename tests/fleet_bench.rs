@@ -81,7 +81,10 @@ async fn baseline_list(client: &Client) -> (f64, usize) {
 
 /// Watches `api` and remembers when each text first appeared in an object (`probe` extracts the text).
 #[derive(Clone, Default)]
-struct Sightings(Arc<Mutex<(Vec<String>, HashMap<String, Instant>, HashMap<String, String>)>>);
+struct Sightings(Arc<Mutex<SightingState>>);
+
+/// Texts looked for, when each was first seen, and the latest text of each object by name.
+type SightingState = (Vec<String>, HashMap<String, Instant>, HashMap<String, String>);
 
 impl Sightings {
     fn expect(&self, needle: &str) {
