@@ -11,8 +11,12 @@
 //! - Fail static: when the API server is unreachable the watch retries and the rules stay; on restart the agent
 //!   compares the kernel's digest with the published one and replaces only if they differ (never a flush first);
 //!   on shutdown the rules stay, unless `--remove-on-exit`.
+//! - Drift: at start and on every resync the agent lists its table and compares it with what it applied
+//!   (`drift`); an element or rule changed by hand is replaced by the allowlist and reported (`drift` in the
+//!   report, and a warning in the log).
 
 pub mod allowlist;
+pub mod drift;
 
 use crate::planner::children::{ALLOWLIST_LABEL, ENVIRONMENT_LABEL};
 use crate::planner::nft::{render_removal, render_ruleset, table_name};
@@ -86,6 +90,11 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut applied = nft.applied_digest().await;
     tracing::info!(environment = %settings.environment, node = %settings.node, applied = ?applied, "agent started; the kernel's rules are kept until a complete allowlist differs");
     let mut last_report: Option<serde_json::Value> = None;
+    // Verify the kernel's table on the first complete allowlist and on every resync; remember the shape of the
+    // table as applied (without its elements) to compare the next listing with.
+    let mut verify = true;
+    let mut fingerprint: Option<String> = None;
+    let mut last_drift = String::new();
     let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
     loop {
@@ -95,6 +104,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             _ = tokio::time::sleep(settings.resync) => {
                 // The kernel may have been changed behind our back (a flush, a reboot of the table): re-read.
                 applied = nft.applied_digest().await;
+                verify = true;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await; // fold a burst of shard events into one apply
@@ -111,11 +121,29 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         };
         let mut error = None;
         let wanted = tag(&list);
+        if verify && applied.as_deref() == Some(wanted.as_str()) {
+            match nft.list(false).await.and_then(|json| drift::parse_listing(&json)) {
+                Ok(listed) => {
+                    let found = drift::compare(&listed, &list.v4, &list.v6, fingerprint.as_deref());
+                    if found.is_none() {
+                        fingerprint.get_or_insert(listed.fingerprint);
+                    } else {
+                        tracing::warn!(drift = %found, "the kernel's table differs from the allowlist applied (changed by hand?); replacing it");
+                        last_drift = format!("{}: {found}; replaced", jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()));
+                        applied = None;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the table to check it for drift; will retry on the next resync"),
+            }
+        }
+        verify = false;
         if applied.as_deref() != Some(wanted.as_str()) {
             match nft.apply(&list).await {
                 Ok(()) => {
                     tracing::info!(digest = %list.digest, v4 = list.v4.len(), v6 = list.v6.len(), "applied");
                     applied = Some(wanted);
+                    // The shape as applied, from a terse listing (no set elements, so no set dump).
+                    fingerprint = nft.list(true).await.and_then(|json| drift::parse_listing(&json)).map(|l| l.fingerprint).ok();
                 }
                 Err(e) => {
                     tracing::error!(digest = %list.digest, error = %e, "apply failed; the previous rules stay in force");
@@ -129,7 +157,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                          "labels": {REPORT_LABEL: settings.environment, "app.kubernetes.io/managed-by": "jpki-access-agent"}},
             "data": {"environment": settings.environment, "node": settings.node,
                      "appliedDigest": applied.as_deref().map(digest_of_tag).unwrap_or_default(), "publishedDigest": list.digest,
-                     "error": error.clone().unwrap_or_default()}
+                     "error": error.clone().unwrap_or_default(), "drift": last_drift}
         });
         if last_report.as_ref() != Some(&report) {
             let pp = PatchParams::apply(&format!("jpki-access-agent/{}", settings.node)).force();
@@ -207,6 +235,18 @@ impl Nft {
             ruleset.push_str("this line is broken on purpose (test hook)\n");
         }
         self.run(&ruleset).await
+    }
+
+    /// `nft -j list table` of our table; `terse` leaves out set elements.
+    async fn list(&self, terse: bool) -> Result<String, String> {
+        let table = table_name(&self.settings.environment);
+        let args: &[&str] = if terse { &["-t", "-j", "list", "table", "inet", &table] } else { &["-j", "list", "table", "inet", &table] };
+        let out = self.command(args).output().await.map_err(|e| format!("cannot run {}: {e}", self.settings.nft.display()))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).lines().take(3).collect::<Vec<_>>().join(" | "))
+        }
     }
 
     /// `nft -f -`: one transaction, all or nothing.
