@@ -13,9 +13,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Config, ResourceExt};
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::edge::{Agent, wait_for};
 use support::netns::*;
 use support::*;
 
@@ -59,53 +60,6 @@ async fn approve(client: &Client, reg: &AccessRegistration) -> AccessApproval {
 async fn teardown(client: &Client, ns: &str) {
     let _ = Api::<SignatureVerifier>::all(client.clone()).delete(&format!("{ns}-v"), &DeleteParams::default()).await;
     delete_namespace_and_wait(client, ns).await;
-}
-
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(kubeconfig: &Path, router: &str, node: &str, extra: &[&str]) -> Agent {
-        let log = std::env::temp_dir().join(format!("jpki-agent-{}-{node}.log", std::process::id()));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_jpki-access"))
-            .args(["agent", "--environment", "production", "--namespace", "jpki-system", "--node", node, "--netns", router, "--resync-seconds", "5"])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn,jpki_access=info")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Agent { child, log }
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-    fn applies(&self) -> usize {
-        self.log().lines().filter(|l| l.contains(": applied digest=")).count()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls the probes (short timeout) until all outcomes match; returns how long it took.
-fn wait_for(topo: &Topology, what: &str, probes: &[Probe], limit: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let outcomes = topo.run_probes(probes, Duration::from_millis(300));
-        if probes.iter().zip(&outcomes).all(|(p, o)| p.expect == *o) {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}: {outcomes:?}\n{}", topo.list(&["ruleset"]));
-    }
 }
 
 async fn report(client: &Client, node: &str) -> Option<std::collections::BTreeMap<String, String>> {
@@ -215,7 +169,7 @@ async fn an_api_server_outage_changes_nothing_and_causes_no_reapply() {
     while down.elapsed() < Duration::from_secs(12) {
         topo.check("API server down: rules unchanged", &expect_only(&[C4_OK, C6_OK]));
     }
-    assert!(agent.child.try_wait_ref().is_none(), "the agent must keep running while the API server is down");
+    assert!(agent.running(), "the agent must keep running while the API server is down");
 
     let dir = std::mem::replace(&mut cp.dir, tempfile::tempdir().unwrap());
     let cp2 = OwnControlPlane::start(dir);
@@ -224,17 +178,4 @@ async fn an_api_server_outage_changes_nothing_and_causes_no_reapply() {
     topo.check("API server back", &expect_only(&[C4_OK, C6_OK]));
     assert_eq!(agent.applies(), 1, "an unchanged allowlist must not be re-applied:\n{}", agent.log());
     drop(agent);
-}
-
-trait TryWaitRef {
-    fn try_wait_ref(&self) -> Option<std::process::ExitStatus>;
-}
-
-impl TryWaitRef for Child {
-    fn try_wait_ref(&self) -> Option<std::process::ExitStatus> {
-        // Child::try_wait needs &mut; a process that exited is a zombie until reaped, so ask /proc.
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.id())).unwrap_or_default();
-        let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()).unwrap_or("Z");
-        (state == "Z").then(std::process::ExitStatus::default)
-    }
 }

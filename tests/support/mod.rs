@@ -282,6 +282,10 @@ pub async fn delete_namespace_and_wait(client: &Client, name: &str) {
     eventually(Duration::from_secs(90), "namespace deleted", || async { api.get_opt(name).await.unwrap().is_none() }).await;
 }
 #[cfg(target_os = "linux")]
+pub mod edge;
+#[cfg(target_os = "linux")]
+pub mod invariant;
+#[cfg(target_os = "linux")]
 pub mod netns;
 
 /// A control plane of one test alone (its own etcd in `dir`), for tests that stop it or need it empty.
