@@ -97,7 +97,7 @@ impl Rig {
     }
 
     fn checker(&self, bound: Duration, every: Duration) -> Checker {
-        Checker::start(self.client.clone(), &self.topo.router, bound, every)
+        Checker::start(&self.cp.kubeconfig, &self.topo.router, bound, every)
     }
 
     /// Registrations of the rig's namespace that are Active, of all.
@@ -205,9 +205,13 @@ async fn a_killed_leader_mid_burst_is_replaced_and_the_outputs_converge_to_the_s
     let _ = leader.child.wait();
     let (active, all) = rig.active().await;
     eprintln!("leader SIGKILLed with {active} of {all} registrations Active");
+    filing.await.unwrap();
+    // Filed while no replica leads: these wait for the takeover.
+    for i in 0..10 {
+        rig.register_and_approve(&format!("leaderless-{i}"), &[burst_cidr(35, i)]).await.unwrap();
+    }
     eventually(TAKEOVER + Duration::from_secs(10), "the standby takes over", || async { standby.metric("jpki_access_leader") == 1.0 }).await;
     let takeover = killed.elapsed();
-    filing.await.unwrap();
     rig.wait_all_active(Duration::from_secs(90)).await;
     let converged = killed.elapsed();
     rig.topo.check("after the takeover", &expect_only(&[C4_OK, C6_OK]));
@@ -234,7 +238,8 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
     let agent = rig.agent("node-o", &[]);
     rig.register_and_approve("edge", &edge_cidrs()).await.unwrap();
     wait_for(&rig.topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
-    let checker = rig.checker(PROPAGATION, Duration::from_millis(250));
+    // After the return the watches reconnect within one backoff period (2 s, src/controller/stores.rs).
+    let checker = rig.checker(PROPAGATION + Duration::from_secs(2), Duration::from_millis(250));
 
     // A stream of changes (a registration and its approval every 200 ms) runs across the outage.
     let stop = Arc::new(AtomicBool::new(false));
@@ -270,8 +275,12 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
     let kubeconfig = rig.cp.kubeconfig.clone();
     rig.cp = OwnControlPlane::start(dir);
     assert_eq!(rig.cp.kubeconfig, kubeconfig);
+    // Back when it serves our kinds again (the CRDs' handlers start after the process).
+    eventually(Duration::from_secs(60), "the API server serves AccessRegistrations again", || async { rig.registrations().list(&ListParams::default().limit(1)).await.is_ok() }).await;
     checker.outage_ends();
     let back = Instant::now();
+    let applies = || controller.metric("jpki_access_writes_total{operation=\"apply\"}");
+    let applies_at_return = applies();
     tokio::time::sleep(Duration::from_secs(3)).await; // a few more changes after the return
     stop.store(true, Ordering::SeqCst);
     changes.await.unwrap();
@@ -284,8 +293,13 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
     report.assert_holds("API server outage");
     rig.topo.check("API server back", &expect_only(&[C4_OK, C6_OK]));
 
-    // No object whose content is the same as before the outage was written again.
+    // Converged means quiet: no pass keeps writing.
+    let settled = applies();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(applies(), settled, "the controller keeps writing after converging:\n{}", controller.log_text());
+    eprintln!("{} object writes (server-side apply) from the return to convergence", settled - applies_at_return);
+
+    // No object whose content is the same as before the outage was written again.
     let after = written_state(&rig.client, &rig.ns).await;
     let unchanged: Vec<&String> = before.iter().filter(|(k, (_, content))| after.get(*k).is_some_and(|(_, c)| c == content)).map(|(k, _)| k).collect();
     let rewritten: Vec<&&String> = unchanged.iter().filter(|k| after[**k].0 != before[**k].0).collect();
@@ -358,7 +372,7 @@ async fn a_rogue_element_or_rule_is_corrected_within_the_resync_period_and_repor
     let mut controller = rig.controller(&["--no-leader-election"]);
     controller.wait_ready().await;
     let resync = Duration::from_secs(5);
-    let agent = rig.agent("node-r", &["--resync-seconds", "5"]);
+    let agent = rig.agent("node-r", &[]); // resync every 5 s (support::edge)
     rig.register_and_approve("edge", &edge_cidrs()).await.unwrap();
     wait_for(&rig.topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
     let reports: Api<ConfigMap> = Api::namespaced(rig.client.clone(), "jpki-system");
@@ -410,7 +424,7 @@ async fn a_burst_of_1000_registrations_and_approvals_converges_without_a_retry_s
     wait_for(&rig.topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
     let api_metrics = || rig.kubectl(&["get", "--raw", "/metrics"]);
     let throttled_before = metric_sum(&api_metrics(), "apiserver_request_total{", "code=\"429\"");
-    let checker = rig.checker(Duration::from_secs(10), Duration::from_secs(1));
+    let checker = rig.checker(Duration::from_secs(10), Duration::from_millis(500));
 
     let burst = 1000;
     let started = Instant::now();

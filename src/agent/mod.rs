@@ -68,7 +68,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let (store, writer) = reflector::store();
     let changed = Arc::new(Notify::new());
     let poke = changed.clone();
-    let watch = reflector::reflector(writer, watcher(api.clone(), config)).default_backoff().for_each(move |event| {
+    let watch = reflector::reflector(writer, watcher(api.clone(), config)).backoff(crate::controller::stores::watch_backoff(Duration::from_secs(5))).for_each(move |event| {
         if let Err(e) = &event {
             tracing::warn!(error = %e, "watch error (rules stay as they are); retrying");
         }

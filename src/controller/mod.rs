@@ -137,6 +137,13 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             wake_at = Instant::now() + settings.resync;
             continue;
         }
+        let relisting = reconciler.stores.relisting.now();
+        if !relisting.is_empty() {
+            // The end of the re-list wakes the loop again (a watch event).
+            tracing::info!(?relisting, "caches are being re-listed; the pass waits for them");
+            wake_at = Instant::now() + settings.resync;
+            continue;
+        }
         let next = reconciler.pass().await;
         wake_at = next.unwrap_or(Instant::now() + settings.resync).min(Instant::now() + settings.resync);
     }

@@ -49,10 +49,30 @@ impl OwnWrites {
     }
 }
 
+/// Watches that are re-listing: from the API server's "too old resource version" (410, as after the API server
+/// was down) or the start of a list, until the list is complete. The reflector keeps the previous state until then,
+/// so a pass in that window would plan from an old view and write objects it wrote before (measured after a
+/// 2-minute outage in tests/faults.rs: 5 passes rewrote the same 18 objects). The controller waits instead.
+#[derive(Default)]
+pub struct Relisting(std::sync::Mutex<std::collections::BTreeSet<&'static str>>);
+
+impl Relisting {
+    fn mark(&self, watch: &'static str, relisting: bool) {
+        if let Ok(mut set) = self.0.lock() {
+            if relisting { set.insert(watch) } else { set.remove(watch) };
+        }
+    }
+    /// The watches whose caches are being rebuilt now.
+    pub fn now(&self) -> Vec<&'static str> {
+        self.0.lock().map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+}
+
 /// Caches of everything the controller reads.
 #[derive(Clone)]
 pub struct Stores {
     pub own_writes: Arc<OwnWrites>,
+    pub relisting: Arc<Relisting>,
     pub verifiers: Store<DeserializeGuard<SignatureVerifier>>,
     pub registrations: Store<DeserializeGuard<AccessRegistration>>,
     pub approvals: Store<DeserializeGuard<AccessApproval>>,
@@ -184,9 +204,30 @@ fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
     obj.meta().annotations.as_ref()?.get(key).map(String::as_str)
 }
 
+/// The watches' backoff: exponential from 0.8 s with jitter, like kube-runtime's default (client-go's), but capped at
+/// `max` instead of 30 s. After an outage of the API server the default's cap leaves a cache up to 30 s behind once
+/// the server is back, and a re-list after "too old resource version" costs a second backoff (tests/faults.rs).
+/// The controller (two replicas, 8 watches) uses 2 s; the agents, one per edge node, 5 s.
+pub fn watch_backoff(max: std::time::Duration) -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(800).min(max))
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
 /// A reflector over `api`, poking `changed` on every event except the echo of our own writes; the returned future
 /// drives it.
-fn reflect<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>, own: Arc<OwnWrites>) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
+fn reflect<K>(
+    name: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    own: Arc<OwnWrites>,
+    relisting: Arc<Relisting>,
+) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
@@ -195,10 +236,16 @@ where
     // managedFields are often the larger part of an object and the planner never reads them: drop them before
     // they reach the cache (kube.rs "watcher memory improvements").
     let stream = reflector::reflector(writer, watcher(api, config).modify(|o| o.meta_mut().managed_fields = None))
-        .default_backoff()
+        .backoff(watch_backoff(std::time::Duration::from_secs(2)))
         .map(move |event| {
             match &event {
-                Err(e) => tracing::warn!(error = %e, "watch error; retrying with backoff"),
+                Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                    tracing::info!(watch = name, "watch expired (too old resource version); re-listing");
+                    relisting.mark(name, true);
+                }
+                Err(e) => tracing::warn!(watch = name, error = %e, "watch error; retrying with backoff"),
+                Ok(watcher::Event::Init) => relisting.mark(name, true),
+                Ok(watcher::Event::InitDone) => relisting.mark(name, false),
                 Ok(watcher::Event::Apply(obj)) if own.take(obj.meta().resource_version.as_deref()) => return,
                 Ok(_) => {}
             }
@@ -210,20 +257,27 @@ where
 /// Starts the watches; returns the caches and one stream that drives them all.
 pub fn start(client: &Client, changed: Arc<Notify>) -> (Stores, impl Stream<Item = ()> + Send + 'static) {
     let own_writes = Arc::new(OwnWrites::default());
+    let relisting = Arc::new(Relisting::default());
+    let shared = (changed, own_writes.clone(), relisting.clone());
+    macro_rules! reflect {
+        ($name:expr, $api:expr, $config:expr) => {
+            reflect($name, $api, $config, shared.0.clone(), shared.1.clone(), shared.2.clone())
+        };
+    }
     // Small pages keep the relist peak low (kube.rs "watcher memory improvements").
     let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).page_size(500);
     let forms = watcher::Config::default().page_size(500);
-    let (verifiers, s1) = reflect(Api::all(client.clone()), forms.clone(), changed.clone(), own_writes.clone());
-    let (registrations, s2) = reflect(Api::all(client.clone()), forms.clone(), changed.clone(), own_writes.clone());
-    let (approvals, s3) = reflect(Api::all(client.clone()), forms.clone(), changed.clone(), own_writes.clone());
-    let (environments, s4) = reflect(Api::all(client.clone()), forms, changed.clone(), own_writes.clone());
-    let (config_maps, s5) = reflect(Api::all(client.clone()), ours.clone(), changed.clone(), own_writes.clone());
-    let (network_policies, s6) = reflect(Api::all(client.clone()), ours.clone(), changed.clone(), own_writes.clone());
-    let (ingresses, s7) = reflect(Api::all(client.clone()), ours, changed.clone(), own_writes.clone());
+    let (verifiers, s1) = reflect!("SignatureVerifier", Api::all(client.clone()), forms.clone());
+    let (registrations, s2) = reflect!("AccessRegistration", Api::all(client.clone()), forms.clone());
+    let (approvals, s3) = reflect!("AccessApproval", Api::all(client.clone()), forms.clone());
+    let (environments, s4) = reflect!("AccessEnvironment", Api::all(client.clone()), forms);
+    let (config_maps, s5) = reflect!("ConfigMap", Api::all(client.clone()), ours.clone());
+    let (network_policies, s6) = reflect!("NetworkPolicy", Api::all(client.clone()), ours.clone());
+    let (ingresses, s7) = reflect!("Ingress", Api::all(client.clone()), ours);
     let reports = watcher::Config::default().labels(crate::agent::REPORT_LABEL);
-    let (agent_reports, s8) = reflect(Api::all(client.clone()), reports, changed.clone(), own_writes.clone());
+    let (agent_reports, s8) = reflect!("agent report", Api::all(client.clone()), reports);
     let stream = futures::stream::select_all(vec![
         s1.boxed(), s2.boxed(), s3.boxed(), s4.boxed(), s5.boxed(), s6.boxed(), s7.boxed(), s8.boxed(),
     ]);
-    (Stores { own_writes, verifiers, registrations, approvals, environments, config_maps, network_policies, ingresses, agent_reports }, stream)
+    (Stores { own_writes, relisting, verifiers, registrations, approvals, environments, config_maps, network_policies, ingresses, agent_reports }, stream)
 }

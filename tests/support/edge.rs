@@ -14,8 +14,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent of the production environment (allowlist namespace jpki-system) applying in `router`; `extra` are
-    /// added to its arguments (a later `--resync-seconds` wins over the 5 s set here).
+    /// An agent of the production environment (allowlist namespace jpki-system) applying in `router`; resync every
+    /// 5 s; `extra` are added to its arguments.
     pub fn start(kubeconfig: &Path, router: &str, node: &str, extra: &[&str]) -> Agent {
         let log = std::env::temp_dir().join(format!("jpki-agent-{}-{node}.log", std::process::id()));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();

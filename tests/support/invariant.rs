@@ -110,25 +110,33 @@ pub struct Checker {
     stop: Arc<std::sync::atomic::AtomicBool>,
     samples: Arc<Mutex<Vec<Sample>>>,
     outages: Arc<Mutex<Vec<(Instant, Option<Instant>)>>>,
-    task: tokio::task::JoinHandle<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Checker {
-    /// Starts sampling the production environment every `every`: the objects through `client`, the NetworkPolicies
-    /// in `service_namespace`, the allowlist in jpki-system, and the nft table in the namespace `router`.
-    pub fn start(client: Client, router: &str, bound: Duration, every: Duration) -> Checker {
+    /// Starts sampling the production environment every `every`: the objects through the API server of
+    /// `kubeconfig`, the NetworkPolicies of jpki-production, the allowlist in jpki-system, and the nft table in the
+    /// namespace `router`. It samples on a thread and runtime of its own, with a client of its own: a test's runtime
+    /// is blocked while the test probes with real connects, and the checker must keep sampling then.
+    pub fn start(kubeconfig: &std::path::Path, router: &str, bound: Duration, every: Duration) -> Checker {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, samples2, router) = (stop.clone(), samples.clone(), router.to_string());
-        let task = tokio::spawn(async move {
-            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
-                let next = Instant::now() + every;
-                let sample = take_sample(&client, &router).await;
-                samples2.lock().unwrap().push(sample);
-                tokio::time::sleep_until(next.into()).await;
-            }
+        let (stop2, samples2, router, kubeconfig) = (stop.clone(), samples.clone(), router.to_string(), kubeconfig.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let client = super::client_for_kubeconfig(&kubeconfig).await;
+                while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                    let next = Instant::now() + every;
+                    let sample = tokio::time::timeout(every * 8, take_sample(&client, &router)).await;
+                    if let Ok(sample) = sample {
+                        samples2.lock().unwrap().push(sample);
+                    }
+                    tokio::time::sleep_until(next.into()).await;
+                }
+            });
         });
-        Checker { started: Instant::now(), bound, stop, samples, outages: Default::default(), task }
+        Checker { started: Instant::now(), bound, stop, samples, outages: Default::default(), thread }
     }
 
     /// The API server is stopped from now on (by the test): under-permit clocks pause.
@@ -144,7 +152,7 @@ impl Checker {
 
     pub async fn finish(self) -> Report {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = self.task.await;
+        self.thread.join().unwrap();
         let samples = self.samples.lock().unwrap().clone();
         let outages = self.outages.lock().unwrap().clone();
         evaluate(&samples, &outages, self.bound, self.started)
