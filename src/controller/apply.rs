@@ -37,11 +37,10 @@ impl Backoff {
     pub fn ready(&self, id: &str) -> bool {
         self.failures.get(id).is_none_or(|(_, at)| *at <= Instant::now())
     }
-    fn failed(&mut self, id: &str, permanent: bool) {
+    fn failed(&mut self, id: &str, error: &kube::Error) {
         let entry = self.failures.entry(id.to_string()).or_insert((0, Instant::now()));
         entry.0 += 1;
-        let delay = if permanent { Duration::from_secs(300) } else { Duration::from_millis(500u64 << entry.0.min(9)).min(Duration::from_secs(300)) };
-        entry.1 = Instant::now() + delay;
+        entry.1 = Instant::now() + retry_delay(Failure::of(error), entry.0);
     }
     fn succeeded(&mut self, id: &str) {
         self.failures.remove(id);
@@ -86,8 +85,37 @@ fn existing(stores: &Stores, child: &Child) -> Option<Value> {
     }
 }
 
-fn is_permanent(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 422 || s.code == 400 || s.code == 403)
+/// Why a write failed, for how long to wait before the next try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The API server refused the object itself (invalid, forbidden): retrying soon cannot help.
+    Permanent,
+    /// The API server answered with another error (a conflict, 429, 500): back off, up to 5 minutes.
+    Refused,
+    /// No answer at all (connection refused, timeout): the object is not at fault, and when the server is back every
+    /// write should go through at once, so the wait stays short (5 s at most). With the 5-minute cap, a 2-minute
+    /// outage left the writes that failed in it waiting minutes after the return (tests/faults.rs).
+    Unreachable,
+}
+
+impl Failure {
+    fn of(e: &kube::Error) -> Failure {
+        match e {
+            kube::Error::Api(s) if s.code == 422 || s.code == 400 || s.code == 403 => Failure::Permanent,
+            kube::Error::Api(_) => Failure::Refused,
+            _ => Failure::Unreachable,
+        }
+    }
+}
+
+/// The wait after the `attempt`-th failure in a row (from 1).
+fn retry_delay(failure: Failure, attempt: u32) -> Duration {
+    let exponential = Duration::from_millis(500u64 << attempt.min(9));
+    match failure {
+        Failure::Permanent => Duration::from_secs(300),
+        Failure::Refused => exponential.min(Duration::from_secs(300)),
+        Failure::Unreachable => exponential.min(Duration::from_secs(5)),
+    }
 }
 
 /// Server-side applies one child; records the written version so its watch echo does not start a pass.
@@ -164,7 +192,7 @@ pub async fn apply_environment(
             }
             Err(e) => {
                 tracing::warn!(object = %key, error = %e, "apply failed");
-                backoff.failed(&key, is_permanent(&e));
+                backoff.failed(&key, &e);
                 writes.failed += 1;
                 ok = false;
             }
@@ -196,7 +224,7 @@ pub async fn apply_notices(client: &Client, stores: &Stores, plan: &Plan, backof
             }
             Err(e) => {
                 tracing::warn!(object = %key, error = %e, "apply failed");
-                backoff.failed(&key, is_permanent(&e));
+                backoff.failed(&key, &e);
                 writes.failed += 1;
             }
         }
@@ -282,7 +310,7 @@ pub fn count_status(key: &str, result: Result<(), kube::Error>, backoff: &mut Ba
         }
         Err(e) => {
             tracing::warn!(object = %key, error = %e, "status write failed");
-            backoff.failed(key, is_permanent(&e));
+            backoff.failed(key, &e);
             writes.failed += 1;
             false
         }
@@ -313,8 +341,18 @@ pub fn environment_status_unchanged(env: &AccessEnvironment, desired: &crate::ap
 
 #[cfg(test)]
 mod tests {
-    use super::json_includes;
+    use super::{Failure, json_includes, retry_delay};
     use serde_json::json;
+    use std::time::Duration;
+
+    #[test]
+    fn an_unreachable_server_is_retried_within_5s_however_long_it_was_down() {
+        assert_eq!(retry_delay(Failure::Unreachable, 1), Duration::from_secs(1));
+        assert_eq!(retry_delay(Failure::Unreachable, 40), Duration::from_secs(5));
+        assert_eq!(retry_delay(Failure::Refused, 40), Duration::from_secs(256));
+        assert_eq!(retry_delay(Failure::Refused, 3), Duration::from_secs(4));
+        assert_eq!(retry_delay(Failure::Permanent, 1), Duration::from_secs(300));
+    }
 
     #[test]
     fn server_defaults_are_not_differences_but_changed_values_are() {

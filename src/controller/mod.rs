@@ -116,6 +116,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     tokio::pin!(shutdown);
     let mut wake_at = Instant::now();
     let mut was_leader = false;
+    let mut was_relisting = false;
     loop {
         let leader = *leader_rx.borrow();
         if leader != was_leader {
@@ -142,7 +143,13 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             // The end of the re-list wakes the loop again (a watch event).
             tracing::info!(?relisting, "caches are being re-listed; the pass waits for them");
             wake_at = Instant::now() + settings.resync;
+            was_relisting = true;
             continue;
+        }
+        if std::mem::take(&mut was_relisting) {
+            // The view is whole again, as after an outage of the API server: retry every write that failed
+            // meanwhile now, not when its backoff says.
+            reconciler.backoff = Backoff::default();
         }
         let next = reconciler.pass().await;
         wake_at = next.unwrap_or(Instant::now() + settings.resync).min(Instant::now() + settings.resync);

@@ -235,15 +235,26 @@ where
     let (reader, writer) = reflector::store();
     // managedFields are often the larger part of an object and the planner never reads them: drop them before
     // they reach the cache (kube.rs "watcher memory improvements").
+    let expired = relisting.clone();
     let stream = reflector::reflector(writer, watcher(api, config).modify(|o| o.meta_mut().managed_fields = None))
+        // "Too old resource version" (410, as when the API server comes back with a fresh watch cache): the watcher
+        // re-lists on its next poll. Like client-go, re-list at once: only other errors go through the backoff.
+        .filter(move |event| {
+            let is_expired = matches!(event, Err(watcher::Error::WatchError(status)) if status.code == 410);
+            if is_expired {
+                tracing::info!(watch = name, "watch expired (too old resource version); re-listing");
+                expired.mark(name, true);
+            }
+            std::future::ready(!is_expired)
+        })
         .backoff(watch_backoff(std::time::Duration::from_secs(2)))
         .map(move |event| {
             match &event {
-                Err(watcher::Error::WatchError(status)) if status.code == 410 => {
-                    tracing::info!(watch = name, "watch expired (too old resource version); re-listing");
-                    relisting.mark(name, true);
+                // A failing watch changes nothing in the cache: no pass.
+                Err(e) => {
+                    tracing::warn!(watch = name, error = %e, "watch error; retrying with backoff");
+                    return;
                 }
-                Err(e) => tracing::warn!(watch = name, error = %e, "watch error; retrying with backoff"),
                 Ok(watcher::Event::Init) => relisting.mark(name, true),
                 Ok(watcher::Event::InitDone) => relisting.mark(name, false),
                 Ok(watcher::Event::Apply(obj)) if own.take(obj.meta().resource_version.as_deref()) => return,
