@@ -65,6 +65,18 @@ impl Rig {
         rig
     }
 
+    /// The usual scene: a rig, one controller (no leader election), an agent on `node`, and the client's allowed
+    /// addresses approved and admitted at the edge.
+    async fn with_edge(tag: &str, node: &str) -> (Rig, ControllerProcess, Agent) {
+        let rig = Rig::new(tag).await;
+        let mut controller = rig.controller(&["--no-leader-election"]);
+        controller.wait_ready().await;
+        let agent = rig.agent(node, &[]);
+        rig.register_and_approve("edge", &edge_cidrs()).await.unwrap();
+        wait_for(&rig.topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
+        (rig, controller, agent)
+    }
+
     fn kubectl(&self, args: &[&str]) -> String {
         let out = Command::new(&control_plane().kubectl).arg("--kubeconfig").arg(&self.cp.kubeconfig).args(args).output().unwrap();
         assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -236,12 +248,7 @@ async fn a_killed_leader_mid_burst_is_replaced_and_the_outputs_converge_to_the_s
 #[tokio::test]
 async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrites_nothing_unchanged() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut rig = Rig::new("o").await;
-    let mut controller = rig.controller(&["--no-leader-election"]);
-    controller.wait_ready().await;
-    let agent = rig.agent("node-o", &[]);
-    rig.register_and_approve("edge", &edge_cidrs()).await.unwrap();
-    wait_for(&rig.topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
+    let (mut rig, mut controller, agent) = Rig::with_edge("o", "node-o").await;
     // After the return the watches reconnect within one backoff period (2 s, src/controller/stores.rs).
     let checker = rig.checker(PROPAGATION + Duration::from_secs(2), Duration::from_millis(250));
 
@@ -316,12 +323,7 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
 #[tokio::test]
 async fn an_agent_restarted_under_connecting_clients_never_lets_a_refused_source_through() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let rig = Rig::new("a").await;
-    let mut controller = rig.controller(&["--no-leader-election"]);
-    controller.wait_ready().await;
-    let agent = rig.agent("node-a", &[]);
-    rig.register_and_approve("edge", &edge_cidrs()).await.unwrap();
-    wait_for(&rig.topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
+    let (rig, mut controller, agent) = Rig::with_edge("a", "node-a").await;
     let checker = rig.checker(PROPAGATION, Duration::from_millis(250));
 
     // Clients connect the whole time; every outcome is kept.
@@ -372,13 +374,8 @@ async fn an_agent_restarted_under_connecting_clients_never_lets_a_refused_source
 #[tokio::test]
 async fn a_rogue_element_or_rule_is_corrected_within_the_resync_period_and_reported() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let rig = Rig::new("r").await;
-    let mut controller = rig.controller(&["--no-leader-election"]);
-    controller.wait_ready().await;
-    let resync = Duration::from_secs(5);
-    let agent = rig.agent("node-r", &[]); // resync every 5 s (support::edge)
-    rig.register_and_approve("edge", &edge_cidrs()).await.unwrap();
-    wait_for(&rig.topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
+    let (rig, mut controller, agent) = Rig::with_edge("r", "node-r").await;
+    let resync = Duration::from_secs(5); // the agent's, set by support::edge
     let reports: Api<ConfigMap> = Api::namespaced(rig.client.clone(), "jpki-system");
     let drift = || async { reports.get("jpki-agent-production-node-r").await.ok().and_then(|c| c.data).and_then(|d| d.get("drift").cloned()).unwrap_or_default() };
     assert_eq!(drift().await, "", "no drift before the rogue change");
@@ -420,12 +417,7 @@ async fn a_rogue_element_or_rule_is_corrected_within_the_resync_period_and_repor
 #[tokio::test]
 async fn a_burst_of_1000_registrations_and_approvals_converges_without_a_retry_storm() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let rig = Rig::new("b").await;
-    let mut controller = rig.controller(&["--no-leader-election"]);
-    controller.wait_ready().await;
-    let _agent = rig.agent("node-b", &[]);
-    rig.register_and_approve("edge", &edge_cidrs()).await.unwrap();
-    wait_for(&rig.topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
+    let (rig, mut controller, _agent) = Rig::with_edge("b", "node-b").await;
     let api_metrics = || rig.kubectl(&["get", "--raw", "/metrics"]);
     let throttled_before = metric_sum(&api_metrics(), "apiserver_request_total{", "code=\"429\"");
     let checker = rig.checker(Duration::from_secs(10), Duration::from_millis(500));

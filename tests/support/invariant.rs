@@ -36,6 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type Range = (Family, u128, u128);
+/// Declared outages of the API server: (start, end if it ended).
+type Outages = Vec<(Instant, Option<Instant>)>;
 
 pub const LAYERS: [&str; 3] = ["networkPolicy", "allowlist", "nft"];
 
@@ -109,7 +111,7 @@ pub struct Checker {
     bound: Duration,
     stop: Arc<std::sync::atomic::AtomicBool>,
     samples: Arc<Mutex<Vec<Sample>>>,
-    outages: Arc<Mutex<Vec<(Instant, Option<Instant>)>>>,
+    outages: Arc<Mutex<Outages>>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -250,7 +252,7 @@ fn covered(r: &Range, merged: &[Range]) -> bool {
     at > 0 && merged[at - 1].0 == r.0 && merged[at - 1].2 >= r.2
 }
 
-fn paused(from: Instant, to: Instant, outages: &[(Instant, Option<Instant>)]) -> Duration {
+fn paused(from: Instant, to: Instant, outages: &Outages) -> Duration {
     outages
         .iter()
         .map(|(a, b)| {
@@ -260,7 +262,7 @@ fn paused(from: Instant, to: Instant, outages: &[(Instant, Option<Instant>)]) ->
         .sum()
 }
 
-fn evaluate(samples: &[Sample], outages: &[(Instant, Option<Instant>)], bound: Duration, started: Instant) -> Report {
+fn evaluate(samples: &[Sample], outages: &Outages, bound: Duration, started: Instant) -> Report {
     let mut report = Report { samples: samples.len(), api_samples: samples.iter().filter(|s| s.live.is_some()).count(), ..Default::default() };
     let api: Vec<(Instant, Vec<IpNet>)> = samples.iter().filter_map(|s| Some((s.api_at, s.live.clone()?))).collect();
     for (layer, name) in LAYERS.iter().enumerate() {
