@@ -103,7 +103,7 @@ mod conflicts {
 
 mod plan {
     use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision, SignatureVerifier};
-    use jpki_access::planner::{PlanInput, plan};
+    use jpki_access::planner::{Objects, plan};
     use serde_json::json;
 
     struct Fleet {
@@ -149,8 +149,7 @@ mod plan {
         let f = fleet(5_000);
         let now: jiff::Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
         bencher.bench(|| {
-            let input = PlanInput { verifiers: &f.verifiers, registrations: &f.registrations, approvals: &f.approvals, environments: &f.environments, published: None };
-            let p = plan(&input, now);
+            let p = plan(&Objects::of(&f.verifiers, &f.registrations, &f.approvals, &f.environments).input(), now);
             assert_eq!(p.environments["production"].live_registrations, 5_000);
             p.registrations.len()
         });

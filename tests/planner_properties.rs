@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use jpki_access::api::registration::RegistrationPhase;
 use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision, Environment, SignatureVerifier};
 use jpki_access::domain::approve::approval_for;
-use jpki_access::planner::{Plan, PlanInput, plan};
+use jpki_access::planner::{Objects, Plan, plan};
 use proptest::prelude::*;
 use serde_json::json;
 use std::net::IpAddr;
@@ -114,7 +114,7 @@ fn build(specs: &[RegSpec]) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
 }
 
 fn run(verifiers: &[SignatureVerifier], regs: &[AccessRegistration], approvals: &[AccessApproval], envs: &[AccessEnvironment]) -> Plan {
-    plan(&PlanInput { verifiers, registrations: regs, approvals, environments: envs, published: None }, NOW.parse().unwrap())
+    plan(&Objects::of(verifiers, regs, approvals, envs).input(), NOW.parse().unwrap())
 }
 
 fn contains(nets: &[IpNet], addr: IpAddr) -> bool {

@@ -173,8 +173,8 @@ async fn explain(client: &Client, registration: &str, namespace: &str) -> Result
     let approvals = Api::<AccessApproval>::all(client.clone()).list(&lp).await.map_err(err)?.items;
     let environments = Api::<AccessEnvironment>::all(client.clone()).list(&lp).await.map_err(err)?.items;
     let now = jiff::Timestamp::now();
-    let input = crate::planner::PlanInput { verifiers: &verifiers, registrations: &registrations, approvals: &approvals, environments: &environments, published: None };
-    let plan = crate::planner::plan(&input, now);
+    let objects = crate::planner::Objects::of(&verifiers, &registrations, &approvals, &environments);
+    let plan = crate::planner::plan(&objects.input(), now);
     let key = RegKey { namespace: namespace.to_string(), name: registration.to_string() };
     let rp = plan.registrations.get(&key).ok_or_else(|| {
         format!("no AccessRegistration {registration:?} in namespace {namespace:?}; list them with `kubectl get accessregistrations -A`")

@@ -2,7 +2,7 @@
 
 use super::RenderFormat;
 use crate::manifest::{Form, read_paths};
-use crate::planner::{Plan, PlanInput, notice, plan};
+use crate::planner::{Objects, Plan, notice, plan};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -22,8 +22,7 @@ pub fn plan_paths(paths: &[PathBuf], at: jiff::Timestamp) -> Result<Plan, Vec<St
             Form::Environment(o) => environments.push(o),
         }
     }
-    let input = PlanInput { verifiers: &verifiers, registrations: &registrations, approvals: &approvals, environments: &environments, published: None };
-    Ok(plan(&input, at))
+    Ok(plan(&Objects::of(&verifiers, &registrations, &approvals, &environments).input(), at))
 }
 
 /// The rendered text for one environment.

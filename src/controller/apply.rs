@@ -74,6 +74,38 @@ fn id(child: &Child) -> String {
     format!("{api_version}/{kind}/{namespace}/{name}")
 }
 
+/// [`id`] of a cached object, without copying it into a [`Child`] (a shard holds thousands of CIDRs).
+fn id_of<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    let m = obj.meta();
+    format!("{}/{}/{}/{}", K::api_version(&()), K::kind(&()), m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default())
+}
+
+/// Whether the cached object already holds everything `child` wants. ConfigMaps (a URL notice per registration,
+/// the allowlist shards) are compared as typed values: turning thousands of them into JSON on every pass was most
+/// of an idle pass's time. Other kinds go through [`json_includes`].
+fn already_there(stores: &Stores, child: &Child) -> bool {
+    use kube::runtime::reflector::ObjectRef;
+    if let Child::ConfigMap(desired) = child {
+        let (_, _, namespace, name) = child.identity();
+        return stores.config_maps.get(&ObjectRef::new(&name).within(&namespace)).is_some_and(|e| config_map_includes(&e, desired));
+    }
+    existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json()))
+}
+
+/// [`json_includes`] for ConfigMaps: desired data, labels and annotations among the existing ones (a key someone
+/// else added is no difference: our apply could not remove it), and the same owners. We never write binaryData.
+pub fn config_map_includes(existing: &ConfigMap, desired: &ConfigMap) -> bool {
+    fn subset(d: &Option<std::collections::BTreeMap<String, String>>, e: &Option<std::collections::BTreeMap<String, String>>) -> bool {
+        d.iter().flatten().all(|(k, v)| e.as_ref().and_then(|e| e.get(k)) == Some(v))
+    }
+    let (e, d) = (&existing.metadata, &desired.metadata);
+    subset(&desired.data, &existing.data)
+        && desired.binary_data.is_none()
+        && subset(&d.labels, &e.labels)
+        && subset(&d.annotations, &e.annotations)
+        && (d.owner_references.is_none() || e.owner_references == d.owner_references)
+}
+
 fn existing(stores: &Stores, child: &Child) -> Option<Value> {
     let (_, kind, namespace, name) = child.identity();
     use kube::runtime::reflector::ObjectRef;
@@ -136,19 +168,20 @@ async fn apply_child(client: &Client, own: &OwnWrites, child: &Child) -> Result<
     Ok(())
 }
 
-/// Order of writes within an environment: allow policies and allowlist shards, then the index that announces them,
-/// then the default deny and the routes. So a reader never sees an index naming a shard not yet written, and a
-/// fresh environment never denies before it allows.
+/// Order of writes within an environment: allow policies and allowlist shards (together: neither names the
+/// other), then the index that announces the shards, then the default deny and the routes. So a reader never sees an
+/// index naming a shard not yet written, and a fresh environment never denies before it allows. Writes of the same
+/// rank go out together: one at a time, an approval's shard and policy cost two round trips of large objects.
 fn write_order(child: &Child) -> u8 {
     let (_, kind, _, name) = child.identity();
     match kind.as_str() {
-        "NetworkPolicy" if name.ends_with("-default-deny") => 3,
+        "NetworkPolicy" if name.ends_with("-default-deny") => 2,
         "NetworkPolicy" => 0,
         "ConfigMap" => match child {
-            Child::ConfigMap(c) if c.labels().get(ALLOWLIST_LABEL).map(String::as_str) == Some("index") => 2,
-            _ => 1,
+            Child::ConfigMap(c) if c.labels().get(ALLOWLIST_LABEL).map(String::as_str) == Some("index") => 1,
+            _ => 0,
         },
-        _ => 4,
+        _ => 3,
     }
 }
 
@@ -168,33 +201,42 @@ pub async fn apply_environment(
     let mut children: Vec<&Child> = plan.children.iter().collect();
     children.sort_by_key(|c| write_order(c));
     let mut ok = true;
-    for child in children {
-        let key = id(child);
-        let desired = child.to_json();
-        let unchanged = match child {
-            Child::HttpRoute(_) => routes.0.get(&key) == Some(&desired),
-            _ => existing(stores, child).is_some_and(|e| json_includes(&e, &desired)),
-        };
-        if unchanged {
-            continue;
-        }
-        if !backoff.ready(&key) {
-            ok = false;
-            continue;
-        }
-        match apply_child(client, &stores.own_writes, child).await {
-            Ok(()) => {
-                backoff.succeeded(&key);
-                writes.applied += 1;
-                if let Child::HttpRoute(_) = child {
-                    routes.0.insert(key, desired);
-                }
+    for rank in children.chunk_by(|a, b| write_order(a) == write_order(b)) {
+        let mut due = Vec::new();
+        for child in rank {
+            let key = id(child);
+            let unchanged = match child {
+                Child::HttpRoute(_) => routes.0.get(&key) == Some(&child.to_json()),
+                _ => already_there(stores, child),
+            };
+            if unchanged {
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(object = %key, error = %e, "apply failed");
-                backoff.failed(&key, &e);
-                writes.failed += 1;
+            if !backoff.ready(&key) {
                 ok = false;
+                continue;
+            }
+            due.push((*child, key));
+        }
+        let mut results = futures::stream::iter(due.into_iter().map(|(child, key)| async move {
+            (child, key, apply_child(client, &stores.own_writes, child).await)
+        }))
+        .buffer_unordered(WRITE_CONCURRENCY);
+        while let Some((child, key, result)) = results.next().await {
+            match result {
+                Ok(()) => {
+                    backoff.succeeded(&key);
+                    writes.applied += 1;
+                    if let Child::HttpRoute(_) = child {
+                        routes.0.insert(key, child.to_json());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(object = %key, error = %e, "apply failed");
+                    backoff.failed(&key, &e);
+                    writes.failed += 1;
+                    ok = false;
+                }
             }
         }
     }
@@ -212,7 +254,7 @@ pub async fn apply_notices(client: &Client, stores: &Stores, plan: &Plan, backof
         .values()
         .filter_map(|r| r.notice.as_ref())
         .map(|child| (child, id(child)))
-        .filter(|(child, key)| !existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json())) && backoff.ready(key))
+        .filter(|(child, key)| !already_there(stores, child) && backoff.ready(key))
         .collect();
     let mut results = futures::stream::iter(due.into_iter().map(|(child, key)| async move { (key, apply_child(client, &stores.own_writes, child).await) }))
         .buffer_unordered(WRITE_CONCURRENCY);
@@ -245,21 +287,21 @@ pub async fn delete_stale(client: &Client, stores: &Stores, plan: &Plan, held_ba
     };
     let dp = DeleteParams::default();
     for cm in stores.config_maps.state() {
-        let key = id(&Child::ConfigMap((*cm).clone()));
+        let key = id_of(&*cm);
         if !wanted.contains(&key) && !keep(cm.labels()) {
             let api = Api::<ConfigMap>::namespaced(client.clone(), &cm.namespace().unwrap_or_default());
             count_delete(api.delete(&cm.name_any(), &dp).await.map(drop), &key, writes);
         }
     }
     for np in stores.network_policies.state() {
-        let key = id(&Child::NetworkPolicy((*np).clone()));
+        let key = id_of(&*np);
         if !wanted.contains(&key) && !keep(np.labels()) {
             let api = Api::<NetworkPolicy>::namespaced(client.clone(), &np.namespace().unwrap_or_default());
             count_delete(api.delete(&np.name_any(), &dp).await.map(drop), &key, writes);
         }
     }
     for ing in stores.ingresses.state() {
-        let key = id(&Child::Ingress((*ing).clone()));
+        let key = id_of(&*ing);
         if !wanted.contains(&key) && !keep(ing.labels()) {
             let api = Api::<Ingress>::namespaced(client.clone(), &ing.namespace().unwrap_or_default());
             count_delete(api.delete(&ing.name_any(), &dp).await.map(drop), &key, writes);
@@ -352,6 +394,51 @@ mod tests {
         assert_eq!(retry_delay(Failure::Refused, 40), Duration::from_secs(256));
         assert_eq!(retry_delay(Failure::Refused, 3), Duration::from_secs(4));
         assert_eq!(retry_delay(Failure::Permanent, 1), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_cached_object_has_the_same_id_as_the_child_that_wrote_it() {
+        use crate::planner::children::Child;
+        let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({"metadata": {"name": "n", "namespace": "ns"}})).unwrap();
+        let np: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}})).unwrap();
+        assert_eq!(super::id_of(&cm), "v1/ConfigMap/ns/n");
+        assert_eq!(super::id_of(&cm), super::id(&Child::ConfigMap(cm)));
+        assert_eq!(super::id_of(&np), super::id(&Child::NetworkPolicy(np)));
+    }
+
+    #[test]
+    fn config_maps_compare_like_json_inclusion() {
+        use super::config_map_includes;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let desired: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "n", "labels": {"a": "1"}, "annotations": {"d": "x"}},
+            "data": {"cidrs": "192.0.2.0/28\n"}})).unwrap();
+        let mut existing = desired.clone();
+        existing.metadata.labels.as_mut().unwrap().insert("added-by-someone".into(), "y".into());
+        existing.metadata.resource_version = Some("7".into());
+        existing.data.as_mut().unwrap().insert("added-by-someone".into(), "z".into());
+        assert!(config_map_includes(&existing, &desired), "extra labels, data keys and server fields are no difference");
+        assert!(super::json_includes(&serde_json::to_value(&existing).unwrap(), &serde_json::to_value(&desired).unwrap()));
+        for change in [json!({"data": {"cidrs": "192.0.2.0/27\n"}}), json!({"metadata": {"labels": {"a": "2"}}}), json!({"metadata": {"annotations": null}})] {
+            let mut e = serde_json::to_value(&existing).unwrap();
+            json_patch_merge(&mut e, &change);
+            let e: ConfigMap = serde_json::from_value(e).unwrap();
+            assert!(!config_map_includes(&e, &desired), "{change}");
+            assert_eq!(config_map_includes(&e, &desired), super::json_includes(&serde_json::to_value(&e).unwrap(), &serde_json::to_value(&desired).unwrap()), "agrees with JSON inclusion: {change}");
+        }
+    }
+
+    fn json_patch_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+        if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else if v.is_object() && t.get(k).is_some_and(|x| x.is_object()) {
+                    json_patch_merge(t.get_mut(k).unwrap_or(&mut serde_json::Value::Null), v);
+                } else {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
+        }
     }
 
     #[test]

@@ -34,12 +34,19 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabel {
+    pub step: &'static str,
+}
+
 /// Every metric of the controller.
 pub struct Metrics {
     pub registry: Registry,
     /// Reconcile passes (one plans every environment), by result.
     pub reconciles: Family<ResultLabel, Counter>,
     pub reconcile_seconds: Histogram,
+    /// Time of each step of a pass (snapshot, plan, environments, notices, stale, statuses): where a pass goes.
+    pub step_seconds: Family<StepLabel, Histogram>,
     /// Writes to the API server by operation (apply, delete, status, failed).
     pub writes: Family<WriteLabel, Counter>,
     pub registrations: Family<PhaseLabel, Gauge>,
@@ -56,6 +63,7 @@ impl Default for Metrics {
         let m = Metrics {
             reconciles: Family::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            step_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
             writes: Family::default(),
             registrations: Family::default(),
             cidrs: Family::default(),
@@ -66,6 +74,7 @@ impl Default for Metrics {
         };
         registry.register("reconciles", "Reconcile passes by result", m.reconciles.clone());
         registry.register("reconcile_duration_seconds", "Duration of a reconcile pass", m.reconcile_seconds.clone());
+        registry.register("pass_step_duration_seconds", "Duration of each step of a reconcile pass", m.step_seconds.clone());
         registry.register("writes", "Writes to the API server by operation", m.writes.clone());
         registry.register("registrations", "Registrations by environment and phase", m.registrations.clone());
         registry.register("allowlist_cidrs", "Published CIDRs per environment", m.cidrs.clone());

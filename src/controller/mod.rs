@@ -17,7 +17,7 @@ use apply::{Backoff, RouteMemory, Writes};
 use futures::StreamExt;
 use kube::Client;
 use kube::ResourceExt;
-use metrics::{EnvironmentLabel, KindLabel, Metrics, PhaseLabel, ResultLabel, WriteLabel};
+use metrics::{EnvironmentLabel, KindLabel, Metrics, PhaseLabel, ResultLabel, StepLabel, WriteLabel};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,6 +117,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut wake_at = Instant::now();
     let mut was_leader = false;
     let mut was_relisting = false;
+    let mut last_pass_start = Instant::now();
     loop {
         let leader = *leader_rx.borrow();
         if leader != was_leader {
@@ -132,8 +133,13 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             _ = sleep => {}
             Ok(()) = leader_rx_changed.changed() => {}
         }
-        // Debounce: a burst of watch events (our own writes among them) becomes one pass.
-        tokio::time::sleep(settings.debounce).await;
+        // Debounce: passes start at least `debounce` apart, so a burst of watch events becomes few passes, while a
+        // lone change after a quiet spell, or one that came during a pass longer than the debounce, is planned at
+        // once (a fixed wait added the whole debounce, 100-200 ms, to every approval's propagation; BENCHMARKS.md).
+        let since_last_start = last_pass_start.elapsed();
+        if since_last_start < settings.debounce {
+            tokio::time::sleep(settings.debounce - since_last_start).await;
+        }
         if !*leader_rx.borrow() {
             wake_at = Instant::now() + settings.resync;
             continue;
@@ -151,6 +157,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             // meanwhile now, not when its backoff says.
             reconciler.backoff = Backoff::default();
         }
+        last_pass_start = Instant::now();
         let next = reconciler.pass().await;
         wake_at = next.unwrap_or(Instant::now() + settings.resync).min(Instant::now() + settings.resync);
     }
@@ -173,6 +180,29 @@ async fn check_crds(client: &Client) -> Result<(), Error> {
     api.list(&kube::api::ListParams::default().limit(1)).await.map(drop).map_err(Error::MissingCrds)
 }
 
+/// How long each step of a pass took, in order: logged with every pass that writes, and a histogram per step.
+struct Steps(Vec<(&'static str, Duration)>, Instant);
+
+impl Steps {
+    fn new() -> Self {
+        Steps(Vec::new(), Instant::now())
+    }
+    /// Ends the step called `name` now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.0.push((name, now - self.1));
+        self.1 = now;
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, took)) in self.0.iter().enumerate() {
+            write!(f, "{}{name}={:.1}ms", if i == 0 { "" } else { " " }, took.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
+}
 
 pub struct Reconciler {
     pub client: Client,
@@ -189,19 +219,14 @@ impl Reconciler {
     /// One pass over everything; returns when the next pass is due by itself (a transition or a retry).
     pub async fn pass(&mut self) -> Option<Instant> {
         let started = Instant::now();
+        let mut steps = Steps::new();
         let snapshot = self.stores.snapshot();
+        steps.mark("snapshot");
         self.report_unreadable(&snapshot).await;
         let now = self.clock.now();
-        let plan = plan(
-            &PlanInput {
-                verifiers: &snapshot.verifiers,
-                registrations: &snapshot.registrations,
-                approvals: &snapshot.approvals,
-                environments: &snapshot.environments,
-                published: Some(&snapshot.published),
-            },
-            now,
-        );
+        let objects = snapshot.objects();
+        let plan = plan(&PlanInput { published: Some(&snapshot.published), ..objects.input() }, now);
+        steps.mark("plan");
         let mut writes = Writes::default();
         let mut failed_environments = BTreeSet::new();
         for (name, env_plan) in &plan.environments {
@@ -209,15 +234,19 @@ impl Reconciler {
                 failed_environments.insert(name.clone());
             }
         }
+        steps.mark("environments");
         apply::apply_notices(&self.client, &self.stores, &plan, &mut self.backoff, &mut writes).await;
+        steps.mark("notices");
         apply::delete_stale(&self.client, &self.stores, &plan, &failed_environments, &mut writes).await;
+        steps.mark("stale");
 
         // Status tells the truth about the data plane: while an environment's writes fail, its registrations keep
         // the status they had (not Active before the rules are in place).
         let env_names: std::collections::HashMap<_, _> = plan.environments.values().map(|e| (e.environment, e.name.clone())).collect();
-        let due: Vec<_> = snapshot
+        let due: Vec<_> = objects
             .registrations
             .iter()
+            .copied()
             .filter_map(|reg| Some((reg, &plan.registrations.get(&crate::planner::liveness::RegKey::of(reg))?.status)))
             .filter(|(reg, _)| !env_names.get(&reg.spec.environment).is_some_and(|n| failed_environments.contains(n)))
             .filter(|(reg, status)| !apply::registration_status_unchanged(reg, status))
@@ -239,7 +268,7 @@ impl Reconciler {
             apply::count_status(&key, result, &mut self.backoff, &mut writes);
         }
         drop(results);
-        for env in &snapshot.environments {
+        for &env in &objects.environments {
             let Some(ep) = plan.environments.get(&env.name_any()) else { continue };
             let mut status = ep.status.clone();
             status.agents_in_sync = self.stores.agents_in_sync(&ep.name, crate::planner::children::allowlist_namespace(env), &ep.digest);
@@ -250,7 +279,8 @@ impl Reconciler {
                 events::environment_transition(&self.recorder, env, &status).await;
             }
         }
-        self.record(&plan, &writes, started);
+        steps.mark("statuses");
+        self.record(&plan, &writes, &steps, started);
         let next_transition = plan.next_transition().map(|t| {
             let wait = now.duration_until(t).unsigned_abs();
             // Never later than the plan says; a few milliseconds after, so the instant has passed.
@@ -261,7 +291,7 @@ impl Reconciler {
         [next_transition, self.backoff.next_retry()].into_iter().flatten().min()
     }
 
-    fn record(&self, plan: &crate::planner::Plan, writes: &Writes, started: Instant) {
+    fn record(&self, plan: &crate::planner::Plan, writes: &Writes, steps: &Steps, started: Instant) {
         let m = &self.shared.metrics;
         let result = if writes.failed > 0 { "error" } else { "ok" };
         m.reconciles.get_or_create(&ResultLabel { result }).inc();
@@ -281,9 +311,15 @@ impl Reconciler {
         for e in plan.environments.values() {
             m.cidrs.get_or_create(&EnvironmentLabel { environment: e.name.clone() }).set(e.cidrs.len() as i64);
         }
+        for (step, took) in &steps.0 {
+            m.step_seconds.get_or_create(&StepLabel { step }).observe(took.as_secs_f64());
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
         if writes != &Writes::default() {
             tracing::info!(applied = writes.applied, deleted = writes.deleted, statuses = writes.statuses, failed = writes.failed,
-                elapsed_ms = started.elapsed().as_millis() as u64, "pass wrote");
+                elapsed_ms, steps = %steps, "pass wrote");
+        } else {
+            tracing::debug!(elapsed_ms, steps = %steps, "pass wrote nothing");
         }
     }
 

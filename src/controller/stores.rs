@@ -93,21 +93,37 @@ pub struct Unreadable {
     pub error: String,
 }
 
-/// One consistent view of the caches, as the planner wants it.
+/// One consistent view of the caches, as the planner wants it: the cached objects themselves (shared, not copied).
 #[derive(Default)]
 pub struct Snapshot {
-    pub verifiers: Vec<SignatureVerifier>,
-    pub registrations: Vec<AccessRegistration>,
-    pub approvals: Vec<AccessApproval>,
-    pub environments: Vec<AccessEnvironment>,
+    pub verifiers: Vec<Arc<DeserializeGuard<SignatureVerifier>>>,
+    pub registrations: Vec<Arc<DeserializeGuard<AccessRegistration>>>,
+    pub approvals: Vec<Arc<DeserializeGuard<AccessApproval>>>,
+    pub environments: Vec<Arc<DeserializeGuard<AccessEnvironment>>>,
     pub unreadable: Vec<Unreadable>,
     pub published: BTreeMap<String, PublishedAllowlist>,
 }
 
-fn split<K: Resource<DynamicType = ()> + Clone>(kind: &'static str, store: &Store<DeserializeGuard<K>>, ok: &mut Vec<K>, bad: &mut Vec<Unreadable>) {
-    for guard in store.state() {
+impl Snapshot {
+    /// The readable objects, for the planner.
+    pub fn objects(&self) -> crate::planner::Objects<'_> {
+        fn readable<K>(all: &[Arc<DeserializeGuard<K>>]) -> Vec<&K> {
+            all.iter().filter_map(|g| g.0.as_ref().ok()).collect()
+        }
+        crate::planner::Objects {
+            verifiers: readable(&self.verifiers),
+            registrations: readable(&self.registrations),
+            approvals: readable(&self.approvals),
+            environments: readable(&self.environments),
+        }
+    }
+}
+
+fn split<K: Resource<DynamicType = ()> + Clone>(kind: &'static str, store: &Store<DeserializeGuard<K>>, all: &mut Vec<Arc<DeserializeGuard<K>>>, bad: &mut Vec<Unreadable>) {
+    *all = store.state();
+    for guard in all.iter() {
         match &guard.0 {
-            Ok(obj) => ok.push(obj.clone()),
+            Ok(_) => {}
             Err(invalid) => bad.push(Unreadable {
                 kind,
                 namespace: invalid.metadata.namespace.clone(),

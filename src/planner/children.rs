@@ -93,8 +93,51 @@ fn meta(name: String, namespace: &str, environment: &str, owners: Option<Vec<Own
 }
 
 /// Splits the aggregated set into shards of at most `per_object` CIDRs (IPv4 first, each family in address order).
+///
+/// Where a shard ends depends on the CIDRs themselves (content-defined chunking): after a CIDR whose hash marks a
+/// boundary, once the shard holds at least an eighth of the maximum, or when it is full. Shards then hold about
+/// 3/8 of the maximum. Adding or removing one CIDR changes the shard it falls in (and, about once in `per_object / 4`
+/// changes, its neighbours' numbering), where fixed-size chunks shifted every later shard by one: one approval low in
+/// the address space rewrote all of an environment's shards and policies. Below 16 per object the bounds leave no
+/// room to vary, and the chunks are fixed.
 pub fn shards(cidrs: &[IpNet], per_object: usize) -> Vec<&[IpNet]> {
-    cidrs.chunks(per_object.max(1)).collect()
+    let max = per_object.max(1);
+    if max < 16 {
+        return cidrs.chunks(max).collect();
+    }
+    let (min, spacing) = (max / 8, (max / 4) as u64);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, cidr) in cidrs.iter().enumerate() {
+        let len = i + 1 - start;
+        if len >= max || (len >= min && boundary_hash(cidr) % spacing == 0) {
+            out.push(&cidrs[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < cidrs.len() {
+        out.push(&cidrs[start..]);
+    }
+    out
+}
+
+/// A hash of a CIDR that never changes between versions or machines (shard boundaries must not move on an
+/// upgrade): FNV-1a over its address bytes and prefix length, then the SplitMix64 finaliser so every bit of the
+/// result depends on every input byte. `std`'s hashers are randomly seeded or unspecified, hence our own.
+fn boundary_hash(cidr: &IpNet) -> u64 {
+    let mut bytes = Vec::with_capacity(17);
+    match cidr {
+        IpNet::V4(n) => bytes.extend_from_slice(&n.addr().octets()),
+        IpNet::V6(n) => bytes.extend_from_slice(&n.addr().octets()),
+    }
+    bytes.push(cidr.prefix_len());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// The text of a list of CIDRs, one per line; what digests are computed over.

@@ -106,10 +106,10 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub fn new(verifiers: &'a [SignatureVerifier], approvals: &'a [AccessApproval], environments: HashMap<Environment, EnvironmentRules>) -> Self {
-        let verifiers = verifiers.iter().map(|v| (v.metadata.name.as_deref().unwrap_or_default(), (v, check_verifier(&v.spec).value))).collect();
+    pub fn new(verifiers: &[&'a SignatureVerifier], approvals: &[&'a AccessApproval], environments: HashMap<Environment, EnvironmentRules>) -> Self {
+        let verifiers = verifiers.iter().map(|&v| (v.metadata.name.as_deref().unwrap_or_default(), (v, check_verifier(&v.spec).value))).collect();
         let mut by_registration: HashMap<(&str, &str), Vec<&AccessApproval>> = HashMap::new();
-        for a in approvals {
+        for &a in approvals {
             let namespace = a.metadata.namespace.as_deref().unwrap_or_default();
             by_registration.entry((namespace, a.spec.registration_ref.as_str())).or_default().push(a);
         }

@@ -28,15 +28,46 @@ use liveness::{Context, EnvironmentRules, RegKey};
 use resolve::Resolved;
 use std::collections::{BTreeMap, HashMap};
 
-/// Everything the planner reads.
+/// Everything the planner reads. References, so the controller plans straight from its caches: copying every
+/// object into a snapshot first was a sixth of a pass and a second copy of the fleet in memory (BENCHMARKS.md).
+/// [`Objects`] builds them from owned lists.
 #[derive(Default, Clone, Copy)]
 pub struct PlanInput<'a> {
-    pub verifiers: &'a [SignatureVerifier],
-    pub registrations: &'a [AccessRegistration],
-    pub approvals: &'a [AccessApproval],
-    pub environments: &'a [AccessEnvironment],
+    pub verifiers: &'a [&'a SignatureVerifier],
+    pub registrations: &'a [&'a AccessRegistration],
+    pub approvals: &'a [&'a AccessApproval],
+    pub environments: &'a [&'a AccessEnvironment],
     /// The allowlist published now, per AccessEnvironment name (for the mass-revocation hold).
     pub published: Option<&'a BTreeMap<String, PublishedAllowlist>>,
+}
+
+/// References to owned lists of objects, for [`PlanInput`] (the CLI, tests and benchmarks own their objects).
+pub struct Objects<'a> {
+    pub verifiers: Vec<&'a SignatureVerifier>,
+    pub registrations: Vec<&'a AccessRegistration>,
+    pub approvals: Vec<&'a AccessApproval>,
+    pub environments: Vec<&'a AccessEnvironment>,
+}
+
+impl<'a> Objects<'a> {
+    pub fn of(
+        verifiers: &'a [SignatureVerifier],
+        registrations: &'a [AccessRegistration],
+        approvals: &'a [AccessApproval],
+        environments: &'a [AccessEnvironment],
+    ) -> Self {
+        Objects {
+            verifiers: verifiers.iter().collect(),
+            registrations: registrations.iter().collect(),
+            approvals: approvals.iter().collect(),
+            environments: environments.iter().collect(),
+        }
+    }
+
+    /// The planner's input, without a published allowlist.
+    pub fn input(&self) -> PlanInput<'_> {
+        PlanInput { verifiers: &self.verifiers, registrations: &self.registrations, approvals: &self.approvals, environments: &self.environments, published: None }
+    }
 }
 
 /// The plan of one registration.
@@ -87,7 +118,7 @@ pub fn plan(input: &PlanInput<'_>, now: Timestamp) -> Plan {
     let mut result = Plan::default();
 
     // The environment objects in force: the first valid one (by name) per environment.
-    let mut sorted_envs: Vec<&AccessEnvironment> = input.environments.iter().collect();
+    let mut sorted_envs: Vec<&AccessEnvironment> = input.environments.to_vec();
     sorted_envs.sort_by_key(|e| e.metadata.name.clone());
     let mut env_objects: HashMap<Environment, &AccessEnvironment> = HashMap::new();
     let mut rules = HashMap::new();
@@ -155,7 +186,7 @@ pub fn plan(input: &PlanInput<'_>, now: Timestamp) -> Plan {
         });
     }
 
-    let by_key: HashMap<RegKey, &AccessRegistration> = input.registrations.iter().map(|r| (RegKey::of(r), r)).collect();
+    let by_key: HashMap<RegKey, &AccessRegistration> = input.registrations.iter().map(|r| (RegKey::of(r), *r)).collect();
     for (key, r) in resolved {
         let reg = by_key[&key];
         let env = env_objects.get(&r.evaluation.environment);

@@ -105,14 +105,9 @@ impl World {
         }
     }
     pub(super) fn plan(&self, now: &str) -> Plan {
+        let objects = Objects::of(&self.verifiers, &self.registrations, &self.approvals, &self.environments);
         plan(
-            &PlanInput {
-                verifiers: &self.verifiers,
-                registrations: &self.registrations,
-                approvals: &self.approvals,
-                environments: &self.environments,
-                published: Some(&self.published),
-            },
+            &PlanInput { published: Some(&self.published), ..objects.input() },
             t(now),
         )
     }
@@ -587,3 +582,46 @@ fn re_approving_a_widening_keeps_the_place_in_line_for_conflicts() {
     let plan = w.plan("2026-05-01T00:00:00Z");
     assert_eq!((phase(&plan, "sapporo", "s"), phase(&plan, "hakodate", "h")), (Active, Conflict));
 }
+
+/// `n` disjoint IPv4 /28s, 64 addresses apart, from 10.0.0.0 (an aggregated allowlist in address order).
+fn spaced_cidrs(n: u32, skip: Option<u32>) -> Vec<IpNet> {
+    (0..n)
+        .filter(|i| Some(*i) != skip)
+        .map(|i| IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 + i * 64), 28).unwrap()))
+        .collect()
+}
+
+#[test]
+fn shards_keep_every_cidr_in_order_and_never_exceed_the_maximum() {
+    let cidrs = spaced_cidrs(30_000, None);
+    let shards = crate::planner::children::shards(&cidrs, 5000);
+    assert_eq!(shards.concat(), cidrs);
+    assert!(shards.iter().all(|s| !s.is_empty() && s.len() <= 5000));
+    // About 3/8 of the maximum on average: more, smaller objects than fixed chunks of 5000 (6 here).
+    assert!((10..=25).contains(&shards.len()), "{} shards", shards.len());
+    assert!(shards.iter().filter(|s| s.len() < 5000 / 8).count() <= 1, "only the last shard may be under the minimum");
+}
+
+#[test]
+fn a_cidr_added_low_in_the_address_space_changes_one_shard_not_every_later_one() {
+    use crate::planner::children::shards;
+    for added in [3, 2_000, 17_777, 29_990] {
+        let before = spaced_cidrs(30_000, Some(added));
+        let after = spaced_cidrs(30_000, None);
+        let (old, new) = (shards(&before, 5000), shards(&after, 5000));
+        assert_eq!(old.len(), new.len(), "CIDR {added}: no shard appears or goes");
+        let changed = old.iter().zip(&new).filter(|(a, b)| a != b).count();
+        assert_eq!(changed, 1, "CIDR {added}: only the shard it falls in changes");
+        // Fixed chunks of 5000 (the old sharding) would have changed every shard from the added CIDR on.
+        let fixed_changed = before.chunks(5000).zip(after.chunks(5000)).filter(|(a, b)| a != b).count();
+        assert!(added > 25_000 || fixed_changed > 1);
+    }
+}
+
+#[test]
+fn shard_boundaries_do_not_move_between_versions() {
+    // Boundaries are a function of the CIDRs alone. If this changes, every published shard is rewritten on upgrade.
+    let sizes: Vec<usize> = crate::planner::children::shards(&spaced_cidrs(12_000, None), 5000).iter().map(|s| s.len()).collect();
+    assert_eq!(sizes, PINNED_SHARD_SIZES);
+}
+const PINNED_SHARD_SIZES: &[usize] = &[1309, 681, 1729, 1663, 1462, 768, 3213, 859, 316];

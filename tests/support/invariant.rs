@@ -25,7 +25,7 @@ use jpki_access::agent::allowlist::assemble;
 use jpki_access::agent::drift::parse_listing;
 use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, SignatureVerifier};
 use jpki_access::domain::cidr::{Family, interval};
-use jpki_access::planner::{PlanInput, plan};
+use jpki_access::planner::{Objects, plan};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -186,8 +186,7 @@ async fn live_cidrs(client: &Client) -> Option<Vec<IpNet>> {
     let registrations: Vec<AccessRegistration> = list_typed(client).await?;
     let approvals: Vec<AccessApproval> = list_typed(client).await?;
     let environments: Vec<AccessEnvironment> = list_typed(client).await?;
-    let input = PlanInput { verifiers: &verifiers, registrations: &registrations, approvals: &approvals, environments: &environments, published: None };
-    let plan = plan(&input, jiff::Timestamp::now());
+    let plan = plan(&Objects::of(&verifiers, &registrations, &approvals, &environments).input(), jiff::Timestamp::now());
     Some(
         plan.registrations
             .values()
