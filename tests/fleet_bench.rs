@@ -18,13 +18,16 @@ use jpki_access::fleet::{COMPANIES_2026, FleetSettings, generate};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ObjectList, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
+
+/// Approvals timed at addresses spread over the fleet's range (besides those timed at its end).
+const SPREAD_APPROVALS: usize = 20;
 
 /// Registrations of the real population (1×): two per verifier.
 const REGISTRATIONS_1X: f64 = 2.0 * (1_788 + COMPANIES_2026) as f64;
@@ -79,6 +82,43 @@ async fn baseline_list(client: &Client) -> (f64, usize) {
     (best, bytes)
 }
 
+/// The second baseline, for the first start: how fast this server takes bare writes. Creates `n` small ConfigMaps
+/// (at most 10,000) in a scratch namespace, 16 in flight as the controller writes, then deletes them in one call.
+/// Returns the writes per second. A first start must write a URL notice and a status per registration, so its
+/// floor is `2 × registrations / rate`: what a controller that did nothing but those writes would take.
+async fn bare_write_rate(client: &Client, n: usize) -> (usize, f64) {
+    let n = n.min(10_000);
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-write-floor"}});
+    namespaces.patch("bench-write-floor", &PatchParams::apply("bench"), &Patch::Apply(&ns)).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-write-floor");
+    let started = Instant::now();
+    futures::stream::iter((0..n).map(|i| {
+        let cms = cms.clone();
+        async move {
+            let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("floor-{i:05}"), "labels": {"bench": "floor"}},
+                "data": {"url": "https://ocsp.example/ocsp"}})).unwrap();
+            cms.create(&PostParams::default(), &cm).await.unwrap();
+        }
+    }))
+    .buffer_unordered(16)
+    .collect::<Vec<()>>()
+    .await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    cms.delete_collection(&kube::api::DeleteParams::default(), &kube::api::ListParams::default().labels("bench=floor")).await.unwrap();
+    (n, rate)
+}
+
+/// Tasks that watch one scale's control plane: aborted when the scale ends, before its control plane is stopped.
+#[derive(Default)]
+struct WatchTasks(Vec<tokio::task::AbortHandle>);
+
+impl Drop for WatchTasks {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+}
+
 /// Watches `api` and remembers when each text first appeared in an object (`probe` extracts the text).
 #[derive(Clone, Default)]
 struct Sightings(Arc<Mutex<SightingState>>);
@@ -96,13 +136,15 @@ impl Sightings {
     fn value(&self, key: &str) -> Option<String> {
         self.0.lock().unwrap().2.get(key).cloned()
     }
-    fn spawn<K>(&self, api: Api<K>, config: watcher::Config, probe: fn(&K) -> (String, String))
+    /// The watch runs until the returned task is aborted (see [`WatchTasks`]), with backoff on errors: without it,
+    /// a watch of a control plane already stopped retried at once, forever, and took a core from the next scale.
+    fn spawn<K>(&self, api: Api<K>, config: watcher::Config, probe: fn(&K) -> (String, String)) -> tokio::task::AbortHandle
     where
         K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     {
         let me = self.clone();
         tokio::spawn(async move {
-            let mut stream = watcher(api, config).boxed();
+            let mut stream = watcher(api, config).default_backoff().boxed();
             while let Some(event) = stream.next().await {
                 let objects = match event {
                     Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => vec![o],
@@ -119,7 +161,8 @@ impl Sightings {
                     state.2.insert(key, text);
                 }
             }
-        });
+        })
+        .abort_handle()
     }
 }
 
@@ -151,6 +194,7 @@ fn writes(c: &ControllerProcess) -> (f64, f64, f64) {
 async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent: bool) -> Value {
     let cp = OwnControlPlane::start(tempfile::tempdir().unwrap());
     let client = client_for_kubeconfig(&cp.kubeconfig).await;
+    let mut tasks = WatchTasks::default();
     install_crds(&client).await;
     let fleet = generate(&FleetSettings { scale, companies: COMPANIES_2026, approved_at: "2026-03-15T00:00:00Z".parse().unwrap() }).unwrap();
     let registrations: usize = fleet.iter().map(|b| b.registrations.len()).sum();
@@ -172,10 +216,26 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
         r.spec.source_cidrs = serde_json::from_value(json!([format!("10.255.{i}.0/28")])).unwrap();
         pending.push(regs.create(&PostParams::default(), &r).await.unwrap());
     }
-    let total_registrations = registrations + approvals_to_time;
+    // And 20 whose CIDRs fall between the fleet's, spread over its whole address range (each verifier's /26 leaves its
+    // last /28 free): where real approvals land. An added CIDR low in the range is where fixed-size shards moved
+    // every later CIDR to another shard.
+    let mut spread = Vec::new();
+    for i in 0..SPREAD_APPROVALS {
+        let verifier = i * fleet.len() / SPREAD_APPROVALS;
+        // A /29 in the free /28 (+48): alone in its /28, so it is published as filed, never merged with a neighbour.
+        let cidr = format!("{}/29", std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) + verifier as u32 * 64 + 56));
+        let mut r = first.registrations[0].clone();
+        r.metadata.name = Some(format!("spread-{i:03}"));
+        r.spec.source_cidrs = serde_json::from_value(json!([cidr.clone()])).unwrap();
+        spread.push((regs.create(&PostParams::default(), &r).await.unwrap(), cidr));
+    }
+    let total_registrations = registrations + approvals_to_time + SPREAD_APPROVALS;
     eprintln!("[{label}] {objects} objects created in {setup_seconds:.0} s");
 
     let (list_seconds, list_bytes) = baseline_list(&client).await;
+    let (floor_sample, write_rate) = bare_write_rate(&client, 2 * total_registrations).await;
+    let write_floor_seconds = 2.0 * total_registrations as f64 / write_rate;
+    eprintln!("[{label}] bare writes: {write_rate:.0}/s over {floor_sample}; floor of a first start {write_floor_seconds:.1} s");
 
     // Cold start: a watch counts registrations whose status is current.
     // The watch keeps the count itself: counting 60,000 entries on every poll took a core from the controller.
@@ -185,7 +245,7 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
         let current = current.clone();
         let current_count = current_count.clone();
         let api: Api<AccessRegistration> = Api::all(client.clone());
-        tokio::spawn(async move {
+        tasks.0.push(tokio::spawn(async move {
             let mut stream = watcher(api, watcher::Config::default().page_size(500)).boxed();
             while let Some(Ok(event)) = stream.next().await {
                 if let watcher::Event::Apply(r) | watcher::Event::InitApply(r) = event {
@@ -198,7 +258,7 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
                     };
                 }
             }
-        });
+        }).abort_handle());
     }
     assert!(wait_until(Duration::from_secs(600), || current.lock().unwrap().len() == total_registrations).await, "watch saw every registration");
     let started = Instant::now();
@@ -254,16 +314,16 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
 
     // Propagation: approval → allowlist shard and NetworkPolicy hold the CIDR (→ the agent applied that digest).
     let allowlist = Sightings::default();
-    allowlist.spawn(Api::<ConfigMap>::namespaced(client.clone(), "jpki-system"), watcher::Config::default().labels("access.jpki.dev/environment=test"), |cm| {
+    tasks.0.push(allowlist.spawn(Api::<ConfigMap>::namespaced(client.clone(), "jpki-system"), watcher::Config::default().labels("access.jpki.dev/environment=test"), |cm| {
         let data = cm.data.clone().unwrap_or_default();
         (cm.name_any(), format!("{}\n{}", data.get("cidrs").cloned().unwrap_or_default(), data.get("digest").cloned().unwrap_or_default()))
-    });
+    }));
     let policies = Sightings::default();
-    policies.spawn(Api::<NetworkPolicy>::namespaced(client.clone(), "jpki-test"), watcher::Config::default(), |np| (np.name_any(), serde_json::to_string(&np.spec).unwrap_or_default()));
+    tasks.0.push(policies.spawn(Api::<NetworkPolicy>::namespaced(client.clone(), "jpki-test"), watcher::Config::default(), |np| (np.name_any(), serde_json::to_string(&np.spec).unwrap_or_default())));
     let agent_reports = Sightings::default();
-    agent_reports.spawn(Api::<ConfigMap>::namespaced(client.clone(), "jpki-system"), watcher::Config::default().labels("access.jpki.dev/agent-report=test"), |cm| {
+    tasks.0.push(agent_reports.spawn(Api::<ConfigMap>::namespaced(client.clone(), "jpki-system"), watcher::Config::default().labels("access.jpki.dev/agent-report=test"), |cm| {
         (cm.name_any(), cm.data.clone().unwrap_or_default().get("appliedDigest").cloned().unwrap_or_default())
-    });
+    }));
     let agent = with_agent.then(|| BenchAgent::start(&cp.kubeconfig, label));
     if agent.is_some() {
         let _ = wait_until(Duration::from_secs(60), || agent_reports.value(&format!("jpki-agent-test-bench-{label}")).is_some_and(|d| !d.is_empty())).await;
@@ -294,9 +354,29 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     }
     drop(agent);
 
+    // Approvals spread over the address range: time to outputs, and what each wrote.
+    let before = writes(&controller);
+    let mut to_outputs_spread = Vec::new();
+    for (reg, cidr) in &spread {
+        allowlist.expect(cidr);
+        policies.expect(cidr);
+        let approval = jpki_access::domain::approve::approval_for(reg, Decision::Approved, "approver@j-lis", "2026-03-15T00:00:00Z".parse().unwrap(), None).unwrap();
+        let index_before = allowlist.value("jpki-allowlist-test");
+        let t0 = Instant::now();
+        approvals.create(&PostParams::default(), &approval).await.unwrap();
+        assert!(wait_until(Duration::from_secs(60), || allowlist.seen(cidr).is_some() && policies.seen(cidr).is_some()).await, "spread approval {cidr} propagated");
+        assert!(wait_until(Duration::from_secs(60), || allowlist.value("jpki-allowlist-test") != index_before).await, "index of {cidr}");
+        let t1 = Instant::now().max(allowlist.seen(cidr).unwrap()).max(policies.seen(cidr).unwrap());
+        to_outputs_spread.push((t1 - t0).as_secs_f64() * 1000.0);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = writes(&controller);
+    let spread_writes = json!({"objects_per_approval": (after.0 - before.0) / SPREAD_APPROVALS as f64, "statuses_per_approval": (after.1 - before.1) / SPREAD_APPROVALS as f64});
+    eprintln!("[{label}] spread approvals: {spread_writes}");
+
     // The same server's bare write-then-watch round trip.
     let probe = Sightings::default();
-    probe.spawn(Api::<ConfigMap>::namespaced(client.clone(), "default"), watcher::Config::default().labels("bench=roundtrip"), |cm| (cm.name_any(), cm.name_any()));
+    tasks.0.push(probe.spawn(Api::<ConfigMap>::namespaced(client.clone(), "default"), watcher::Config::default().labels("bench=roundtrip"), |cm| (cm.name_any(), cm.name_any())));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let defaults: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let mut round_trips = Vec::new();
@@ -309,7 +389,7 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
         assert!(wait_until(Duration::from_secs(10), || probe.seen(&name).is_some()).await);
         round_trips.push((probe.seen(&name).unwrap() - t0).as_secs_f64() * 1000.0);
     }
-    for v in [&mut to_outputs, &mut to_agent, &mut round_trips] {
+    for v in [&mut to_outputs, &mut to_outputs_spread, &mut to_agent, &mut round_trips] {
         v.sort_by(f64::total_cmp);
     }
     let summary = |v: &Vec<f64>| json!({"n": v.len(), "p50_ms": percentile(v, 50.0), "p99_ms": percentile(v, 99.0), "max_ms": v.last()});
@@ -318,12 +398,15 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
         "objects_created": objects + approvals_to_time, "setup_seconds": setup_seconds,
         "baseline_list_seconds": list_seconds, "baseline_list_bytes": list_bytes,
         "cold_start_seconds": cold_seconds, "cold_start_over_list": cold_seconds / list_seconds,
+        "bare_writes_per_second": write_rate, "bare_write_sample": floor_sample,
+        "write_floor_seconds": write_floor_seconds, "cold_start_over_write_floor": cold_seconds / write_floor_seconds,
         "cold_start_passes": passes_cold, "cold_start_applies": applied_cold, "cold_start_statuses": statuses_cold,
         "peak_rss_bytes": rss, "peak_rss_over_list_bytes": rss as f64 / list_bytes as f64,
         "restart_seconds": restart_seconds, "restart_over_list": restart_seconds / list_seconds,
         "restart_writes": restart_applies + restart_statuses, "restart_peak_rss_bytes": restart_rss,
         "noop_passes": noop, "one_edit": one_edit,
         "propagation_to_outputs": summary(&to_outputs), "propagation_to_agent": summary(&to_agent),
+        "propagation_spread_to_outputs": summary(&to_outputs_spread), "spread_approval_writes": spread_writes,
         "write_then_watch": summary(&round_trips),
         "p99_over_round_trip_p99": percentile(&to_outputs, 99.0) / percentile(&round_trips, 99.0),
     });
@@ -403,16 +486,17 @@ async fn fleet_benchmarks() {
     let out = repo_root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("fleet.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
-    eprintln!("\n| scale | registrations | LIST s | cold start s | ×LIST | passes | RSS MiB | ×LIST bytes | no-op writes | edit writes | prop p50/p99 ms | agent p50/p99 ms | round trip p50/p99 ms |");
-    eprintln!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    eprintln!("\n| scale | registrations | LIST s | cold start s | ×LIST | write floor s | ×floor | passes | RSS MiB | ×LIST bytes | no-op writes | edit writes | prop p50/p99 ms | spread p50/p99 ms, objects each | agent p50/p99 ms | round trip p50/p99 ms |");
+    eprintln!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in report["scales"].as_array().unwrap() {
         eprintln!(
-            "| {} | {} | {:.2} | {:.1} | {:.1} | {} | {} | {:.1} | {} | {}+{} | {:.0}/{:.0} | {}/{} | {:.1}/{:.1} |",
+            "| {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {:.1} | {} | {}+{} | {:.0}/{:.0} | {:.0}/{:.0}, {} | {}/{} | {:.1}/{:.1} |",
             r["label"], r["registrations"], r["baseline_list_seconds"].as_f64().unwrap(), r["cold_start_seconds"].as_f64().unwrap(),
-            r["cold_start_over_list"].as_f64().unwrap(), r["cold_start_passes"], r["peak_rss_bytes"].as_u64().unwrap() >> 20,
+            r["cold_start_over_list"].as_f64().unwrap(), r["write_floor_seconds"].as_f64().unwrap(), r["cold_start_over_write_floor"].as_f64().unwrap(), r["cold_start_passes"], r["peak_rss_bytes"].as_u64().unwrap() >> 20,
             r["peak_rss_over_list_bytes"].as_f64().unwrap(), r["noop_passes"]["applies"].as_f64().unwrap() + r["noop_passes"]["statuses"].as_f64().unwrap(),
             r["one_edit"]["objects"], r["one_edit"]["statuses"], r["propagation_to_outputs"]["p50_ms"].as_f64().unwrap(),
-            r["propagation_to_outputs"]["p99_ms"].as_f64().unwrap(), r["propagation_to_agent"]["p50_ms"], r["propagation_to_agent"]["p99_ms"],
+            r["propagation_to_outputs"]["p99_ms"].as_f64().unwrap(), r["propagation_spread_to_outputs"]["p50_ms"].as_f64().unwrap(),
+            r["propagation_spread_to_outputs"]["p99_ms"].as_f64().unwrap(), r["spread_approval_writes"]["objects_per_approval"], r["propagation_to_agent"]["p50_ms"], r["propagation_to_agent"]["p99_ms"],
             r["write_then_watch"]["p50_ms"].as_f64().unwrap(), r["write_then_watch"]["p99_ms"].as_f64().unwrap(),
         );
     }

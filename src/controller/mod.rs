@@ -12,7 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod stores;
 
-use crate::planner::{PlanInput, plan};
+use crate::planner::{PlanInput, plan_environments};
 use apply::{Backoff, RouteMemory, Writes};
 use futures::StreamExt;
 use kube::Client;
@@ -225,16 +225,20 @@ impl Reconciler {
         self.report_unreadable(&snapshot).await;
         let now = self.clock.now();
         let objects = snapshot.objects();
-        let plan = plan(&PlanInput { published: Some(&snapshot.published), ..objects.input() }, now);
+        // The data plane first: an approval's allowlist and policies are written before every registration's
+        // notice and status is planned.
+        let first = plan_environments(&PlanInput { published: Some(&snapshot.published), ..objects.input() }, now);
         steps.mark("plan");
         let mut writes = Writes::default();
         let mut failed_environments = BTreeSet::new();
-        for (name, env_plan) in &plan.environments {
+        for (name, env_plan) in &first.plan.environments {
             if !apply::apply_environment(&self.client, &self.stores, env_plan, &mut self.backoff, &mut self.routes, &mut writes).await {
                 failed_environments.insert(name.clone());
             }
         }
         steps.mark("environments");
+        let plan = first.finish();
+        steps.mark("plan registrations");
         apply::apply_notices(&self.client, &self.stores, &plan, &mut self.backoff, &mut writes).await;
         steps.mark("notices");
         apply::delete_stale(&self.client, &self.stores, &plan, &failed_environments, &mut writes).await;

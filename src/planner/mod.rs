@@ -115,6 +115,23 @@ impl Plan {
 
 /// Computes the plan at `now`.
 pub fn plan(input: &PlanInput<'_>, now: Timestamp) -> Plan {
+    plan_environments(input, now).finish()
+}
+
+/// A plan whose environments are complete and whose registrations are not yet planned: what the data plane needs
+/// comes first, so the controller can write an approval's allowlist and policies before it plans every
+/// registration's notice and status (a sixth of a pass at the national scale).
+pub struct EnvironmentsFirst<'a> {
+    /// The plan with its environments; `registrations` is empty until [`EnvironmentsFirst::finish`].
+    pub plan: Plan,
+    resolved: BTreeMap<RegKey, Resolved>,
+    env_objects: HashMap<Environment, &'a AccessEnvironment>,
+    registrations: &'a [&'a AccessRegistration],
+    now: Timestamp,
+}
+
+/// The first half of [`plan`]: liveness, resolution and every environment's outputs.
+pub fn plan_environments<'a>(input: &PlanInput<'a>, now: Timestamp) -> EnvironmentsFirst<'a> {
     let mut result = Plan::default();
 
     // The environment objects in force: the first valid one (by name) per environment.
@@ -186,18 +203,26 @@ pub fn plan(input: &PlanInput<'_>, now: Timestamp) -> Plan {
         });
     }
 
-    let by_key: HashMap<RegKey, &AccessRegistration> = input.registrations.iter().map(|r| (RegKey::of(r), *r)).collect();
-    for (key, r) in resolved {
-        let reg = by_key[&key];
-        let env = env_objects.get(&r.evaluation.environment);
-        let notice_data = env.and_then(|env| notice::notice(&r, env));
-        let notice = notice_data.as_ref().zip(env).map(|(n, env)| notice::notice_config_map(n, reg, env.metadata.name.as_deref().unwrap_or_default()));
-        let notice_name = notice.as_ref().map(|_| notice::notice_name(&key.name));
-        let previous = reg.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-        let (status, next_transition) = status::registration_status(&r, notice_name, previous, now);
-        result.registrations.insert(key, RegistrationPlan { resolved: r, status, notice, notice_data, next_transition });
+    EnvironmentsFirst { plan: result, resolved, env_objects, registrations: input.registrations, now }
+}
+
+impl EnvironmentsFirst<'_> {
+    /// The second half of [`plan`]: each registration's status and URL notice.
+    pub fn finish(self) -> Plan {
+        let EnvironmentsFirst { plan: mut result, resolved, env_objects, registrations, now } = self;
+        let by_key: HashMap<RegKey, &AccessRegistration> = registrations.iter().map(|r| (RegKey::of(r), *r)).collect();
+        for (key, r) in resolved {
+            let reg = by_key[&key];
+            let env = env_objects.get(&r.evaluation.environment);
+            let notice_data = env.and_then(|env| notice::notice(&r, env));
+            let notice = notice_data.as_ref().zip(env).map(|(n, env)| notice::notice_config_map(n, reg, env.metadata.name.as_deref().unwrap_or_default()));
+            let notice_name = notice.as_ref().map(|_| notice::notice_name(&key.name));
+            let previous = reg.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+            let (status, next_transition) = status::registration_status(&r, notice_name, previous, now);
+            result.registrations.insert(key, RegistrationPlan { resolved: r, status, notice, notice_data, next_transition });
+        }
+        result
     }
-    result
 }
 
 fn environment_status(
