@@ -46,7 +46,8 @@ pub enum Command {
         /// Full pass at least this often, to correct drift (seconds).
         #[arg(long, default_value_t = 300)]
         resync_seconds: u64,
-        /// Wait this long after a change before a pass, so a burst becomes one pass (milliseconds).
+        /// Passes start at least this far apart, so a burst of changes becomes one pass; a change after a quiet spell
+        /// is planned at once (milliseconds).
         #[arg(long, default_value_t = 200)]
         debounce_ms: u64,
     },
