@@ -155,3 +155,96 @@ mod plan {
         });
     }
 }
+
+/// A controller pass's planning over the synthetic national fleet (`jpki_access::fleet`; 1× is 6,190 registrations,
+/// 10× is 61,900), from scratch (the baseline, as every pass planned before the memo) and with the memo the
+/// controller keeps across passes (`planner::memo`): nothing changed since the last pass, or one approval added.
+mod fleet_pass {
+    use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, SignatureVerifier};
+    use jpki_access::fleet::{COMPANIES_2026, FleetSettings, generate};
+    use jpki_access::planner::liveness::RegKey;
+    use jpki_access::planner::memo::Memo;
+    use jpki_access::planner::{Objects, plan, plan_environments_with};
+
+    struct Fleet {
+        verifiers: Vec<SignatureVerifier>,
+        registrations: Vec<AccessRegistration>,
+        approvals: Vec<AccessApproval>,
+        environments: Vec<AccessEnvironment>,
+    }
+
+    /// Objects as the controller's caches hold them: with a uid and a generation.
+    fn stored<K: kube::Resource>(mut obj: K) -> K {
+        let meta = obj.meta_mut();
+        meta.uid = Some(format!("{}/{}", meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default()));
+        meta.generation = Some(1);
+        obj
+    }
+
+    fn fleet(scale: f64) -> Fleet {
+        let bundles = generate(&FleetSettings { scale, companies: COMPANIES_2026, approved_at: "2026-03-15T00:00:00Z".parse().unwrap() }).unwrap();
+        Fleet {
+            verifiers: bundles.iter().map(|b| stored(serde_json::from_value(b.verifier.clone()).unwrap())).collect(),
+            registrations: bundles.iter().flat_map(|b| b.registrations.clone()).map(stored).collect(),
+            approvals: bundles.iter().flat_map(|b| b.approvals.clone()).map(stored).collect(),
+            environments: jpki_access::cli::fleet::environment_objects()
+                .unwrap()
+                .into_iter()
+                .filter(|v| v["kind"] == "AccessEnvironment")
+                .map(|v| stored(serde_json::from_value(v).unwrap()))
+                .collect(),
+        }
+    }
+
+    fn now() -> jiff::Timestamp {
+        "2026-06-01T00:00:00Z".parse().unwrap()
+    }
+
+    /// The fleet after a first pass whose statuses were written, and the memo that pass left.
+    fn settled(scale: f64) -> (Fleet, Memo) {
+        let mut f = fleet(scale);
+        let mut memo = Memo::default();
+        let objects = Objects::of(&f.verifiers, &f.registrations, &f.approvals, &f.environments);
+        let first = plan_environments_with(&objects.input(), now(), Some(&mut memo)).finish_with(Some(&mut memo));
+        let statuses: Vec<_> = f.registrations.iter().map(|r| first.registrations[&RegKey::of(r)].status.clone()).collect();
+        drop(first);
+        for (r, s) in f.registrations.iter_mut().zip(statuses) {
+            r.status = Some(s);
+        }
+        (f, memo)
+    }
+
+    /// Args: the fleet's scale in tenths (10 = 1×, 100 = 10×).
+    #[divan::bench(args = [10, 100], sample_count = 5)]
+    fn baseline_from_scratch(bencher: divan::Bencher, tenths: u32) {
+        let (f, _) = settled(f64::from(tenths) / 10.0);
+        bencher.bench(|| plan(&Objects::of(&f.verifiers, &f.registrations, &f.approvals, &f.environments).input(), now()).registrations.len());
+    }
+
+    #[divan::bench(args = [10, 100], sample_count = 5)]
+    fn memo_nothing_changed(bencher: divan::Bencher, tenths: u32) {
+        let (f, mut memo) = settled(f64::from(tenths) / 10.0);
+        bencher.bench_local(|| {
+            let objects = Objects::of(&f.verifiers, &f.registrations, &f.approvals, &f.environments);
+            let p = plan_environments_with(&objects.input(), now(), Some(&mut memo)).finish_with(Some(&mut memo));
+            assert_eq!(memo.stats().evaluations_computed + memo.stats().plans_computed, 0);
+            p.registrations.len()
+        });
+    }
+
+    /// Each pass sees one approval more or less than the pass before: one registration to judge again.
+    #[divan::bench(args = [10, 100], sample_count = 5)]
+    fn memo_one_approval_changed(bencher: divan::Bencher, tenths: u32) {
+        let (f, mut memo) = settled(f64::from(tenths) / 10.0);
+        let fewer: Vec<AccessApproval> = f.approvals[1..].to_vec();
+        let mut flip = false;
+        bencher.bench_local(|| {
+            flip = !flip;
+            let approvals = if flip { &fewer } else { &f.approvals };
+            let objects = Objects::of(&f.verifiers, &f.registrations, approvals, &f.environments);
+            let p = plan_environments_with(&objects.input(), now(), Some(&mut memo)).finish_with(Some(&mut memo));
+            assert_eq!(memo.stats().evaluations_computed, 1);
+            p.registrations.len()
+        });
+    }
+}

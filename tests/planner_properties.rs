@@ -83,7 +83,7 @@ fn build(specs: &[RegSpec]) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
         cidrs.sort();
         cidrs.dedup();
         let mut spec = json!({"verifierRef": v, "environment": if s.production { "Production" } else { "Test" },
-            "connectionMethod": "Lgwan", "sourceCidrs": cidrs, "accessStartDate": date(s.start),
+            "connectionMethod": "Lgwan", "sourceCidrs": cidrs, "accessStartDate": date(s.start), "receivedOn": date(s.start - 10),
             "provisionMethods": {"signing": "Ocsp", "userAuthentication": "Crl"}, "officialSealAffixed": true});
         if let Some(e) = s.end {
             spec["accessEndDate"] = json!(date(e));
@@ -211,6 +211,121 @@ proptest! {
         }
         for (key, r) in &p.registrations {
             prop_assert_eq!(&r.status, &q.registrations[key].status);
+        }
+    }
+}
+
+/// A stored version for `obj`, as the API server would give it: a uid per name and a generation that changes when
+/// the spec does (a hash of it stands in for the server's counter).
+fn stored<T: serde::Serialize + kube::Resource>(mut obj: T, uid: &str) -> T {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&obj).unwrap().hash(&mut h);
+    obj.meta_mut().uid = Some(uid.to_string());
+    obj.meta_mut().generation = Some((h.finish() >> 2) as i64);
+    obj
+}
+
+/// A verifier whose test-environment milestones fall `pledge_days` from NOW (ahead of a clock: a wake-up).
+fn verifier_with_pledge(name: &str, pledge_days: i64) -> SignatureVerifier {
+    let mut v = verifier(name);
+    let procedure = v.spec.procedure.get_or_insert_default();
+    procedure.confidentiality_pledge_received_on = Some(date(pledge_days).as_str().into());
+    procedure.test_environment_application_received_on = Some(date(pledge_days).as_str().into());
+    v
+}
+
+/// One state of the cluster in a history: the forms, the verifiers' pledge dates and the clock (days from NOW).
+/// One step of a history: per slot of registration (named `r<slot>`), keep it, file a new spec under its name (a new
+/// generation), or delete it; the verifiers' pledge dates and the clock (days from NOW); and whether the statuses
+/// planned at the step before were written (as the controller does, unless a write failed).
+#[derive(Debug, Clone)]
+struct Step {
+    changes: Vec<(u8, RegSpec)>,
+    pledge_days: [i64; 3],
+    clock_days: i64,
+    statuses_written: bool,
+    /// The environments' endpoints moved to other hosts (a new generation; every URL notice changes).
+    endpoints_moved: bool,
+}
+
+const SLOTS: usize = 6;
+
+fn step() -> impl Strategy<Value = Step> {
+    (prop::collection::vec((0u8..10, reg_spec()), SLOTS), [-3i64..4, -3i64..4, -3i64..4], -5i64..5, any::<bool>(), any::<bool>()).prop_map(
+        |(changes, pledge_days, clock_days, statuses_written, endpoints_moved)| Step { changes, pledge_days, clock_days, statuses_written, endpoints_moved },
+    )
+}
+
+/// The registrations after `step`: 0–5 keeps a slot as it was, 6–7 files the new spec, 8 deletes it, 9 keeps it.
+fn apply_step(slots: &mut [Option<RegSpec>], step: &Step) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
+    for (slot, (change, spec)) in slots.iter_mut().zip(&step.changes) {
+        match change {
+            6 | 7 => *slot = Some(spec.clone()),
+            8 => *slot = None,
+            _ => {}
+        }
+    }
+    let placeholder = reg_spec_default();
+    let all: Vec<RegSpec> = slots.iter().map(|s| s.clone().unwrap_or_else(|| placeholder.clone())).collect();
+    let (regs, approvals) = build(&all);
+    let gone: Vec<String> = slots.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| format!("r{i}")).collect();
+    (
+        regs.into_iter().filter(|r| !gone.contains(r.metadata.name.as_ref().unwrap())).collect(),
+        approvals.into_iter().filter(|a| !gone.contains(&a.spec.registration_ref)).collect(),
+    )
+}
+
+fn reg_spec_default() -> RegSpec {
+    RegSpec { verifier: 0, production: false, cidrs: vec![0], start: 0, end: None, decision: 0, approved_at: 0 }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The controller plans with a memo kept across passes (`planner::memo`); over any history of edits, deletions,
+    /// approvals and clock moves, every pass's plan is the one planned from scratch, to the last byte.
+    #[test]
+    fn a_memo_kept_across_passes_never_changes_the_plan(history in prop::collection::vec(step(), 1..8)) {
+        use jpki_access::planner::memo::Memo;
+        use jpki_access::planner::plan_environments_with;
+        let mut memo = Memo::default();
+        let mut statuses = std::collections::HashMap::new();
+        let mut slots: Vec<Option<RegSpec>> = vec![None; SLOTS];
+        for (i, s) in history.iter().enumerate() {
+            let verifiers: Vec<SignatureVerifier> = VERIFIERS.iter().zip(s.pledge_days).map(|(v, d)| stored(verifier_with_pledge(v, d), v)).collect();
+            let (regs, approvals) = apply_step(&mut slots, s);
+            let envs: Vec<_> = [("production", Environment::Production), ("test", Environment::Test)].into_iter().map(|(n, e)| {
+                let mut env = environment(n, e);
+                if s.endpoints_moved {
+                    env.spec.endpoints[0].host = format!("ocsp.{n}.moved.example");
+                }
+                stored(env, n)
+            }).collect();
+            let regs: Vec<_> = regs.into_iter().map(|r| {
+                let n = r.metadata.name.clone().unwrap();
+                let mut r = stored(r, &n);
+                if s.statuses_written {
+                    r.status = statuses.get(&n).cloned();
+                }
+                r
+            }).collect();
+            let approvals: Vec<_> = approvals.into_iter().map(|a| { let n = a.metadata.name.clone().unwrap(); stored(a, &n) }).collect();
+            let now = NOW.parse::<jiff::Timestamp>().unwrap().checked_add(jiff::SignedDuration::from_hours(24 * s.clock_days)).unwrap();
+            let objects = Objects::of(&verifiers, &regs, &approvals, &envs);
+            let fresh = plan(&objects.input(), now);
+            let memoised = plan_environments_with(&objects.input(), now, Some(&mut memo)).finish_with(Some(&mut memo));
+            prop_assert_eq!(format!("{fresh:?}"), format!("{memoised:?}"), "pass {} of {:?}", i, history);
+            if s.statuses_written {
+                statuses = memoised.registrations.iter().map(|(k, r)| (k.name.clone(), r.status.clone())).collect();
+                // The same objects again with those statuses stored, at the same instant: nothing is planned anew.
+                let regs: Vec<_> = regs.iter().cloned().map(|mut r| { r.status = statuses.get(r.metadata.name.as_deref().unwrap()).cloned(); r }).collect();
+                let objects = Objects::of(&verifiers, &regs, &approvals, &envs);
+                let again = plan_environments_with(&objects.input(), now, Some(&mut memo)).finish_with(Some(&mut memo));
+                let stats = memo.stats();
+                prop_assert_eq!((stats.evaluations_computed, stats.plans_computed), (0, 0), "{:?}", stats);
+                prop_assert_eq!(format!("{:?}", plan(&objects.input(), now)), format!("{again:?}"));
+            }
         }
     }
 }

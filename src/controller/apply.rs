@@ -86,8 +86,8 @@ fn id_of<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 fn already_there(stores: &Stores, child: &Child) -> bool {
     use kube::runtime::reflector::ObjectRef;
     if let Child::ConfigMap(desired) = child {
-        let (_, _, namespace, name) = child.identity();
-        return stores.config_maps.get(&ObjectRef::new(&name).within(&namespace)).is_some_and(|e| config_map_includes(&e, desired));
+        let (namespace, name) = (desired.metadata.namespace.as_deref().unwrap_or_default(), desired.metadata.name.as_deref().unwrap_or_default());
+        return stores.config_maps.get(&ObjectRef::new(name).within(namespace)).is_some_and(|e| config_map_includes(&e, desired));
     }
     existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json()))
 }
@@ -249,12 +249,14 @@ pub const WRITE_CONCURRENCY: usize = 16;
 
 /// Writes the URL notices (children of registrations), several at a time: they are independent of each other.
 pub async fn apply_notices(client: &Client, stores: &Stores, plan: &Plan, backoff: &mut Backoff, writes: &mut Writes) {
+    // Compared first, named only when different: naming every notice on every pass was a few allocations each.
     let due: Vec<(&Child, String)> = plan
         .registrations
         .values()
         .filter_map(|r| r.notice.as_ref())
+        .filter(|child| !already_there(stores, child))
         .map(|child| (child, id(child)))
-        .filter(|(child, key)| !already_there(stores, child) && backoff.ready(key))
+        .filter(|(_, key)| backoff.ready(key))
         .collect();
     let mut results = futures::stream::iter(due.into_iter().map(|(child, key)| async move { (key, apply_child(client, &stores.own_writes, child).await) }))
         .buffer_unordered(WRITE_CONCURRENCY);
@@ -276,8 +278,16 @@ pub async fn apply_notices(client: &Client, stores: &Stores, plan: &Plan, backof
 /// Deletes objects we manage that no plan wants any more (after everything new is in place). Environments whose
 /// writes failed keep their old objects until the new ones are written.
 pub async fn delete_stale(client: &Client, stores: &Stores, plan: &Plan, held_back: &BTreeSet<String>, writes: &mut Writes) {
-    let mut wanted: BTreeSet<String> = plan.environments.values().flat_map(|e| e.children.iter().map(id)).collect();
-    wanted.extend(plan.registrations.values().filter_map(|r| r.notice.as_ref()).map(id));
+    let wanted: BTreeSet<String> = plan.environments.values().flat_map(|e| e.children.iter().map(id)).collect();
+    // URL notices by reference (one per registration: naming each as a string was most of this step).
+    let notices: std::collections::HashSet<(&str, &str)> = plan
+        .registrations
+        .values()
+        .filter_map(|r| match &r.notice {
+            Some(Child::ConfigMap(c)) => Some((c.metadata.namespace.as_deref().unwrap_or_default(), c.metadata.name.as_deref().unwrap_or_default())),
+            _ => None,
+        })
+        .collect();
     // Only objects of an environment in the plan, whose writes succeeded, may be deleted. An environment that left
     // the plan (invalid, unreadable, or shadowed by another object for the same environment) keeps its objects:
     // deleting its default-deny policy would open the services (fail closed, never fail open). A deleted
@@ -287,6 +297,9 @@ pub async fn delete_stale(client: &Client, stores: &Stores, plan: &Plan, held_ba
     };
     let dp = DeleteParams::default();
     for cm in stores.config_maps.state() {
+        if notices.contains(&(cm.metadata.namespace.as_deref().unwrap_or_default(), cm.metadata.name.as_deref().unwrap_or_default())) {
+            continue;
+        }
         let key = id_of(&*cm);
         if !wanted.contains(&key) && !keep(cm.labels()) {
             let api = Api::<ConfigMap>::namespaced(client.clone(), &cm.namespace().unwrap_or_default());
@@ -383,6 +396,7 @@ pub fn environment_status_unchanged(env: &AccessEnvironment, desired: &crate::ap
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::{Failure, json_includes, retry_delay};
     use serde_json::json;
     use std::time::Duration;

@@ -12,7 +12,8 @@ pub mod http;
 pub mod metrics;
 pub mod stores;
 
-use crate::planner::{PlanInput, plan_environments};
+use crate::planner::memo::Memo;
+use crate::planner::{PlanInput, plan_environments_with};
 use apply::{Backoff, RouteMemory, Writes};
 use futures::StreamExt;
 use kube::Client;
@@ -111,6 +112,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         backoff: Backoff::default(),
         routes: RouteMemory::default(),
         reported_unreadable: BTreeSet::new(),
+        memo: Memo::default(),
     };
     let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
@@ -213,6 +215,9 @@ pub struct Reconciler {
     pub backoff: Backoff,
     pub routes: RouteMemory,
     pub reported_unreadable: BTreeSet<stores::Unreadable>,
+    /// Each object's own evaluation and each registration's plan from earlier passes, reused while unchanged: the
+    /// planner's work per pass then follows what changed, not the size of the fleet (see `planner::memo`).
+    pub memo: Memo,
 }
 
 impl Reconciler {
@@ -227,7 +232,7 @@ impl Reconciler {
         let objects = snapshot.objects();
         // The data plane first: an approval's allowlist and policies are written before every registration's
         // notice and status is planned.
-        let first = plan_environments(&PlanInput { published: Some(&snapshot.published), ..objects.input() }, now);
+        let first = plan_environments_with(&PlanInput { published: Some(&snapshot.published), ..objects.input() }, now, Some(&mut self.memo));
         steps.mark("plan");
         let mut writes = Writes::default();
         let mut failed_environments = BTreeSet::new();
@@ -237,7 +242,7 @@ impl Reconciler {
             }
         }
         steps.mark("environments");
-        let plan = first.finish();
+        let plan = first.finish_with(Some(&mut self.memo));
         steps.mark("plan registrations");
         apply::apply_notices(&self.client, &self.stores, &plan, &mut self.backoff, &mut writes).await;
         steps.mark("notices");
@@ -303,14 +308,25 @@ impl Reconciler {
         for (operation, n) in [("apply", writes.applied), ("delete", writes.deleted), ("status", writes.statuses), ("failed", writes.failed)] {
             m.writes.get_or_create(&WriteLabel { operation }).inc_by(n as u64);
         }
+        // Counted here first, then set: a label per registration was an allocation and a locked lookup each.
+        let mut phases: std::collections::BTreeMap<(crate::api::Environment, String), i64> = std::collections::BTreeMap::new();
+        let mut overdue: std::collections::BTreeMap<crate::api::Environment, i64> = std::collections::BTreeMap::new();
+        let mut phase_names = std::collections::HashMap::new();
+        for r in plan.registrations.values() {
+            let (environment, phase) = (r.resolved.evaluation.environment, r.resolved.phase);
+            let phase = phase_names.entry(phase).or_insert_with(|| format!("{phase:?}")).clone();
+            *phases.entry((environment, phase)).or_default() += 1;
+            if r.status.setup_overdue == Some(true) {
+                *overdue.entry(environment).or_default() += 1;
+            }
+        }
         m.registrations.clear();
         m.overdue_setups.clear();
-        for r in plan.registrations.values() {
-            let environment = r.resolved.evaluation.environment.to_string();
-            m.registrations.get_or_create(&PhaseLabel { environment: environment.clone(), phase: format!("{:?}", r.resolved.phase) }).inc();
-            if r.status.setup_overdue == Some(true) {
-                m.overdue_setups.get_or_create(&EnvironmentLabel { environment }).inc();
-            }
+        for ((environment, phase), n) in phases {
+            m.registrations.get_or_create(&PhaseLabel { environment: environment.to_string(), phase }).set(n);
+        }
+        for (environment, n) in overdue {
+            m.overdue_setups.get_or_create(&EnvironmentLabel { environment: environment.to_string() }).set(n);
         }
         for e in plan.environments.values() {
             m.cidrs.get_or_create(&EnvironmentLabel { environment: e.name.clone() }).set(e.cidrs.len() as i64);
@@ -319,11 +335,14 @@ impl Reconciler {
             m.step_seconds.get_or_create(&StepLabel { step }).observe(took.as_secs_f64());
         }
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        let memo = self.memo.stats();
+        let reused = format!("evaluations {}/{} plans {}/{}", memo.evaluations_reused, memo.evaluations_reused + memo.evaluations_computed,
+            memo.plans_reused, memo.plans_reused + memo.plans_computed);
         if writes != &Writes::default() {
             tracing::info!(applied = writes.applied, deleted = writes.deleted, statuses = writes.statuses, failed = writes.failed,
-                elapsed_ms, steps = %steps, "pass wrote");
+                elapsed_ms, steps = %steps, reused, "pass wrote");
         } else {
-            tracing::debug!(elapsed_ms, steps = %steps, "pass wrote nothing");
+            tracing::debug!(elapsed_ms, steps = %steps, reused, "pass wrote nothing");
         }
     }
 

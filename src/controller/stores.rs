@@ -158,9 +158,10 @@ impl Stores {
             for line in data.get("shards").map(String::as_str).unwrap_or_default().lines() {
                 let mut fields = line.split_whitespace();
                 let (Some(name), Some(digest)) = (fields.next(), fields.next()) else { continue };
-                let shard = all.iter().find(|c| c.metadata.name.as_deref() == Some(name) && c.metadata.namespace == index.metadata.namespace);
+                // By key, not by a scan: the cache holds a URL notice per registration besides the shards.
+                let shard = self.config_maps.get(&reflector::ObjectRef::new(name).within(index.metadata.namespace.as_deref().unwrap_or_default()));
                 match shard {
-                    Some(shard) if annotation(&**shard, DIGEST_ANNOTATION) == Some(digest) => cidrs.extend(
+                    Some(shard) if annotation(&*shard, DIGEST_ANNOTATION) == Some(digest) => cidrs.extend(
                         shard.data.as_ref().and_then(|d| d.get("cidrs")).map(String::as_str).unwrap_or_default().lines().filter_map(|l| l.parse::<IpNet>().ok()),
                     ),
                     _ => complete = false,

@@ -110,7 +110,7 @@ pub fn shards(cidrs: &[IpNet], per_object: usize) -> Vec<&[IpNet]> {
     let mut start = 0;
     for (i, cidr) in cidrs.iter().enumerate() {
         let len = i + 1 - start;
-        if len >= max || (len >= min && boundary_hash(cidr) % spacing == 0) {
+        if len >= max || (len >= min && boundary_hash(cidr).is_multiple_of(spacing)) {
             out.push(&cidrs[start..=i]);
             start = i + 1;
         }

@@ -75,7 +75,7 @@ pub enum Standing {
     Approved(Decided, Window),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
     pub key: RegKey,
     pub verifier: String,
@@ -91,7 +91,7 @@ pub struct Evaluation {
 }
 
 /// What an environment imposes on its registrations.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EnvironmentRules {
     pub name: String,
     pub cidr_policy: CidrPolicy,
@@ -107,7 +107,17 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub fn new(verifiers: &[&'a SignatureVerifier], approvals: &[&'a AccessApproval], environments: HashMap<Environment, EnvironmentRules>) -> Self {
-        let verifiers = verifiers.iter().map(|&v| (v.metadata.name.as_deref().unwrap_or_default(), (v, check_verifier(&v.spec).value))).collect();
+        Self::with_checked(verifiers, approvals, environments, |v| check_verifier(&v.spec).value)
+    }
+
+    /// [`Context::new`] with each verifier's validity from `check` (the memo of `super::memo` reuses it).
+    pub fn with_checked(
+        verifiers: &[&'a SignatureVerifier],
+        approvals: &[&'a AccessApproval],
+        environments: HashMap<Environment, EnvironmentRules>,
+        mut check: impl FnMut(&SignatureVerifier) -> Option<ValidVerifier>,
+    ) -> Self {
+        let verifiers = verifiers.iter().map(|&v| (v.metadata.name.as_deref().unwrap_or_default(), (v, check(v)))).collect();
         let mut by_registration: HashMap<(&str, &str), Vec<&AccessApproval>> = HashMap::new();
         for &a in approvals {
             let namespace = a.metadata.namespace.as_deref().unwrap_or_default();

@@ -9,6 +9,7 @@
 pub mod children;
 pub mod hold;
 pub mod liveness;
+pub mod memo;
 pub mod nft;
 pub mod notice;
 pub mod resolve;
@@ -100,7 +101,8 @@ pub struct EnvironmentPlan {
 
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    pub registrations: BTreeMap<RegKey, RegistrationPlan>,
+    /// Shared with the memo of earlier passes (see [`memo`]): most registrations' plans do not change between passes.
+    pub registrations: BTreeMap<RegKey, std::sync::Arc<RegistrationPlan>>,
     pub environments: BTreeMap<String, EnvironmentPlan>,
     /// AccessEnvironments that are not used: invalid, or a second one for the same environment.
     pub ignored_environments: BTreeMap<String, String>,
@@ -132,6 +134,12 @@ pub struct EnvironmentsFirst<'a> {
 
 /// The first half of [`plan`]: liveness, resolution and every environment's outputs.
 pub fn plan_environments<'a>(input: &PlanInput<'a>, now: Timestamp) -> EnvironmentsFirst<'a> {
+    plan_environments_with(input, now, None)
+}
+
+/// [`plan_environments`] reusing, through `memo`, each object's own evaluation from earlier passes where its inputs
+/// are unchanged (the controller's way: see [`memo`]). The result is the same with or without a memo.
+pub fn plan_environments_with<'a>(input: &PlanInput<'a>, now: Timestamp, memo: Option<&mut memo::Memo>) -> EnvironmentsFirst<'a> {
     let mut result = Plan::default();
 
     // The environment objects in force: the first valid one (by name) per environment.
@@ -163,8 +171,19 @@ pub fn plan_environments<'a>(input: &PlanInput<'a>, now: Timestamp) -> Environme
         }
     }
 
-    let ctx = Context::new(input.verifiers, input.approvals, rules);
-    let evaluations = input.registrations.iter().map(|r| liveness::evaluate(r, &ctx, now)).collect();
+    let evaluations: Vec<_> = match memo {
+        Some(memo) => {
+            memo.begin();
+            let ctx = Context::with_checked(input.verifiers, input.approvals, rules, |v| memo.check_verifier(v));
+            let evaluations = input.registrations.iter().map(|r| memo.evaluate(r, &ctx, now)).collect();
+            memo.end();
+            evaluations
+        }
+        None => {
+            let ctx = Context::new(input.verifiers, input.approvals, rules);
+            input.registrations.iter().map(|r| std::sync::Arc::new(liveness::evaluate(r, &ctx, now))).collect()
+        }
+    };
     let resolved = resolve::resolve(evaluations, now);
 
     for (environment, env) in &env_objects {
@@ -209,17 +228,37 @@ pub fn plan_environments<'a>(input: &PlanInput<'a>, now: Timestamp) -> Environme
 impl EnvironmentsFirst<'_> {
     /// The second half of [`plan`]: each registration's status and URL notice.
     pub fn finish(self) -> Plan {
+        self.finish_with(None)
+    }
+
+    /// [`EnvironmentsFirst::finish`] reusing, through `memo`, each registration's plan from earlier passes where its
+    /// verdict, its environment and its stored conditions are unchanged. The result is the same with or without.
+    pub fn finish_with(self, mut memo: Option<&mut memo::Memo>) -> Plan {
         let EnvironmentsFirst { plan: mut result, resolved, env_objects, registrations, now } = self;
-        let by_key: HashMap<RegKey, &AccessRegistration> = registrations.iter().map(|r| (RegKey::of(r), *r)).collect();
+        let by_key: HashMap<(&str, &str), &AccessRegistration> = registrations
+            .iter()
+            .map(|r| ((r.metadata.namespace.as_deref().unwrap_or_default(), r.metadata.name.as_deref().unwrap_or_default()), *r))
+            .collect();
         for (key, r) in resolved {
-            let reg = by_key[&key];
-            let env = env_objects.get(&r.evaluation.environment);
+            let reg = by_key[&(key.namespace.as_str(), key.name.as_str())];
+            let env = env_objects.get(&r.evaluation.environment).copied();
+            if let Some(reused) = memo.as_deref_mut().and_then(|m| m.registration_plan(reg, env, &r, now)) {
+                result.registrations.insert(key, reused);
+                continue;
+            }
             let notice_data = env.and_then(|env| notice::notice(&r, env));
             let notice = notice_data.as_ref().zip(env).map(|(n, env)| notice::notice_config_map(n, reg, env.metadata.name.as_deref().unwrap_or_default()));
             let notice_name = notice.as_ref().map(|_| notice::notice_name(&key.name));
             let previous = reg.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
             let (status, next_transition) = status::registration_status(&r, notice_name, previous, now);
-            result.registrations.insert(key, RegistrationPlan { resolved: r, status, notice, notice_data, next_transition });
+            let planned = std::sync::Arc::new(RegistrationPlan { resolved: r, status, notice, notice_data, next_transition });
+            if let Some(m) = memo.as_deref_mut() {
+                m.remember_plan(reg, env, &planned, now);
+            }
+            result.registrations.insert(key, planned);
+        }
+        if let Some(m) = memo {
+            m.end_plans();
         }
         result
     }

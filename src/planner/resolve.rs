@@ -9,11 +9,13 @@ use crate::domain::cidr::overlaps_within;
 use ipnet::IpNet;
 use jiff::Timestamp;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// The planner's verdict on one registration at one instant.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
-    pub evaluation: Evaluation,
+    /// Shared with the memo of earlier passes (`super::memo`): a verdict is rebuilt on every pass, its evaluation not.
+    pub evaluation: Arc<Evaluation>,
     pub phase: RegistrationPhase,
     pub reason: &'static str,
     pub message: String,
@@ -45,73 +47,96 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
 }
 
 /// Resolves every registration; `evaluations` may be in any order, the result is keyed and so deterministic.
-pub fn resolve(evaluations: Vec<Evaluation>, now: Timestamp) -> BTreeMap<RegKey, Resolved> {
-    let base: BTreeMap<RegKey, Resolved> = evaluations.into_iter().map(|e| (e.key.clone(), in_time(e, now))).collect();
+pub fn resolve(evaluations: Vec<Arc<Evaluation>>, now: Timestamp) -> BTreeMap<RegKey, Resolved> {
+    let mut out: BTreeMap<RegKey, Resolved> = evaluations.into_iter().map(|e| (e.key.clone(), in_time(e, now))).collect();
     // A successor held in Conflict must not make its predecessor step down (that would leave the verifier with
     // nothing): such successors are blocked and the decision is taken again. Each round blocks at least one more
-    // successor, so this ends; in practice it runs once.
+    // successor, so this ends; in practice it runs once. A round records what it changes, so the next one starts
+    // from the verdicts in time by undoing only that (copying every verdict per round was a third of this step).
     let mut blocked: HashSet<RegKey> = HashSet::new();
     loop {
-        let mut out = base.clone();
-        let successors = supersede(&mut out, now, &blocked);
-        decide_conflicts(&mut out);
+        let mut undo = Undo::default();
+        let successors = supersede(&mut out, now, &blocked, &mut undo);
+        decide_conflicts(&mut out, &mut undo);
         let newly: Vec<RegKey> =
             successors.into_iter().filter(|k| out[k].phase == RegistrationPhase::Conflict && !blocked.contains(k)).collect();
         if newly.is_empty() {
             return out;
         }
+        undo.restore(&mut out);
         blocked.extend(newly);
     }
 }
 
+/// What a round of [`resolve`] changed in a verdict, to put back before the next round.
+#[derive(Default)]
+struct Undo(Vec<(RegKey, Verdict)>);
+
+/// The fields of a [`Resolved`] that supersession and conflicts change.
+struct Verdict {
+    phase: RegistrationPhase,
+    reason: &'static str,
+    message: String,
+    conflicts: Vec<ConflictRef>,
+    next_transition: Option<Timestamp>,
+}
+
+impl Undo {
+    /// Records `r`'s verdict before it is changed.
+    fn save(&mut self, key: &RegKey, r: &Resolved) {
+        self.0.push((key.clone(), Verdict {
+            phase: r.phase,
+            reason: r.reason,
+            message: r.message.clone(),
+            conflicts: r.conflicts.clone(),
+            next_transition: r.next_transition,
+        }));
+    }
+
+    /// Puts every saved verdict back, newest first (so a verdict changed twice gets its first state).
+    fn restore(self, out: &mut BTreeMap<RegKey, Resolved>) {
+        for (key, v) in self.0.into_iter().rev() {
+            if let Some(r) = out.get_mut(&key) {
+                (r.phase, r.reason, r.message, r.conflicts, r.next_transition) = (v.phase, v.reason, v.message, v.conflicts, v.next_transition);
+            }
+        }
+    }
+}
+
 /// Phase from the standing and the clock alone.
-fn in_time(evaluation: Evaluation, now: Timestamp) -> Resolved {
+fn in_time(evaluation: Arc<Evaluation>, now: Timestamp) -> Resolved {
     let wake = evaluation.wake_ups.iter().copied().filter(|t| *t > now).min();
-    let base = |phase, reason, message: String, decided: Option<Decided>| Resolved {
-        evaluation: evaluation.clone(),
-        phase,
-        reason,
-        message,
-        decided,
-        window: None,
-        conflicts: Vec::new(),
-        next_transition: wake,
-    };
-    match &evaluation.standing {
-        Standing::Invalid(r) => base(RegistrationPhase::Invalid, r.reason, r.message.clone(), None),
-        Standing::PendingApproval(r) => base(RegistrationPhase::PendingApproval, r.reason, r.message.clone(), None),
+    let (phase, reason, message, decided, window, next_transition) = match &evaluation.standing {
+        Standing::Invalid(r) => (RegistrationPhase::Invalid, r.reason, r.message.clone(), None, None, wake),
+        Standing::PendingApproval(r) => (RegistrationPhase::PendingApproval, r.reason, r.message.clone(), None, None, wake),
         Standing::Rejected(d) => {
-            base(RegistrationPhase::Rejected, "Rejected", format!("rejected by AccessApproval {}", d.approval), Some(d.clone()))
+            (RegistrationPhase::Rejected, "Rejected", format!("rejected by AccessApproval {}", d.approval), Some(d.clone()), None, wake)
         }
         Standing::Approved(d, w) => {
-            let mut r = base(RegistrationPhase::Active, "Active", String::new(), Some(d.clone()));
-            r.window = Some(w.clone());
-            if w.cidrs.is_empty() {
-                (r.phase, r.reason) = (RegistrationPhase::PendingApproval, "AwaitingApprovalOfChange");
-                r.message = "none of the CIDRs in the spec was approved; the change waits for a new approval".into();
+            let (phase, reason, message, next) = if w.cidrs.is_empty() {
+                (RegistrationPhase::PendingApproval, "AwaitingApprovalOfChange",
+                    "none of the CIDRs in the spec was approved; the change waits for a new approval".to_string(), wake)
             } else if w.end.is_some_and(|end| end <= now) {
-                (r.phase, r.reason) = (RegistrationPhase::Expired, "Expired");
-                r.message = format!("access ended at {}", w.end.map(jst).unwrap_or_default());
+                (RegistrationPhase::Expired, "Expired", format!("access ended at {}", w.end.map(jst).unwrap_or_default()), wake)
             } else if now < w.start {
-                (r.phase, r.reason) = (RegistrationPhase::Scheduled, "Scheduled");
-                r.message = format!("approved; access starts at {}", jst(w.start));
-                r.next_transition = earliest(r.next_transition, Some(w.start));
+                (RegistrationPhase::Scheduled, "Scheduled", format!("approved; access starts at {}", jst(w.start)), earliest(wake, Some(w.start)))
             } else {
-                r.message = match w.end {
+                let message = match w.end {
                     Some(end) => format!("{} CIDRs live until {}", w.cidrs.len(), jst(end)),
                     None => format!("{} CIDRs live", w.cidrs.len()),
                 };
-                r.next_transition = earliest(r.next_transition, w.end);
-            }
-            r
+                (RegistrationPhase::Active, "Active", message, earliest(wake, w.end))
+            };
+            (phase, reason, message, Some(d.clone()), Some(w.clone()), next)
         }
-    }
+    };
+    Resolved { evaluation, phase, reason, message, decided, window, conflicts: Vec::new(), next_transition }
 }
 
 /// A successor (same namespace, verifier and environment) that is approved takes over at the start of its
 /// window; its predecessor steps down at that same instant, never earlier (no gap) and never later (no overlap
 /// beyond what both approvals cover).
-fn supersede(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp, blocked: &HashSet<RegKey>) -> Vec<RegKey> {
+fn supersede(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp, blocked: &HashSet<RegKey>, undo: &mut Undo) -> Vec<RegKey> {
     let mut takeovers: Vec<(RegKey, RegKey, Timestamp)> = Vec::new(); // (old, new, instant)
     for (key, r) in out.iter().filter(|(k, _)| !blocked.contains(*k)) {
         let (Some(old_name), Some(window)) = (&r.evaluation.supersedes, &r.window) else { continue };
@@ -127,6 +152,7 @@ fn supersede(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp, blocked: &Has
         if !matches!(r.phase, RegistrationPhase::Active | RegistrationPhase::Scheduled) {
             continue;
         }
+        undo.save(&old, r);
         if now >= instant {
             r.phase = RegistrationPhase::Superseded;
             r.reason = "Superseded";
@@ -142,39 +168,42 @@ fn supersede(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp, blocked: &Has
 /// Overlaps between live registrations of different verifiers in one environment, found by one sort-and-sweep
 /// over all their networks (O(n log n + k)); then, in approval order, a registration that overlaps one already
 /// kept is held in Conflict and names it.
-fn decide_conflicts(out: &mut BTreeMap<RegKey, Resolved>) {
-    let mut by_environment: HashMap<crate::api::Environment, (Vec<IpNet>, Vec<RegKey>)> = HashMap::new();
+fn decide_conflicts(out: &mut BTreeMap<RegKey, Resolved>, undo: &mut Undo) {
+    // Decided first with shared borrows (the owners of the networks by reference: one key copy per network was most
+    // of this step at the national scale), then written.
+    let mut decisions: Vec<(RegKey, Vec<ConflictRef>, String)> = Vec::new();
+    let mut by_environment: HashMap<crate::api::Environment, (Vec<IpNet>, Vec<&RegKey>)> = HashMap::new();
     for (key, r) in out.iter().filter(|(_, r)| r.is_live()) {
         let (nets, owners) = by_environment.entry(r.evaluation.environment).or_default();
         for net in r.window.iter().flat_map(|w| &w.cidrs) {
             nets.push(*net);
-            owners.push(key.clone());
+            owners.push(key);
         }
     }
     for (nets, owners) in by_environment.into_values() {
         // Edges between registrations of different verifiers, with the networks involved.
-        let mut edges: HashMap<(RegKey, RegKey), Vec<IpNet>> = HashMap::new();
+        let mut edges: HashMap<(&RegKey, &RegKey), Vec<IpNet>> = HashMap::new();
         for (a, b, _) in overlaps_within(&nets) {
-            let (ka, kb) = (&owners[a], &owners[b]);
+            let (ka, kb) = (owners[a], owners[b]);
             if out[ka].evaluation.verifier == out[kb].evaluation.verifier {
                 continue; // one verifier's own registrations may overlap
             }
-            edges.entry((ka.clone(), kb.clone())).or_default().push(nets[a]);
-            edges.entry((kb.clone(), ka.clone())).or_default().push(nets[b]);
+            edges.entry((ka, kb)).or_default().push(nets[a]);
+            edges.entry((kb, ka)).or_default().push(nets[b]);
         }
         if edges.is_empty() {
             continue;
         }
         // Neighbours per registration, so each decision looks only at its own overlaps: O(k), not O(n²).
-        let mut neighbours: HashMap<RegKey, Vec<RegKey>> = HashMap::new();
+        let mut neighbours: HashMap<&RegKey, Vec<&RegKey>> = HashMap::new();
         for (a, b) in edges.keys() {
-            neighbours.entry(a.clone()).or_default().push(b.clone());
+            neighbours.entry(*a).or_default().push(*b);
         }
-        let mut involved: Vec<RegKey> = neighbours.keys().cloned().collect();
-        involved.sort_by_key(|k| (out[k].decided.as_ref().map(|d| d.first_approved_at), k.clone()));
-        let mut kept: HashSet<RegKey> = HashSet::new();
+        let mut involved: Vec<&RegKey> = neighbours.keys().copied().collect();
+        involved.sort_by_key(|k| (out[*k].decided.as_ref().map(|d| d.first_approved_at), *k));
+        let mut kept: HashSet<&RegKey> = HashSet::new();
         for key in involved {
-            let mut against: Vec<&RegKey> = neighbours[&key].iter().filter(|k| kept.contains(*k)).collect();
+            let mut against: Vec<&RegKey> = neighbours[key].iter().copied().filter(|k| kept.contains(k)).collect();
             against.sort();
             against.dedup();
             if against.is_empty() {
@@ -187,15 +216,19 @@ fn decide_conflicts(out: &mut BTreeMap<RegKey, Resolved>) {
                     namespace: other.namespace.clone(),
                     name: other.name.clone(),
                     verifier: out[*other].evaluation.verifier.clone(),
-                    cidrs: edges[&(key.clone(), (*other).clone())].iter().map(|n| CidrString(n.to_string())).collect(),
+                    cidrs: edges[&(key, *other)].iter().map(|n| CidrString(n.to_string())).collect(),
                 })
                 .collect();
             let names: Vec<String> = against.iter().map(|k| format!("{k} (verifier {})", out[*k].evaluation.verifier)).collect();
-            let r = out.get_mut(&key).expect("involved keys come from out");
-            r.phase = RegistrationPhase::Conflict;
-            r.reason = "Conflict";
-            r.message = format!("CIDRs overlap {}, approved earlier; they keep them", names.join(", "));
-            r.conflicts = conflicts;
+            decisions.push((key.clone(), conflicts, format!("CIDRs overlap {}, approved earlier; they keep them", names.join(", "))));
         }
+    }
+    for (key, conflicts, message) in decisions {
+        let r = out.get_mut(&key).expect("involved keys come from out");
+        undo.save(&key, r);
+        r.phase = RegistrationPhase::Conflict;
+        r.reason = "Conflict";
+        r.message = message;
+        r.conflicts = conflicts;
     }
 }
