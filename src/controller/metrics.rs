@@ -34,6 +34,14 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// What the planner did for one object: `work` is `evaluation` (a registration judged on its own) or `plan` (its
+/// status and URL notice), `result` is `computed` or `reused` (from the memo of earlier passes).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlannedLabel {
+    pub work: &'static str,
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StepLabel {
     pub step: &'static str,
@@ -49,6 +57,8 @@ pub struct Metrics {
     pub step_seconds: Family<StepLabel, Histogram>,
     /// Writes to the API server by operation (apply, delete, status, failed).
     pub writes: Family<WriteLabel, Counter>,
+    /// Registrations the planner judged or planned anew, or reused from earlier passes: the planner's work per object.
+    pub planned: Family<PlannedLabel, Counter>,
     pub registrations: Family<PhaseLabel, Gauge>,
     pub cidrs: Family<EnvironmentLabel, Gauge>,
     pub overdue_setups: Family<EnvironmentLabel, Gauge>,
@@ -65,6 +75,7 @@ impl Default for Metrics {
             reconcile_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             step_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
             writes: Family::default(),
+            planned: Family::default(),
             registrations: Family::default(),
             cidrs: Family::default(),
             overdue_setups: Family::default(),
@@ -76,6 +87,7 @@ impl Default for Metrics {
         registry.register("reconcile_duration_seconds", "Duration of a reconcile pass", m.reconcile_seconds.clone());
         registry.register("pass_step_duration_seconds", "Duration of each step of a reconcile pass", m.step_seconds.clone());
         registry.register("writes", "Writes to the API server by operation", m.writes.clone());
+        registry.register("planned_objects", "Registrations evaluated or planned, computed anew or reused from earlier passes", m.planned.clone());
         registry.register("registrations", "Registrations by environment and phase", m.registrations.clone());
         registry.register("allowlist_cidrs", "Published CIDRs per environment", m.cidrs.clone());
         registry.register("overdue_setups", "Registrations whose setup due date has passed", m.overdue_setups.clone());

@@ -18,7 +18,7 @@ use apply::{Backoff, RouteMemory, Writes};
 use futures::StreamExt;
 use kube::Client;
 use kube::ResourceExt;
-use metrics::{EnvironmentLabel, KindLabel, Metrics, PhaseLabel, ResultLabel, StepLabel, WriteLabel};
+use metrics::{EnvironmentLabel, KindLabel, Metrics, PhaseLabel, PlannedLabel, ResultLabel, StepLabel, WriteLabel};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -336,6 +336,14 @@ impl Reconciler {
         }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let memo = self.memo.stats();
+        for (work, result, n) in [
+            ("evaluation", "computed", memo.evaluations_computed),
+            ("evaluation", "reused", memo.evaluations_reused),
+            ("plan", "computed", memo.plans_computed),
+            ("plan", "reused", memo.plans_reused),
+        ] {
+            m.planned.get_or_create(&PlannedLabel { work, result }).inc_by(n as u64);
+        }
         let reused = format!("evaluations {}/{} plans {}/{}", memo.evaluations_reused, memo.evaluations_reused + memo.evaluations_computed,
             memo.plans_reused, memo.plans_reused + memo.plans_computed);
         if writes != &Writes::default() {

@@ -25,7 +25,9 @@ pub fn condition(
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+        // Whole seconds, as the API server stores a metav1.Time: a condition read back then equals the one planned,
+        // and the next pass can reuse the plan (`super::memo`) instead of planning every registration again.
+        .unwrap_or_else(|| Time(Timestamp::from_second(now.as_second()).unwrap_or(now)));
     Condition {
         type_: type_.to_string(),
         status,
