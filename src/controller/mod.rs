@@ -309,13 +309,12 @@ impl Reconciler {
             m.writes.get_or_create(&WriteLabel { operation }).inc_by(n as u64);
         }
         // Counted here first, then set: a label per registration was an allocation and a locked lookup each.
-        let mut phases: std::collections::BTreeMap<(crate::api::Environment, String), i64> = std::collections::BTreeMap::new();
+        let mut phases: std::collections::BTreeMap<(crate::api::Environment, crate::api::registration::RegistrationPhase), i64> =
+            std::collections::BTreeMap::new();
         let mut overdue: std::collections::BTreeMap<crate::api::Environment, i64> = std::collections::BTreeMap::new();
-        let mut phase_names = std::collections::HashMap::new();
         for r in plan.registrations.values() {
-            let (environment, phase) = (r.resolved.evaluation.environment, r.resolved.phase);
-            let phase = phase_names.entry(phase).or_insert_with(|| format!("{phase:?}")).clone();
-            *phases.entry((environment, phase)).or_default() += 1;
+            let environment = r.resolved.evaluation.environment;
+            *phases.entry((environment, r.resolved.phase)).or_default() += 1;
             if r.status.setup_overdue == Some(true) {
                 *overdue.entry(environment).or_default() += 1;
             }
@@ -323,7 +322,7 @@ impl Reconciler {
         m.registrations.clear();
         m.overdue_setups.clear();
         for ((environment, phase), n) in phases {
-            m.registrations.get_or_create(&PhaseLabel { environment: environment.to_string(), phase }).set(n);
+            m.registrations.get_or_create(&PhaseLabel { environment: environment.to_string(), phase: format!("{phase:?}") }).set(n);
         }
         for (environment, n) in overdue {
             m.overdue_setups.get_or_create(&EnvironmentLabel { environment: environment.to_string() }).set(n);
