@@ -12,8 +12,13 @@ fn main() {
         .init();
     // Installed (or linked) as `kubectl-jpki`, the binary is the kubectl plugin: `kubectl jpki status`.
     let invoked_as = std::env::args().next().unwrap_or_default();
-    if std::path::Path::new(&invoked_as).file_name().is_some_and(|n| n == "kubectl-jpki") {
-        std::process::exit(jpki_access::cli::plugin::main(std::env::args().skip(1).collect()));
+    if std::path::Path::new(&invoked_as)
+        .file_name()
+        .is_some_and(|n| n == "kubectl-jpki")
+    {
+        std::process::exit(jpki_access::cli::plugin::main(
+            std::env::args().skip(1).collect(),
+        ));
     }
     let cli = jpki_access::cli::Cli::parse();
     std::process::exit(jpki_access::cli::run(cli));

@@ -13,14 +13,20 @@ const REGISTRATIONS_PER_VERIFIER: usize = 10;
 /// Writes one file per verifier: the verifier and its registrations (half test, half production), plus the two
 /// environments. Every registration has its own IPv4 /24 and IPv6 /48, so there is no overlap to report.
 fn generate(dir: &Path) {
-    let codes: Vec<String> = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/local_government.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(3).unwrap().to_string())
-        .take(VERIFIERS)
-        .collect();
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/environments.yaml"), dir.join("environments.yaml")).unwrap();
+    let codes: Vec<String> = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/local_government.csv"),
+    )
+    .unwrap()
+    .lines()
+    .skip(1)
+    .map(|l| l.split(',').nth(3).unwrap().to_string())
+    .take(VERIFIERS)
+    .collect();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/environments.yaml"),
+        dir.join("environments.yaml"),
+    )
+    .unwrap();
     for (v, code) in codes.iter().enumerate() {
         let mut text = format!(
             "apiVersion: access.jpki.dev/v1alpha1\nkind: SignatureVerifier\nmetadata: {{name: lg-{code}}}\nspec:\n  displayName: 団体{code}\n  organizationType: LocalGovernment\n  lgCode: \"{code}\"\n  roles: [SignatureVerifier, UserAuthenticationVerifier]\n  namespace: verifier-{code}\n  agreement: {{effectiveDate: \"2026-04-01\"}}\n  procedure: {{confidentialityPledgeReceivedOn: \"2026-01-20\", testEnvironmentApplicationReceivedOn: \"2026-01-20\", verificationTestCompletedOn: \"2026-02-20\"}}\n"
@@ -75,13 +81,19 @@ fn validating_5000_registrations_costs_under_twice_parsing_them() {
     for _ in 0..5 {
         let (t, d) = timed(|| parse_only(dir.path()));
         (parse, documents) = (parse.min(t), d);
-        let (t, r) = timed(|| jpki_access::cli::validate::validate_paths(&[dir.path().to_path_buf()]));
+        let (t, r) =
+            timed(|| jpki_access::cli::validate::validate_paths(&[dir.path().to_path_buf()]));
         (validate, report) = (validate.min(t), Some(r));
     }
     let report = report.unwrap();
     assert_eq!(documents, VERIFIERS * (1 + REGISTRATIONS_PER_VERIFIER) + 2);
     assert_eq!(report.objects, documents);
-    assert_eq!((report.errors, report.warnings), (0, 0), "{:#?}", &report.problems[..report.problems.len().min(5)]);
+    assert_eq!(
+        (report.errors, report.warnings),
+        (0, 0),
+        "{:#?}",
+        &report.problems[..report.problems.len().min(5)]
+    );
     let ratio = validate.as_secs_f64() / parse.as_secs_f64();
     eprintln!(
         "validate of {} registrations: parse only {parse:?}, validate {validate:?}, ratio {ratio:.2} (best of 5 interleaved runs each)",

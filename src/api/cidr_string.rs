@@ -28,6 +28,13 @@ impl std::fmt::Display for CidrString {
     }
 }
 
+/// The special-purpose ranges of `crate::domain::cidr` that the Kubernetes CIDR library does not know by itself
+/// (it knows loopback, link-local, multicast and the like through `isGlobalUnicast`): refused by the API server too.
+const SPECIAL_PURPOSE_RULE: &str = "!isCIDR(self) || ![\
+     '100.64.0.0/10', '198.18.0.0/15', '192.0.0.0/24', '192.88.99.0/24', \
+     '64:ff9b::/96', '64:ff9b:1::/48', '::/96', '2001::/23', '2002::/16'\
+     ].exists(r, cidr(r).ip().family() == cidr(self).ip().family() && (cidr(r).containsCIDR(self) || cidr(self).containsCIDR(r)))";
+
 impl JsonSchema for CidrString {
     fn schema_name() -> Cow<'static, str> {
         "CidrString".into()
@@ -53,6 +60,10 @@ impl JsonSchema for CidrString {
                 {
                     "rule": "!isCIDR(self) || cidr(self).ip().isGlobalUnicast()",
                     "message": "must be a global unicast network: not unspecified, loopback, link-local, multicast or broadcast"
+                },
+                {
+                    "rule": SPECIAL_PURPOSE_RULE,
+                    "message": "must not overlap a special-purpose range: shared 100.64.0.0/10, benchmarking 198.18.0.0/15, IETF 192.0.0.0/24 and 2001::/23, 6to4 2002::/16 and 192.88.99.0/24, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, IPv4-compatible ::/96 (see jpki-access validate for why)"
                 },
                 {
                     "rule": "!isCIDR(self) || (cidr(self).ip().family() == 4 ? cidr(self).prefixLength() >= 8 : cidr(self).prefixLength() >= 16)",

@@ -42,7 +42,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct AccessRegistrationSpec {
     /// Name of the SignatureVerifier filing this form; it must list this namespace. Immutable.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     #[x_kube(validation = kube::core::cel::Rule::new("self == oldSelf").message("verifierRef is immutable: file a new registration instead"))]
     pub verifier_ref: String,
     /// Test (A-08-1) or Production (A-11-2). Immutable.
@@ -54,7 +57,10 @@ pub struct AccessRegistrationSpec {
     /// The registration of the same verifier and environment this one replaces (A-13). It steps down at this
     /// registration's start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub supersedes: Option<String>,
     /// When J-LIS received the form; starts the setup lead time (7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,7 +83,9 @@ pub struct AccessRegistrationSpec {
     pub official_seal_affixed: Option<bool>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum RegistrationReason {
     /// 初回.
     #[default]
@@ -100,7 +108,19 @@ pub enum ConnectionMethod {
 }
 
 /// Lifecycle phase of a registration, as the controller last decided it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
 pub enum RegistrationPhase {
     Invalid,
     PendingApproval,
@@ -110,6 +130,8 @@ pub enum RegistrationPhase {
     Superseded,
     Expired,
     Conflict,
+    /// No longer live, but its CIDRs stay published while a mass removal is held (the environment's `Held`).
+    Held,
 }
 
 /// What the controller observed and decided about a registration.
@@ -165,6 +187,14 @@ pub struct PendingDifference {
     /// The spec removed the approved end date (open-ended access waits for a new approval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_date_removed: Option<bool>,
+    /// The spec asks for other provision methods than approved (for example OCSP instead of CRL); the approved ones
+    /// stay in force (and in the URL notice) until a new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision_methods: Option<ProvisionMethods>,
+    /// The spec names a predecessor its approval does not: no takeover until a new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub supersedes: Option<String>,
 }
 
 /// Another registration that claims overlapping CIDRs.
@@ -180,4 +210,8 @@ pub struct ConflictRef {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub cidrs: Vec<CidrString>,
+    /// When the overlap in time begins (RFC 3339, UTC): the later of the two access starts, or now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub from: Option<String>,
 }

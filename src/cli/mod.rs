@@ -2,6 +2,7 @@
 
 pub mod approve;
 pub mod fleet;
+pub mod history;
 pub mod plugin;
 pub mod render;
 pub mod validate;
@@ -24,7 +25,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator: watch the forms, write NetworkPolicies, allowlists, routes, URL notices and status.
-    #[command(after_help = "Uses the in-cluster configuration, or KUBECONFIG.\n\nExamples:\n  jpki-access controller\n  KUBECONFIG=target/controlplane/kubeconfig jpki-access controller --no-leader-election --listen 127.0.0.1:8080")]
+    #[command(
+        after_help = "Uses the in-cluster configuration, or KUBECONFIG.\n\nExamples:\n  jpki-access controller\n  KUBECONFIG=target/controlplane/kubeconfig jpki-access controller --no-leader-election --listen 127.0.0.1:8080"
+    )]
     Controller {
         /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else jpki-system).
         #[arg(long, env = "POD_NAMESPACE", default_value = "jpki-system")]
@@ -52,8 +55,10 @@ pub enum Command {
         debounce_ms: u64,
     },
     /// Run the firewall agent of one environment on this node: apply its allowlist to nftables, report the digest.
-    #[command(after_help = "Runs as a DaemonSet on edge nodes (host network, NET_ADMIN only); reads the allowlist ConfigMaps of one \
-namespace and writes only its own report.\n\nExample:\n  jpki-access agent --environment production --namespace jpki-system --node $NODE_NAME")]
+    #[command(
+        after_help = "Runs as a DaemonSet on edge nodes (host network, NET_ADMIN only); reads the allowlist ConfigMaps of one \
+namespace and writes only its own report.\n\nExample:\n  jpki-access agent --environment production --namespace jpki-system --node $NODE_NAME"
+    )]
     Agent {
         /// The AccessEnvironment (metadata.name) whose allowlist this node enforces.
         #[arg(long)]
@@ -80,15 +85,19 @@ namespace and writes only its own report.\n\nExample:\n  jpki-access agent --env
         break_file: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions (as committed in crds/).
-    #[command(after_help = "Examples:\n  jpki-access crd | kubectl apply --server-side -f -\n  jpki-access crd --reference > docs/crd-reference.md")]
+    #[command(
+        after_help = "Examples:\n  jpki-access crd | kubectl apply --server-side -f -\n  jpki-access crd --reference > docs/crd-reference.md"
+    )]
     Crd {
         /// Print the field reference (Markdown) instead of the CRDs.
         #[arg(long)]
         reference: bool,
     },
     /// Validate files and folders of forms offline, including the rules that relate forms to each other.
-    #[command(after_help = "Prints each problem as `file:document: kind/name: field: message`; exits 1 when any form \
-is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access validate verifiers/ registrations/sapporo.yaml\n  jpki-access validate forms/ --output json | jq '.problems[]'")]
+    #[command(
+        after_help = "Prints each problem as `file:document: kind/name: field: message`; exits 1 when any form \
+is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access validate verifiers/ registrations/sapporo.yaml\n  jpki-access validate forms/ --output json | jq '.problems[]'"
+    )]
     Validate {
         /// Files or folders (read recursively: *.yaml, *.yml).
         #[arg(required = true)]
@@ -98,10 +107,15 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
         /// Treat warnings as errors (exit 1 on any warning).
         #[arg(long)]
         strict: bool,
+        /// Judge the procedure's dated gates at this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<jiff::Timestamp>,
     },
     /// Print what the forms in files would produce for one environment: NetworkPolicies, allowlist, routes,
     /// nftables ruleset, URL notices. Offline; the registrations' phases go to stderr.
-    #[command(after_help = "Examples:\n  jpki-access render examples/ --env production\n  jpki-access render examples/ --env production --format allowlist\n  jpki-access render examples/ --env production --format nft > ruleset.nft && nft -c -f ruleset.nft\n  jpki-access render examples/ --env test --at 2026-03-01T00:00:00+09:00 --format notice")]
+    #[command(
+        after_help = "Examples:\n  jpki-access render examples/ --env production\n  jpki-access render examples/ --env production --format allowlist\n  jpki-access render examples/ --env production --format nft > ruleset.nft && nft -c -f ruleset.nft\n  jpki-access render examples/ --env test --at 2026-03-01T00:00:00+09:00 --format notice"
+    )]
     Render {
         /// Files or folders of forms.
         #[arg(required = true)]
@@ -117,7 +131,9 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
     },
     /// Print the AccessApproval (承認書) of a registration as it is now in a file: its digest and a copy of the
     /// approved content. Apply the output with kubectl.
-    #[command(after_help = "Examples:\n  jpki-access approve examples/sapporo-city/registration-production.yaml --by approver@j-lis | kubectl apply -f -\n  jpki-access approve forms/ --registration sapporo-production-2026 --by approver@j-lis --reject --comment '役職印なし'")]
+    #[command(
+        after_help = "Examples:\n  kubectl get areg -n verifier-sapporo sapporo-production-2026 -o yaml > reg.yaml\n  jpki-access approve reg.yaml --by approver@j-lis | kubectl create -f -\n  jpki-access approve stored/ --registration sapporo-production-2026 --by approver@j-lis --reject --comment '役職印なし'\n\nThe file must come from the API server (kubectl get -o yaml): a decision names the registration's uid. Against a\ncluster, kubectl jpki approve NAME -n NAMESPACE does all of this."
+    )]
     Approve {
         /// A file or folder holding the registration.
         path: PathBuf,
@@ -138,7 +154,9 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
     },
     /// Generate a synthetic national fleet of forms for scale tests: every local government of the reference list
     /// and companies, each with a verifier, test and production registrations and their approvals.
-    #[command(after_help = "Examples:\n  jpki-access fleet --scale 1 --out /tmp/fleet          # the real population, as YAML folders\n  jpki-access fleet --scale 3 --out /tmp/fleet3 && jpki-access validate /tmp/fleet3\n  KUBECONFIG=target/controlplane/kubeconfig jpki-access fleet --scale 1 --apply")]
+    #[command(
+        after_help = "Examples:\n  jpki-access fleet --scale 1 --out /tmp/fleet          # the real population, as YAML folders\n  jpki-access fleet --scale 3 --out /tmp/fleet3 && jpki-access validate /tmp/fleet3\n  KUBECONFIG=target/controlplane/kubeconfig jpki-access fleet --scale 1 --apply"
+    )]
     Fleet {
         /// Multiple of the real population (1 = 1,788 local governments and --companies companies).
         #[arg(long, default_value_t = 1.0)]
@@ -182,9 +200,20 @@ pub enum OutputFormat {
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Controller { lease_namespace, lease_name, identity, no_leader_election, listen, clock_offset_seconds, resync_seconds, debounce_ms } => {
+        Command::Controller {
+            lease_namespace,
+            lease_name,
+            identity,
+            no_leader_election,
+            listen,
+            clock_offset_seconds,
+            resync_seconds,
+            debounce_ms,
+        } => {
             let identity = identity.unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "controller".into());
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "controller".into());
                 format!("{host}-{}", std::process::id())
             });
             let settings = crate::controller::Settings {
@@ -212,7 +241,16 @@ pub fn run(cli: Cli) -> i32 {
                 }
             }
         }
-        Command::Agent { environment, namespace, node, netns, nft, remove_on_exit, resync_seconds, break_file } => {
+        Command::Agent {
+            environment,
+            namespace,
+            node,
+            netns,
+            nft,
+            remove_on_exit,
+            resync_seconds,
+            break_file,
+        } => {
             let settings = crate::agent::Settings {
                 environment,
                 namespace,
@@ -223,7 +261,12 @@ pub fn run(cli: Cli) -> i32 {
                 resync: std::time::Duration::from_secs(resync_seconds.max(1)),
                 break_file,
             };
-            match tokio::runtime::Runtime::new().map_err(|e| e.to_string()).and_then(|rt| rt.block_on(crate::agent::run(settings)).map_err(|e| e.to_string())) {
+            match tokio::runtime::Runtime::new()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rt.block_on(crate::agent::run(settings))
+                        .map_err(|e| e.to_string())
+                }) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("jpki-access agent: {e}");
@@ -245,17 +288,53 @@ pub fn run(cli: Cli) -> i32 {
                 1
             }
         },
-        Command::Validate { paths, output, strict } => validate::run(&paths, output, strict),
-        Command::Render { paths, env, at, format } => render::run(&paths, &env, at.unwrap_or_else(jiff::Timestamp::now), format),
-        Command::Approve { path, registration, by, reject, comment, at } => {
-            approve::run(&path, registration.as_deref(), &by, reject, comment, at)
-        }
-        Command::Fleet { scale, companies, out, apply, concurrency, approved_at } => {
+        Command::Validate {
+            paths,
+            output,
+            strict,
+            at,
+        } => validate::run(&paths, output, strict, at),
+        Command::Render {
+            paths,
+            env,
+            at,
+            format,
+        } => render::run(
+            &paths,
+            &env,
+            at.unwrap_or_else(jiff::Timestamp::now),
+            format,
+        ),
+        Command::Approve {
+            path,
+            registration,
+            by,
+            reject,
+            comment,
+            at,
+        } => approve::run(&path, registration.as_deref(), &by, reject, comment, at),
+        Command::Fleet {
+            scale,
+            companies,
+            out,
+            apply,
+            concurrency,
+            approved_at,
+        } => {
             if out.is_none() && !apply {
                 eprintln!("error: say where the fleet goes: --out FOLDER, --apply, or both");
                 return 2;
             }
-            fleet::run(crate::fleet::FleetSettings { scale, companies, approved_at }, out.as_deref(), apply, concurrency)
+            fleet::run(
+                crate::fleet::FleetSettings {
+                    scale,
+                    companies,
+                    approved_at,
+                },
+                out.as_deref(),
+                apply,
+                concurrency,
+            )
         }
     }
 }
