@@ -56,7 +56,8 @@ const IPT_RULES: usize = 10_000;
 /// Drops the datagrams at the end of `input` in every setup, so no setup delivers them to a socket.
 const SINK: &str = "table inet jpki_bench_sink {\n\tchain input {\n\t\ttype filter hook input priority 100; policy accept;\n\t\tudp dport 47000 drop\n\t}\n}\n";
 /// One more base chain with one rule the datagrams do not match: about what ours saves by never reaching the sink.
-const CALIBRATION: &str = "table inet jpki_bench_calib {\n\tchain input {\n\t\ttype filter hook input priority 50; policy accept;\n\t\tudp dport 47001 drop\n\t}\n}\n";
+const CALIBRATION: &str =
+    "table inet jpki_bench_calib {\n\tchain input {\n\t\ttype filter hook input priority 50; policy accept;\n\t\tudp dport 47001 drop\n\t}\n}\n";
 
 struct Config {
     quick: bool,
@@ -73,33 +74,18 @@ impl Config {
         let quick = var("JPKI_BENCH_QUICK").is_some_and(|v| v != "0");
         Config {
             quick,
-            sizes: if quick {
-                [1_000, 10_000, 100_000]
-            } else {
-                [10_000, 100_000, 1_000_000]
-            },
+            sizes: if quick { [1_000, 10_000, 100_000] } else { [10_000, 100_000, 1_000_000] },
             reps: var("JPKI_BENCH_REPS").map_or(3, |v| v.parse().expect("JPKI_BENCH_REPS")),
-            sample: Duration::from_secs_f64(
-                var("JPKI_BENCH_SAMPLE_SECS")
-                    .map_or(1.0, |v| v.parse().expect("JPKI_BENCH_SAMPLE_SECS")),
-            ),
-            add_timeout: Duration::from_secs_f64(
-                var("JPKI_BENCH_ADD_TIMEOUT")
-                    .map_or(120.0, |v| v.parse().expect("JPKI_BENCH_ADD_TIMEOUT")),
-            ),
-            out: var("JPKI_BENCH_OUT").map_or_else(
-                || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-dataplane.json"),
-                PathBuf::from,
-            ),
+            sample: Duration::from_secs_f64(var("JPKI_BENCH_SAMPLE_SECS").map_or(1.0, |v| v.parse().expect("JPKI_BENCH_SAMPLE_SECS"))),
+            add_timeout: Duration::from_secs_f64(var("JPKI_BENCH_ADD_TIMEOUT").map_or(120.0, |v| v.parse().expect("JPKI_BENCH_ADD_TIMEOUT"))),
+            out: var("JPKI_BENCH_OUT").map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-dataplane.json"), PathBuf::from),
         }
     }
 }
 
 fn main() -> ExitCode {
     if std::env::var("JPKI_BENCH_NETNS").as_deref() != Ok("1") {
-        eprintln!(
-            "dataplane: skipped; it needs root in a fresh network namespace: run scripts/bench-dataplane"
-        );
+        eprintln!("dataplane: skipped; it needs root in a fresh network namespace: run scripts/bench-dataplane");
         return ExitCode::SUCCESS;
     }
     if let Err(why) = check_fresh_netns() {
@@ -119,8 +105,7 @@ fn check_fresh_netns() -> Result<(), String> {
     if unsafe { sys::geteuid() } != 0 {
         return Err("not root".into());
     }
-    let ours =
-        std::fs::read_link("/proc/self/ns/net").map_err(|e| format!("/proc/self/ns/net: {e}"))?;
+    let ours = std::fs::read_link("/proc/self/ns/net").map_err(|e| format!("/proc/self/ns/net: {e}"))?;
     // The caller (unshare execs us, so our parent is the shell that ran it) and PID 1 must be elsewhere; PID 1's
     // link may be unreadable in a container, and then the interface check below has to do.
     let parent = std::os::unix::process::parent_id();
@@ -128,24 +113,13 @@ fn check_fresh_netns() -> Result<(), String> {
         if let Ok(theirs) = std::fs::read_link(format!("/proc/{pid}/ns/net"))
             && theirs == ours
         {
-            return Err(format!(
-                "in the network namespace of PID {pid} ({}); use unshare -n",
-                ours.display()
-            ));
+            return Err(format!("in the network namespace of PID {pid} ({}); use unshare -n", ours.display()));
         }
     }
-    let dev =
-        std::fs::read_to_string("/proc/net/dev").map_err(|e| format!("/proc/net/dev: {e}"))?;
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
+    let dev = std::fs::read_to_string("/proc/net/dev").map_err(|e| format!("/proc/net/dev: {e}"))?;
+    let ifaces: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
     if ifaces != ["lo"] {
-        return Err(format!(
-            "the namespace has interfaces {ifaces:?}, expected only lo"
-        ));
+        return Err(format!("the namespace has interfaces {ifaces:?}, expected only lo"));
     }
     let ruleset = output(Command::new("nft").args(["list", "ruleset"]))?;
     if !ruleset.trim().is_empty() {
@@ -159,11 +133,7 @@ fn check_fresh_netns() -> Result<(), String> {
 fn output(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "{cmd:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("{cmd:?}: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -181,19 +151,9 @@ fn pipe_to(program: &str, args: &[&str], text: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    assert!(out.status.success(), "{program} {args:?}: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
 }
 
 /// Times a command to completion (it must succeed).
@@ -206,20 +166,12 @@ fn timed(cmd: &mut Command) -> Duration {
 /// Times a command; kills it after `limit` and returns `None` then.
 fn timed_with_limit(cmd: &mut Command, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let elapsed = start.elapsed();
             let out = child.wait_with_output().unwrap();
-            assert!(
-                status.success(),
-                "{cmd:?}: {status}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            assert!(status.success(), "{cmd:?}: {status}: {}", String::from_utf8_lossy(&out.stderr).trim());
             return Some(elapsed);
         }
         if start.elapsed() >= limit {
@@ -241,11 +193,7 @@ fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 fn secs(d: Duration) -> f64 {
@@ -284,22 +232,13 @@ fn random_allowlist(n: usize, seed: u64) -> Vec<Ipv4Net> {
     while raw.len() < n {
         let addr = rng.address();
         let pick = rng.next();
-        let len = if pick.is_multiple_of(100) {
-            16 + ((pick >> 8) % 8) as u8
-        } else {
-            24 + ((pick >> 8) % 9) as u8
-        };
+        let len = if pick.is_multiple_of(100) { 16 + ((pick >> 8) % 8) as u8 } else { 24 + ((pick >> 8) % 9) as u8 };
         raw.push(Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc());
     }
     let mut nets = Ipv4Net::aggregate(&raw);
     nets.sort_unstable();
     for w in nets.windows(2) {
-        assert!(
-            w[0].broadcast() < w[1].network(),
-            "not disjoint: {} {}",
-            w[0],
-            w[1]
-        );
+        assert!(w[0].broadcast() < w[1].network(), "not disjoint: {} {}", w[0], w[1]);
     }
     nets
 }
@@ -314,10 +253,7 @@ fn new_host(nets: &[Ipv4Net], seed: u64) -> Ipv4Net {
     let mut rng = Rng(seed);
     loop {
         let a = rng.address();
-        if !covered(nets, a.wrapping_sub(1))
-            && !covered(nets, a)
-            && !covered(nets, a.wrapping_add(1))
-        {
+        if !covered(nets, a.wrapping_sub(1)) && !covered(nets, a) && !covered(nets, a.wrapping_add(1)) {
             return Ipv4Net::new(Ipv4Addr::from(a), 32).unwrap();
         }
     }
@@ -382,10 +318,7 @@ mod sys {
     impl Batch {
         pub fn new(payload: &[u8], count: usize) -> Batch {
             let payload: Box<[u8]> = payload.into();
-            let iov = Box::new(IoVec {
-                base: payload.as_ptr().cast(),
-                len: payload.len(),
-            });
+            let iov = Box::new(IoVec { base: payload.as_ptr().cast(), len: payload.len() });
             let msgs = (0..count)
                 .map(|_| MMsgHdr {
                     hdr: MsgHdr {
@@ -400,22 +333,14 @@ mod sys {
                     len: 0,
                 })
                 .collect();
-            Batch {
-                _payload: payload,
-                _iov: iov,
-                msgs,
-            }
+            Batch { _payload: payload, _iov: iov, msgs }
         }
 
         /// One `sendmmsg`: the number of datagrams sent.
         pub fn send(&mut self, fd: c_int) -> std::io::Result<usize> {
             // The pointers in `msgs` point into the boxes owned by `self`, which do not move.
             let n = unsafe { sendmmsg(fd, self.msgs.as_mut_ptr(), self.msgs.len() as c_uint, 0) };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
         }
     }
 }
@@ -441,10 +366,7 @@ fn snmp() -> HashMap<String, u64> {
 /// Packets dropped by the backlog queues of all CPUs (second column of `/proc/net/softnet_stat`).
 fn softnet_drops() -> u64 {
     let text = std::fs::read_to_string("/proc/net/softnet_stat").unwrap();
-    text.lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .map(|h| u64::from_str_radix(h, 16).unwrap())
-        .sum()
+    text.lines().filter_map(|l| l.split_whitespace().nth(1)).map(|h| u64::from_str_radix(h, 16).unwrap()).sum()
 }
 
 struct Sender {
@@ -456,10 +378,7 @@ impl Sender {
     fn new() -> Sender {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.connect(("127.0.0.1", PORT)).unwrap();
-        Sender {
-            socket,
-            batch: sys::Batch::new(&[0x5a; PAYLOAD], BATCH),
-        }
+        Sender { socket, batch: sys::Batch::new(&[0x5a; PAYLOAD], BATCH) }
     }
 
     /// Sends for `duration`: the number of datagrams, the time it took, and ns per datagram of each `sendmmsg`.
@@ -470,10 +389,7 @@ impl Sender {
         let start = Instant::now();
         let mut last = start;
         loop {
-            let n = self
-                .batch
-                .send(fd)
-                .unwrap_or_else(|e| panic!("sendmmsg: {e}"));
+            let n = self.batch.send(fd).unwrap_or_else(|e| panic!("sendmmsg: {e}"));
             sent += n as u64;
             let now = Instant::now();
             if n > 0 {
@@ -495,15 +411,10 @@ impl Sender {
         let (sent, elapsed, per_call) = self.blast(duration);
         let (snmp1, drops1) = (snmp(), softnet_drops());
         let delta = |k: &str| snmp1[k] - snmp0[k];
-        let (in_receives, delivered) = (
-            delta("Ip.InReceives"),
-            delta("Udp.InDatagrams") + delta("Udp.NoPorts") + delta("Udp.InErrors"),
-        );
+        let (in_receives, delivered) = (delta("Ip.InReceives"), delta("Udp.InDatagrams") + delta("Udp.NoPorts") + delta("Udp.InErrors"));
         let backlog_drops = drops1 - drops0;
         if in_receives < sent || delivered > 0 || backlog_drops > 0 {
-            eprintln!(
-                "dataplane: WARNING {label}: sent {sent}, IP InReceives {in_receives}, reached UDP {delivered}, backlog drops {backlog_drops}"
-            );
+            eprintln!("dataplane: WARNING {label}: sent {sent}, IP InReceives {in_receives}, reached UDP {delivered}, backlog drops {backlog_drops}");
         }
         json!({"ns_per_packet": median(&per_call), "mean_ns_per_packet": elapsed.as_nanos() as f64 / sent as f64,
                "calls": per_call.len(), "packets": sent, "seconds": secs(elapsed),
@@ -515,10 +426,7 @@ impl Sender {
 // The run
 
 fn ports() -> Vec<FirewallPort> {
-    vec![FirewallPort {
-        protocol: Protocol::Udp,
-        port: i32::from(PORT),
-    }]
+    vec![FirewallPort { protocol: Protocol::Udp, port: i32::from(PORT) }]
 }
 
 /// Render plus `nft -f -`, as the agent applies a ruleset: (render time, total time).
@@ -534,12 +442,7 @@ fn run(cfg: &Config) {
     let started = Instant::now();
     let [s0, s1, s2] = cfg.sizes;
     eprintln!("dataplane: generating random allowlists of {s0}, {s1}, {s2} prefixes");
-    let lists: Vec<Vec<Ipv4Net>> = cfg
-        .sizes
-        .iter()
-        .zip(1u64..)
-        .map(|(&n, seed)| random_allowlist(n, 0x5eed_0000 + seed))
-        .collect();
+    let lists: Vec<Vec<Ipv4Net>> = cfg.sizes.iter().zip(1u64..).map(|(&n, seed)| random_allowlist(n, 0x5eed_0000 + seed)).collect();
     let ipt_list = if s0 == IPT_RULES {
         lists[0].clone()
     } else if s1 == IPT_RULES {
@@ -548,10 +451,7 @@ fn run(cfg: &Config) {
         random_allowlist(IPT_RULES, 0x5eed_0001)
     };
     let counts: Vec<usize> = lists.iter().map(Vec::len).collect();
-    eprintln!(
-        "dataplane: after aggregation {counts:?}; iptables chain {} rules",
-        ipt_list.len()
-    );
+    eprintln!("dataplane: after aggregation {counts:?}; iptables chain {} rules", ipt_list.len());
 
     let mut results = json!({
         "machine": machine(),
@@ -563,15 +463,11 @@ fn run(cfg: &Config) {
     // 1. Per-packet cost.
     let mut sender = Sender::new();
     let ipt_text = iptables_restore_text(&ipt_list);
-    let setups: Vec<String> = [
-        "baseline".to_string(),
-        "calibration".to_string(),
-        "ours_0".to_string(),
-    ]
-    .into_iter()
-    .chain(counts.iter().map(|n| format!("ours_{n}")))
-    .chain([format!("iptables_nft_{}", ipt_list.len())])
-    .collect();
+    let setups: Vec<String> = ["baseline".to_string(), "calibration".to_string(), "ours_0".to_string()]
+        .into_iter()
+        .chain(counts.iter().map(|n| format!("ours_{n}")))
+        .chain([format!("iptables_nft_{}", ipt_list.len())])
+        .collect();
     let mut samples: HashMap<&str, Vec<Value>> = HashMap::new();
     for round in 0..cfg.reps {
         for (i, setup) in setups.iter().enumerate() {
@@ -588,28 +484,22 @@ fn run(cfg: &Config) {
                 _ => pipe_to("iptables-nft-restore", &[], &ipt_text),
             }
             let s = sender.sample(cfg.sample, setup);
-            eprintln!(
-                "dataplane: round {} {setup}: {:.0} ns/packet",
-                round + 1,
-                s["ns_per_packet"].as_f64().unwrap()
-            );
+            eprintln!("dataplane: round {} {setup}: {:.0} ns/packet", round + 1, s["ns_per_packet"].as_f64().unwrap());
             samples.entry(setup.as_str()).or_default().push(s);
         }
     }
     reset();
-    let ns = |setup: &str| -> Vec<f64> {
-        samples[setup]
-            .iter()
-            .map(|s| s["ns_per_packet"].as_f64().unwrap())
-            .collect()
-    };
+    let ns = |setup: &str| -> Vec<f64> { samples[setup].iter().map(|s| s["ns_per_packet"].as_f64().unwrap()).collect() };
     let base = ns("baseline");
     let mut packet = serde_json::Map::new();
     for setup in &setups {
         let v = ns(setup);
         let added: Vec<f64> = v.iter().zip(&base).map(|(x, b)| x - b).collect();
-        packet.insert(setup.clone(), json!({"ns_per_packet": v, "median_ns_per_packet": median(&v),
-            "added_ns_per_round": added, "median_added_ns": median(&added), "samples": samples[setup.as_str()]}));
+        packet.insert(
+            setup.clone(),
+            json!({"ns_per_packet": v, "median_ns_per_packet": median(&v),
+            "added_ns_per_round": added, "median_added_ns": median(&added), "samples": samples[setup.as_str()]}),
+        );
     }
     let added = |setup: &str| packet[setup]["median_added_ns"].as_f64().unwrap();
     let ipt_key = format!("iptables_nft_{}", ipt_list.len());
@@ -626,8 +516,7 @@ fn run(cfg: &Config) {
     let file_big = dir.path().join("big.nft");
     std::fs::write(&file_big, render_ruleset(ENV, big, &[], &ports())).unwrap();
     let ipt_big = iptables_restore_text(big);
-    let (mut ours_load, mut ours_render, mut raw_load, mut ipt_load) =
-        (vec![], vec![], vec![], vec![]);
+    let (mut ours_load, mut ours_render, mut raw_load, mut ipt_load) = (vec![], vec![], vec![], vec![]);
     for round in 0..cfg.reps {
         reset();
         let (r, t) = render_and_load(big);
@@ -686,22 +575,9 @@ fn run(cfg: &Config) {
     }
     let table = table_name(ENV);
     let element = format!("{{ {host} }}");
-    eprintln!(
-        "dataplane: nft add element of {host} into the loaded set of {} (limit {:.0} s)",
-        big.len(),
-        secs(cfg.add_timeout)
-    );
-    let add = timed_with_limit(
-        Command::new("nft").args(["add", "element", "inet", &table, SET_V4, &element]),
-        cfg.add_timeout,
-    );
-    eprintln!(
-        "dataplane: nft add element: {}",
-        add.map_or(
-            format!("> {:.0} s (killed)", secs(cfg.add_timeout)),
-            |d| format!("{:.2} s", secs(d))
-        )
-    );
+    eprintln!("dataplane: nft add element of {host} into the loaded set of {} (limit {:.0} s)", big.len(), secs(cfg.add_timeout));
+    let add = timed_with_limit(Command::new("nft").args(["add", "element", "inet", &table, SET_V4, &element]), cfg.add_timeout);
+    eprintln!("dataplane: nft add element: {}", add.map_or(format!("> {:.0} s (killed)", secs(cfg.add_timeout)), |d| format!("{:.2} s", secs(d))));
     let start = Instant::now();
     reset();
     let teardown = start.elapsed();
@@ -721,11 +597,7 @@ fn run(cfg: &Config) {
 }
 
 fn machine() -> Value {
-    let first_line = |cmd: &mut Command| {
-        output(cmd)
-            .map(|s| s.lines().next().unwrap_or("").trim().to_string())
-            .unwrap_or_default()
-    };
+    let first_line = |cmd: &mut Command| output(cmd).map(|s| s.lines().next().unwrap_or("").trim().to_string()).unwrap_or_default();
     json!({
         "date_utc": jiff::Timestamp::now().to_string(),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
@@ -739,84 +611,34 @@ fn print_summary(r: &Value, setups: &[String], ipt_key: &str) {
     let f = |v: &Value| v.as_f64().unwrap();
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let p = &r["packet"]["setups"];
-    println!(
-        "\n== 1. per-packet cost (ns/packet, median of {} rounds; added = setup - baseline of the same round)",
-        r["config"]["rounds"]
-    );
+    println!("\n== 1. per-packet cost (ns/packet, median of {} rounds; added = setup - baseline of the same round)", r["config"]["rounds"]);
     println!("{:<22} {:>12} {:>12}", "setup", "ns/packet", "added");
     for s in setups {
-        println!(
-            "{:<22} {:>12.0} {:>12.0}",
-            s,
-            f(&p[s]["median_ns_per_packet"]),
-            f(&p[s]["median_added_ns"])
-        );
+        println!("{:<22} {:>12.0} {:>12.0}", s, f(&p[s]["median_ns_per_packet"]), f(&p[s]["median_added_ns"]));
     }
     let t1 = f(&r["packet"]["t1_ours_mid_over_iptables"]);
     let g = f(&r["packet"]["t1_growth_largest_over_smallest"]);
-    println!(
-        "T1 {} / {ipt_key}: 1/{:.0} (target <= 1/50): {}",
-        setups[4],
-        1.0 / t1,
-        met((0.0..=1.0 / 50.0).contains(&t1))
-    );
-    println!(
-        "T1 {} / {}: {g:.2} (target <= 2.0): {}",
-        setups[5],
-        setups[3],
-        met(g <= 2.0)
-    );
+    println!("T1 {} / {ipt_key}: 1/{:.0} (target <= 1/50): {}", setups[4], 1.0 / t1, met((0.0..=1.0 / 50.0).contains(&t1)));
+    println!("T1 {} / {}: {g:.2} (target <= 2.0): {}", setups[5], setups[3], met(g <= 2.0));
 
     let u = &r["update"];
     println!("\n== 2. update at {} elements (median s)", u["elements"]);
-    println!(
-        "1-CIDR change, render + nft -f - replace: {:.2} (render {:.3})",
-        f(&u["median_change"]),
-        f(&u["median_change_render"])
-    );
-    println!(
-        "full atomic reload (nft -f file):         {:.2}",
-        f(&u["median_full_reload"])
-    );
+    println!("1-CIDR change, render + nft -f - replace: {:.2} (render {:.3})", f(&u["median_change"]), f(&u["median_change_render"]));
+    println!("full atomic reload (nft -f file):         {:.2}", f(&u["median_full_reload"]));
     let t2 = f(&u["t2_ratio_change_over_reload"]);
-    println!(
-        "T2 change / reload: {t2:.2} (target <= 0.2): {}",
-        met(t2 <= 0.2)
-    );
+    println!("T2 change / reload: {t2:.2} (target <= 0.2): {}", met(t2 <= 0.2));
     match u["add_element_seconds"].as_f64() {
-        Some(a) => println!(
-            "nft add element (1 CIDR): {a:.2} s = {:.1}x the reload",
-            a / f(&u["median_full_reload"])
-        ),
-        None => println!(
-            "nft add element (1 CIDR): > {} s (killed)",
-            r["config"]["add_element_timeout_seconds"]
-        ),
+        Some(a) => println!("nft add element (1 CIDR): {a:.2} s = {:.1}x the reload", a / f(&u["median_full_reload"])),
+        None => println!("nft add element (1 CIDR): > {} s (killed)", r["config"]["add_element_timeout_seconds"]),
     }
 
     let l = &r["load"];
-    println!(
-        "\n== 3. load of {} elements into an empty namespace (median s)",
-        l["elements"]
-    );
-    println!(
-        "render + nft -f -:     {:.2} (render {:.3})",
-        f(&l["median_render_and_nft"]),
-        f(&l["median_render"])
-    );
+    println!("\n== 3. load of {} elements into an empty namespace (median s)", l["elements"]);
+    println!("render + nft -f -:     {:.2} (render {:.3})", f(&l["median_render_and_nft"]), f(&l["median_render"]));
     println!("raw nft -f file:       {:.2}", f(&l["median_raw_nft_f"]));
-    println!(
-        "iptables-nft-restore:  {:.2}",
-        f(&l["median_iptables_nft_restore"])
-    );
+    println!("iptables-nft-restore:  {:.2}", f(&l["median_iptables_nft_restore"]));
     let t3 = f(&l["t3_ratio_vs_raw"]);
     let t3i = f(&l["t3_ratio_vs_iptables_nft"]);
-    println!(
-        "T3 vs raw nft -f: {t3:.2} (target <= 1.5): {}",
-        met(t3 <= 1.5)
-    );
-    println!(
-        "T3 vs iptables-nft-restore: {t3i:.2} (target <= 1.0): {}",
-        met(t3i <= 1.0)
-    );
+    println!("T3 vs raw nft -f: {t3:.2} (target <= 1.5): {}", met(t3 <= 1.5));
+    println!("T3 vs iptables-nft-restore: {t3i:.2} (target <= 1.0): {}", met(t3i <= 1.0));
 }

@@ -37,9 +37,7 @@ fn random_prefixes(n: usize, seed: u64) -> Vec<IpNet> {
             continue;
         }
         let len = 16 + (r % 17) as u8;
-        out.push(IpNet::V4(
-            Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc(),
-        ));
+        out.push(IpNet::V4(Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()));
     }
     out
 }
@@ -107,9 +105,7 @@ mod conflicts {
 }
 
 mod plan {
-    use jpki_access::api::{
-        AccessApproval, AccessEnvironment, AccessRegistration, Decision, SignatureVerifier,
-    };
+    use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision, SignatureVerifier};
     use jpki_access::planner::{Objects, plan};
     use serde_json::json;
 
@@ -127,14 +123,11 @@ mod plan {
                     "endpoints": [{"name": "ocsp", "provisionMethod": "Ocsp", "service": {"name": "ocsp", "port": 8080}, "host": "ocsp.example"},
                                   {"name": "crl", "provisionMethod": "Crl", "service": {"name": "crl", "port": 8080}, "host": "crl.example", "path": "/crl"}],
                     "exposure": {"ingressClassName": "nginx"},
-                    "firewall": {"allowlistNamespace": "jpki-system", "ports": [{"protocol": "TCP", "port": 443}]}}})).unwrap()
+                    "firewall": {"allowlistNamespace": "jpki-system", "ports": [{"protocol": "TCP", "port": 443}]}}}))
+            .unwrap()
         };
-        let mut f = Fleet {
-            verifiers: vec![],
-            registrations: vec![],
-            approvals: vec![],
-            environments: vec![env("production", "Production"), env("test", "Test")],
-        };
+        let mut f =
+            Fleet { verifiers: vec![], registrations: vec![], approvals: vec![], environments: vec![env("production", "Production"), env("test", "Test")] };
         for v in 0..verifiers {
             let name = format!("v{v}");
             f.verifiers.push(serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier", "metadata": {"name": name},
@@ -147,18 +140,10 @@ mod plan {
                     "metadata": {"name": format!("r-{e}"), "namespace": format!("ns-{v}")},
                     "spec": {"verifierRef": name, "environment": e, "connectionMethod": "Lgwan", "receivedOn": "2026-03-01",
                         "sourceCidrs": [format!("{}.{}.{}.0/28", 11 + k / 65536, (k / 256) % 256, k % 256), format!("2001:db8:{:x}::/48", k + 1)],
-                        "accessStartDate": "2026-04-01", "provisionMethods": {"signing": "Ocsp", "userAuthentication": "Crl"}, "officialSealAffixed": true}})).unwrap();
+                        "accessStartDate": "2026-04-01", "provisionMethods": {"signing": "Ocsp", "userAuthentication": "Crl"}, "officialSealAffixed": true}}))
+                .unwrap();
                 let at = jiff::Timestamp::from_second(1_767_225_600 + k as i64).unwrap();
-                f.approvals.push(
-                    jpki_access::domain::approve::approval_for(
-                        &reg,
-                        Decision::Approved,
-                        "approver",
-                        at,
-                        None,
-                    )
-                    .unwrap(),
-                );
+                f.approvals.push(jpki_access::domain::approve::approval_for(&reg, Decision::Approved, "approver", at, None).unwrap());
                 f.registrations.push(reg);
             }
         }
@@ -170,16 +155,7 @@ mod plan {
         let f = fleet(5_000);
         let now: jiff::Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
         bencher.bench(|| {
-            let p = plan(
-                &Objects::of(
-                    &f.verifiers,
-                    &f.registrations,
-                    &f.approvals,
-                    &f.environments,
-                )
-                .input(),
-                now,
-            );
+            let p = plan(&Objects::of(&f.verifiers, &f.registrations, &f.approvals, &f.environments).input(), now);
             assert_eq!(p.environments["production"].live_registrations, 5_000);
             p.registrations.len()
         });
@@ -190,9 +166,7 @@ mod plan {
 /// 10× is 61,900), from scratch (the baseline, as every pass planned before the memo) and with the memo the
 /// controller keeps across passes (`planner::memo`): nothing changed since the last pass, or one approval added.
 mod fleet_pass {
-    use jpki_access::api::{
-        AccessApproval, AccessEnvironment, AccessRegistration, SignatureVerifier,
-    };
+    use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, SignatureVerifier};
     use jpki_access::fleet::{COMPANIES_2026, FleetSettings, generate};
     use jpki_access::planner::liveness::RegKey;
     use jpki_access::planner::memo::Memo;
@@ -208,37 +182,17 @@ mod fleet_pass {
     /// Objects as the controller's caches hold them: with a uid and a generation.
     fn stored<K: kube::Resource>(mut obj: K) -> K {
         let meta = obj.meta_mut();
-        meta.uid = Some(format!(
-            "{}/{}",
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default()
-        ));
+        meta.uid = Some(format!("{}/{}", meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default()));
         meta.generation = Some(1);
         obj
     }
 
     fn fleet(scale: f64) -> Fleet {
-        let bundles = generate(&FleetSettings {
-            scale,
-            companies: COMPANIES_2026,
-            approved_at: "2026-03-15T00:00:00Z".parse().unwrap(),
-        })
-        .unwrap();
+        let bundles = generate(&FleetSettings { scale, companies: COMPANIES_2026, approved_at: "2026-03-15T00:00:00Z".parse().unwrap() }).unwrap();
         Fleet {
-            verifiers: bundles
-                .iter()
-                .map(|b| stored(serde_json::from_value(b.verifier.clone()).unwrap()))
-                .collect(),
-            registrations: bundles
-                .iter()
-                .flat_map(|b| b.registrations.clone())
-                .map(stored)
-                .collect(),
-            approvals: bundles
-                .iter()
-                .flat_map(|b| b.approvals.clone())
-                .map(stored)
-                .collect(),
+            verifiers: bundles.iter().map(|b| stored(serde_json::from_value(b.verifier.clone()).unwrap())).collect(),
+            registrations: bundles.iter().flat_map(|b| b.registrations.clone()).map(stored).collect(),
+            approvals: bundles.iter().flat_map(|b| b.approvals.clone()).map(stored).collect(),
             environments: jpki_access::cli::fleet::environment_objects()
                 .unwrap()
                 .into_iter()
@@ -256,19 +210,9 @@ mod fleet_pass {
     fn settled(scale: f64) -> (Fleet, Memo) {
         let mut f = fleet(scale);
         let mut memo = Memo::default();
-        let objects = Objects::of(
-            &f.verifiers,
-            &f.registrations,
-            &f.approvals,
-            &f.environments,
-        );
-        let first = plan_environments_with(&objects.input(), now(), Some(&mut memo))
-            .finish_with(Some(&mut memo));
-        let statuses: Vec<_> = f
-            .registrations
-            .iter()
-            .map(|r| first.registrations[&RegKey::of(r)].status.clone())
-            .collect();
+        let objects = Objects::of(&f.verifiers, &f.registrations, &f.approvals, &f.environments);
+        let first = plan_environments_with(&objects.input(), now(), Some(&mut memo)).finish_with(Some(&mut memo));
+        let statuses: Vec<_> = f.registrations.iter().map(|r| first.registrations[&RegKey::of(r)].status.clone()).collect();
         drop(first);
         for (r, s) in f.registrations.iter_mut().zip(statuses) {
             r.status = Some(s);
@@ -280,38 +224,16 @@ mod fleet_pass {
     #[divan::bench(args = [10, 100], sample_count = 5)]
     fn baseline_from_scratch(bencher: divan::Bencher, tenths: u32) {
         let (f, _) = settled(f64::from(tenths) / 10.0);
-        bencher.bench(|| {
-            plan(
-                &Objects::of(
-                    &f.verifiers,
-                    &f.registrations,
-                    &f.approvals,
-                    &f.environments,
-                )
-                .input(),
-                now(),
-            )
-            .registrations
-            .len()
-        });
+        bencher.bench(|| plan(&Objects::of(&f.verifiers, &f.registrations, &f.approvals, &f.environments).input(), now()).registrations.len());
     }
 
     #[divan::bench(args = [10, 100], sample_count = 5)]
     fn memo_nothing_changed(bencher: divan::Bencher, tenths: u32) {
         let (f, mut memo) = settled(f64::from(tenths) / 10.0);
         bencher.bench_local(|| {
-            let objects = Objects::of(
-                &f.verifiers,
-                &f.registrations,
-                &f.approvals,
-                &f.environments,
-            );
-            let p = plan_environments_with(&objects.input(), now(), Some(&mut memo))
-                .finish_with(Some(&mut memo));
-            assert_eq!(
-                memo.stats().evaluations_computed + memo.stats().plans_computed,
-                0
-            );
+            let objects = Objects::of(&f.verifiers, &f.registrations, &f.approvals, &f.environments);
+            let p = plan_environments_with(&objects.input(), now(), Some(&mut memo)).finish_with(Some(&mut memo));
+            assert_eq!(memo.stats().evaluations_computed + memo.stats().plans_computed, 0);
             p.registrations.len()
         });
     }
@@ -326,8 +248,7 @@ mod fleet_pass {
             flip = !flip;
             let approvals = if flip { &fewer } else { &f.approvals };
             let objects = Objects::of(&f.verifiers, &f.registrations, approvals, &f.environments);
-            let p = plan_environments_with(&objects.input(), now(), Some(&mut memo))
-                .finish_with(Some(&mut memo));
+            let p = plan_environments_with(&objects.input(), now(), Some(&mut memo)).finish_with(Some(&mut memo));
             assert_eq!(memo.stats().evaluations_computed, 1);
             p.registrations.len()
         });

@@ -71,10 +71,7 @@ pub fn local_governments() -> Vec<(String, String)> {
             continue;
         }
         if prefectures.insert(code[..2].to_string()) {
-            bodies.push((
-                code_with_check_digit(&format!("{}000", &code[..2])),
-                prefecture.to_string(),
-            ));
+            bodies.push((code_with_check_digit(&format!("{}000", &code[..2])), prefecture.to_string()));
         }
         bodies.push((code.to_string(), format!("{prefecture}{municipality}")));
     }
@@ -90,19 +87,13 @@ fn digits<const N: usize>(text: &str) -> [u8; N] {
 }
 
 fn code_with_check_digit(first_five: &str) -> String {
-    format!(
-        "{first_five}{}",
-        lg_code::check_digit(digits::<5>(first_five))
-    )
+    format!("{first_five}{}", lg_code::check_digit(digits::<5>(first_five)))
 }
 
 fn corporate_number_for(index: usize) -> String {
     // Bases 9-000000-… are not handed out to real bodies in this fleet's range; the check digit leads (法人番号).
     let base = format!("9{:011}", 100_000_000 + index);
-    format!(
-        "{}{base}",
-        corporate_number::check_digit(digits::<12>(&base))
-    )
+    format!("{}{base}", corporate_number::check_digit(digits::<12>(&base)))
 }
 
 /// Local governments beyond the real ones: unused codes, prefecture by prefecture.
@@ -127,25 +118,12 @@ fn synthetic_local_governments(count: usize, real: &[(String, String)]) -> Vec<(
 fn ipv4_block(index: usize) -> [String; 3] {
     let base = u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) + (index as u32) * 64;
     let addr = |offset: u32| std::net::Ipv4Addr::from(base + offset).to_string();
-    [
-        format!("{}/28", addr(0)),
-        format!("{}/28", addr(16)),
-        format!("{}/28", addr(32)),
-    ]
+    [format!("{}/28", addr(0)), format!("{}/28", addr(16)), format!("{}/28", addr(32))]
 }
 
 /// The IPv6 /56 of verifier `index` inside 2001:db8::/32.
 fn ipv6_block(index: usize) -> String {
-    let segments = [
-        0x2001,
-        0x0db8,
-        (index >> 8) as u16,
-        ((index & 0xff) << 8) as u16,
-        0,
-        0,
-        0,
-        0,
-    ];
+    let segments = [0x2001, 0x0db8, (index >> 8) as u16, ((index & 0xff) << 8) as u16, 0, 0, 0, 0];
     // Ipv6Addr's Display is the canonical spelling the validator insists on.
     format!("{}/56", std::net::Ipv6Addr::from(segments))
 }
@@ -176,19 +154,19 @@ pub fn generate(settings: &FleetSettings) -> Result<Vec<VerifierBundle>, serde_j
     for company in 0..company_count {
         let index = 2 * company + 1;
         let number = corporate_number_for(company);
-        bundles.push(bundle(index, &format!("co-{number}"), json!({"displayName": format!("合成株式会社{company}"),
-            "organizationType": "PlatformOperator", "corporateNumber": number, "roles": ["SignatureVerifier"]}), "Internet", settings)?);
+        bundles.push(bundle(
+            index,
+            &format!("co-{number}"),
+            json!({"displayName": format!("合成株式会社{company}"),
+            "organizationType": "PlatformOperator", "corporateNumber": number, "roles": ["SignatureVerifier"]}),
+            "Internet",
+            settings,
+        )?);
     }
     Ok(bundles)
 }
 
-fn bundle(
-    index: usize,
-    name: &str,
-    identity: Value,
-    connection: &str,
-    settings: &FleetSettings,
-) -> Result<VerifierBundle, serde_json::Error> {
+fn bundle(index: usize, name: &str, identity: Value, connection: &str, settings: &FleetSettings) -> Result<VerifierBundle, serde_json::Error> {
     let namespace = format!("v-{name}");
     let mut spec = identity;
     spec["namespace"] = json!(namespace);
@@ -201,35 +179,23 @@ fn bundle(
     let [prod_a, prod_b, test] = ipv4_block(index);
     // One company in 500 files a test CIDR that a local government already holds.
     let conflicting = connection == "Internet" && index % 1000 == 999;
-    let test_cidr = if conflicting {
-        ipv4_block(index - 1)[2].clone()
-    } else {
-        test
-    };
+    let test_cidr = if conflicting { ipv4_block(index - 1)[2].clone() } else { test };
     let mut production_cidrs = vec![prod_a, prod_b];
     if index.is_multiple_of(3) {
         production_cidrs.push(ipv6_block(index));
     }
-    let registration = |environment: &str,
-                        cidrs: Vec<String>|
-     -> Result<AccessRegistration, serde_json::Error> {
+    let registration = |environment: &str, cidrs: Vec<String>| -> Result<AccessRegistration, serde_json::Error> {
         let mut spec = json!({"verifierRef": name, "environment": environment, "reason": "Initial", "connectionMethod": connection,
             "sourceCidrs": cidrs, "accessStartDate": "2026-04-01", "receivedOn": "2026-03-01"});
         if environment == "Production" {
             let user_authentication = if connection == "Lgwan" { "Crl" } else { "None" };
-            spec["provisionMethods"] =
-                json!({"signing": "Ocsp", "userAuthentication": user_authentication});
+            spec["provisionMethods"] = json!({"signing": "Ocsp", "userAuthentication": user_authentication});
             spec["officialSealAffixed"] = json!(true);
         }
-        serde_json::from_value(
-            json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
-            "metadata": {"name": format!("{name}-{}", environment.to_lowercase()), "namespace": namespace}, "spec": spec}),
-        )
+        serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
+            "metadata": {"name": format!("{name}-{}", environment.to_lowercase()), "namespace": namespace}, "spec": spec}))
     };
-    let registrations = vec![
-        registration("Test", vec![test_cidr])?,
-        registration("Production", production_cidrs)?,
-    ];
+    let registrations = vec![registration("Test", vec![test_cidr])?, registration("Production", production_cidrs)?];
     let _ = settings;
     Ok(VerifierBundle {
         name: name.to_string(),
@@ -246,24 +212,14 @@ mod tests {
     use super::*;
 
     fn settings(scale: f64) -> FleetSettings {
-        FleetSettings {
-            scale,
-            companies: COMPANIES_2026,
-            approved_at: "2026-03-15T00:00:00Z".parse().unwrap(),
-        }
+        FleetSettings { scale, companies: COMPANIES_2026, approved_at: "2026-03-15T00:00:00Z".parse().unwrap() }
     }
 
     #[test]
     fn the_real_population_is_1788_local_governments_with_valid_unique_codes() {
         let lgs = local_governments();
         assert_eq!(lgs.len(), 1_788);
-        assert_eq!(
-            lgs.iter()
-                .filter(|(c, _)| c.ends_with(&format!("000{}", &c[5..])))
-                .count(),
-            47,
-            "47 prefectures"
-        );
+        assert_eq!(lgs.iter().filter(|(c, _)| c.ends_with(&format!("000{}", &c[5..]))).count(), 47, "47 prefectures");
         let codes: BTreeSet<_> = lgs.iter().map(|(c, _)| c.as_str()).collect();
         assert_eq!(codes.len(), 1_788);
         for (code, _) in &lgs {
@@ -285,36 +241,21 @@ mod tests {
             if let Some(code) = b.verifier["spec"]["lgCode"].as_str() {
                 assert!(lg_code::validate_lg_code(code).is_ok(), "{code}");
             } else {
-                assert!(
-                    corporate_number::validate_corporate_number(
-                        b.verifier["spec"]["corporateNumber"].as_str().unwrap()
-                    )
-                    .is_ok()
-                );
+                assert!(corporate_number::validate_corporate_number(b.verifier["spec"]["corporateNumber"].as_str().unwrap()).is_ok());
             }
             if !test_cidrs.insert(b.registrations[0].spec.source_cidrs[0].to_string()) {
                 repeated += 1;
             }
             assert_eq!(b.registrations.len(), 2);
         }
-        assert!(
-            repeated > 0 && repeated * 400 < three.len(),
-            "a few conflicts: {repeated}"
-        );
+        assert!(repeated > 0 && repeated * 400 < three.len(), "a few conflicts: {repeated}");
         // The smaller fleet is a subset of the larger one, object for object.
-        let by_name: std::collections::BTreeMap<_, _> =
-            three.iter().map(|b| (b.name.clone(), b)).collect();
+        let by_name: std::collections::BTreeMap<_, _> = three.iter().map(|b| (b.name.clone(), b)).collect();
         for b in &one {
-            assert_eq!(
-                format!("{:?}", b.objects().unwrap()),
-                format!("{:?}", by_name[&b.name].objects().unwrap())
-            );
+            assert_eq!(format!("{:?}", b.objects().unwrap()), format!("{:?}", by_name[&b.name].objects().unwrap()));
         }
         let again = generate(&settings(1.0)).unwrap();
-        assert_eq!(
-            format!("{:?}", one[100].objects().unwrap()),
-            format!("{:?}", again[100].objects().unwrap())
-        );
+        assert_eq!(format!("{:?}", one[100].objects().unwrap()), format!("{:?}", again[100].objects().unwrap()));
     }
 
     #[test]
@@ -329,23 +270,9 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("fleet.yaml"), text).unwrap();
-        let report = crate::cli::validate::validate_paths(
-            &[dir.path().to_path_buf()],
-            "2026-12-01T00:00:00Z".parse().unwrap(),
-        );
+        let report = crate::cli::validate::validate_paths(&[dir.path().to_path_buf()], "2026-12-01T00:00:00Z".parse().unwrap());
         assert_eq!(report.objects, fleet.len() * 3);
-        let conflicts = report
-            .problems
-            .iter()
-            .filter(|p| p.message.contains("overlap"))
-            .count();
-        assert!(
-            report.problems.len() == conflicts,
-            "{:?}",
-            report
-                .problems
-                .iter()
-                .find(|p| !p.message.contains("overlap"))
-        );
+        let conflicts = report.problems.iter().filter(|p| p.message.contains("overlap")).count();
+        assert!(report.problems.len() == conflicts, "{:?}", report.problems.iter().find(|p| !p.message.contains("overlap")));
     }
 }

@@ -7,15 +7,10 @@
 //! library. They are public only for the fuzz crate and the replay test and change no behaviour.
 //!
 //! FUZZING.md lists the properties, the commands and the measured runs.
-#![allow(
-    clippy::panic,
-    reason = "a fuzz target reports a broken property by panicking"
-)]
+#![allow(clippy::panic, reason = "a fuzz target reports a broken property by panicking")]
 
 use crate::cli::validate::validate_read;
-use crate::domain::cidr::{
-    CidrError, CidrPolicy, Overlap, check_policy, overlaps_within, parse_cidr,
-};
+use crate::domain::cidr::{CidrError, CidrPolicy, Overlap, check_policy, overlaps_within, parse_cidr};
 use crate::domain::corporate_number::{self, CorporateNumberError, validate_corporate_number};
 use crate::domain::lg_code::{self, LgCodeError, validate_lg_code};
 use crate::domain::problem::Severity;
@@ -27,12 +22,7 @@ use std::path::Path;
 pub type Target = fn(&[u8]);
 
 /// The targets, by the name of their corpus folder (`fuzz/corpus/<name>`).
-pub const TARGETS: [(&str, Target); 4] = [
-    ("cidr", cidr),
-    ("identifiers", identifiers),
-    ("forms", forms),
-    ("yaml", yaml),
-];
+pub const TARGETS: [(&str, Target); 4] = [("cidr", cidr), ("identifiers", identifiers), ("forms", forms), ("yaml", yaml)];
 
 /// Text from bytes: invalid UTF-8 is replaced rather than skipped, so every input reaches the parser.
 fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {
@@ -43,28 +33,12 @@ fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {
 // cidr
 
 /// Ranges no accepted network may touch, written independently of the table in `domain::cidr`.
-const NEVER_A_SOURCE: [&str; 10] = [
-    "0.0.0.0/8",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "::/128",
-    "::1/128",
-    "fe80::/10",
-    "ff00::/8",
-    "::ffff:0:0/96",
-];
+const NEVER_A_SOURCE: [&str; 10] =
+    ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/128", "::1/128", "fe80::/10", "ff00::/8", "::ffff:0:0/96"];
 
 /// Whether a result is past the syntax checks: accepted, or refused only for which addresses it covers.
 fn is_well_formed(result: &Result<IpNet, CidrError>) -> bool {
-    matches!(
-        result,
-        Ok(_)
-            | Err(CidrError::AllAddresses { .. }
-                | CidrError::ForbiddenRange { .. }
-                | CidrError::BroaderThanFloor { .. })
-    )
+    matches!(result, Ok(_) | Err(CidrError::AllAddresses { .. } | CidrError::ForbiddenRange { .. } | CidrError::BroaderThanFloor { .. }))
 }
 
 fn variant(e: &CidrError) -> std::mem::Discriminant<CidrError> {
@@ -88,23 +62,13 @@ pub fn cidr(data: &[u8]) {
         match &result {
             Ok(net) => {
                 assert_eq!(net.to_string(), line, "accepted text is not canonical");
-                assert_eq!(
-                    parse_cidr(&net.to_string()).as_ref(),
-                    Ok(net),
-                    "canonical text does not re-parse"
-                );
+                assert_eq!(parse_cidr(&net.to_string()).as_ref(), Ok(net), "canonical text does not re-parse");
                 assert_eq!(net.trunc(), *net, "accepted network has host bits");
                 let floor = CidrPolicy::ABSOLUTE_FLOOR;
-                assert!(
-                    check_policy(net, &floor).is_ok(),
-                    "{net} is broader than the absolute floor"
-                );
+                assert!(check_policy(net, &floor).is_ok(), "{net} is broader than the absolute floor");
                 for range in NEVER_A_SOURCE {
                     let range: IpNet = range.parse().unwrap_or_else(|e| panic!("{range}: {e}"));
-                    assert!(
-                        !range.contains(net) && !net.contains(&range),
-                        "{net} overlaps {range}"
-                    );
+                    assert!(!range.contains(net) && !net.contains(&range), "{net} overlaps {range}");
                 }
                 let _ = check_policy(net, &CidrPolicy::default());
                 nets.push(*net);
@@ -113,34 +77,21 @@ pub fn cidr(data: &[u8]) {
                 assert!(!e.to_string().is_empty(), "empty message for {line:?}");
                 let well_formed = |suggestion: &str| {
                     let again = parse_cidr(suggestion);
-                    assert!(
-                        is_well_formed(&again),
-                        "{line:?}: suggestion {suggestion:?} is refused: {again:?}"
-                    );
+                    assert!(is_well_formed(&again), "{line:?}: suggestion {suggestion:?} is refused: {again:?}");
                 };
                 match e {
-                    CidrError::HostBitsSet {
-                        canonical, address, ..
-                    } => {
+                    CidrError::HostBitsSet { canonical, address, .. } => {
                         well_formed(canonical);
                         let single = if address.contains(':') { 128 } else { 32 };
                         well_formed(&format!("{address}/{single}"));
                     }
                     CidrError::NonCanonicalIpv6 { canonical, .. } => well_formed(canonical),
                     CidrError::MissingPrefixLength { suggestion, .. } => well_formed(suggestion),
-                    CidrError::Ipv4Mapped {
-                        suggestion: Some(suggestion),
-                        ..
-                    } => well_formed(suggestion),
-                    CidrError::LeadingZeroOctet { suggestion, .. }
-                    | CidrError::LeadingZeroPrefixLength { suggestion, .. } => {
+                    CidrError::Ipv4Mapped { suggestion: Some(suggestion), .. } => well_formed(suggestion),
+                    CidrError::LeadingZeroOctet { suggestion, .. } | CidrError::LeadingZeroPrefixLength { suggestion, .. } => {
                         let again = parse_cidr(suggestion);
                         if let Err(again) = &again {
-                            assert_ne!(
-                                variant(again),
-                                variant(e),
-                                "{line:?}: suggestion {suggestion:?} is refused alike"
-                            );
+                            assert_ne!(variant(again), variant(e), "{line:?}: suggestion {suggestion:?} is refused alike");
                         }
                     }
                     _ => {}
@@ -148,11 +99,7 @@ pub fn cidr(data: &[u8]) {
             }
         }
     }
-    assert_eq!(
-        overlaps_within(&nets),
-        naive_overlaps(&nets),
-        "overlaps of {nets:?}"
-    );
+    assert_eq!(overlaps_within(&nets), naive_overlaps(&nets), "overlaps of {nets:?}");
 }
 
 fn naive_overlaps(nets: &[IpNet]) -> Vec<(usize, usize, Overlap)> {
@@ -182,11 +129,7 @@ fn reference_lg_code(code: &str) -> bool {
     if code.len() != 6 || !code.is_ascii() || digits.len() != 6 {
         return false;
     }
-    let sum: u32 = digits[..5]
-        .iter()
-        .zip((2..=6).rev())
-        .map(|(d, w)| d * w)
-        .sum();
+    let sum: u32 = digits[..5].iter().zip((2..=6).rev()).map(|(d, w)| d * w).sum();
     let c = (1..=11).find(|c| (sum + c).is_multiple_of(11)).unwrap_or(0);
     c % 10 == digits[5]
 }
@@ -198,11 +141,7 @@ fn reference_corporate_number(number: &str) -> bool {
     if number.len() != 13 || !number.is_ascii() || digits.len() != 13 {
         return false;
     }
-    let sum: u32 = digits[1..]
-        .iter()
-        .enumerate()
-        .map(|(j, d)| if j % 2 == 0 { 2 * d } else { *d })
-        .sum();
+    let sum: u32 = digits[1..].iter().enumerate().map(|(j, d)| if j % 2 == 0 { 2 * d } else { *d }).sum();
     (1..=9).any(|c| (sum + c).is_multiple_of(9) && c == digits[0])
 }
 
@@ -227,25 +166,16 @@ pub fn identifiers(data: &[u8]) {
         *slot = *b;
     }
     assert!(lg_code::check_digit(five) <= 9, "{five:?}");
-    assert!(
-        (1..=9).contains(&corporate_number::check_digit(twelve)),
-        "{twelve:?}"
-    );
+    assert!((1..=9).contains(&corporate_number::check_digit(twelve)), "{twelve:?}");
 }
 
 fn ascii_digits(s: &str) -> Option<Vec<u8>> {
-    s.bytes()
-        .map(|b| b.is_ascii_digit().then(|| b - b'0'))
-        .collect()
+    s.bytes().map(|b| b.is_ascii_digit().then(|| b - b'0')).collect()
 }
 
 fn check_lg_code(code: &str) {
     let result = validate_lg_code(code);
-    assert_eq!(
-        result.is_ok(),
-        reference_lg_code(code),
-        "{code:?}: {result:?} disagrees with the reference"
-    );
+    assert_eq!(result.is_ok(), reference_lg_code(code), "{code:?}: {result:?} disagrees with the reference");
     let chars = code.chars().count();
     match (result, ascii_digits(code)) {
         (Err(LgCodeError::WrongLength { found }), _) => {
@@ -256,24 +186,12 @@ fn check_lg_code(code: &str) {
             panic!("{code:?}: {chars} characters not refused for length")
         }
         (Err(LgCodeError::NotDigits), digits) => assert!(digits.is_none(), "{code:?}"),
-        (Ok(()), Some(d)) => assert_eq!(
-            lg_code::check_digit([d[0], d[1], d[2], d[3], d[4]]),
-            d[5],
-            "{code:?}"
-        ),
+        (Ok(()), Some(d)) => assert_eq!(lg_code::check_digit([d[0], d[1], d[2], d[3], d[4]]), d[5], "{code:?}"),
         (Err(LgCodeError::WrongCheckDigit { expected, found }), Some(d)) => {
-            assert_eq!(
-                expected,
-                lg_code::check_digit([d[0], d[1], d[2], d[3], d[4]]),
-                "{code:?}"
-            );
+            assert_eq!(expected, lg_code::check_digit([d[0], d[1], d[2], d[3], d[4]]), "{code:?}");
             assert_eq!(found, d[5], "{code:?}");
             assert_ne!(expected, found, "{code:?}");
-            assert!(
-                !LgCodeError::WrongCheckDigit { expected, found }
-                    .to_string()
-                    .is_empty()
-            );
+            assert!(!LgCodeError::WrongCheckDigit { expected, found }.to_string().is_empty());
         }
         (result, digits) => panic!("{code:?}: {result:?} with digits {digits:?}"),
     }
@@ -281,11 +199,7 @@ fn check_lg_code(code: &str) {
 
 fn check_corporate_number(number: &str) {
     let result = validate_corporate_number(number);
-    assert_eq!(
-        result.is_ok(),
-        reference_corporate_number(number),
-        "{number:?}: {result:?} disagrees with the reference"
-    );
+    assert_eq!(result.is_ok(), reference_corporate_number(number), "{number:?}: {result:?} disagrees with the reference");
     let chars = number.chars().count();
     let base = |d: &[u8]| -> [u8; 12] {
         let mut base = [0u8; 12];
@@ -305,11 +219,7 @@ fn check_corporate_number(number: &str) {
             assert_eq!(corporate_number::check_digit(base(&d)), d[0], "{number:?}")
         }
         (Err(CorporateNumberError::WrongCheckDigit { expected, found }), Some(d)) => {
-            assert_eq!(
-                expected,
-                corporate_number::check_digit(base(&d)),
-                "{number:?}"
-            );
+            assert_eq!(expected, corporate_number::check_digit(base(&d)), "{number:?}");
             assert_eq!(found, d[0], "{number:?}");
             assert_ne!(expected, found, "{number:?}");
         }
@@ -334,34 +244,16 @@ pub fn forms(data: &[u8]) {
     let mut read = ReadResult::default();
     read_text(Path::new("fuzz.yaml"), &text, &mut read);
     let documents = read.documents.len();
-    let report = validate_read(
-        read,
-        jiff::Timestamp::from_second(1_780_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-    );
+    let report = validate_read(read, jiff::Timestamp::from_second(1_780_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH));
     assert_eq!(report.objects, documents);
     for finding in &report.problems {
-        assert!(
-            !finding.message.is_empty(),
-            "finding without a message: {finding:?}"
-        );
+        assert!(!finding.message.is_empty(), "finding without a message: {finding:?}");
         if finding.field.is_empty() {
-            assert!(
-                WHOLE_DOCUMENT
-                    .iter()
-                    .any(|m| finding.message.starts_with(m)),
-                "finding names no field: {finding:?}"
-            );
+            assert!(WHOLE_DOCUMENT.iter().any(|m| finding.message.starts_with(m)), "finding names no field: {finding:?}");
         }
     }
-    let errors = report
-        .problems
-        .iter()
-        .filter(|p| p.severity == Severity::Error)
-        .count();
-    assert_eq!(
-        (report.errors, report.warnings),
-        (errors, report.problems.len() - errors)
-    );
+    let errors = report.problems.iter().filter(|p| p.severity == Severity::Error).count();
+    assert_eq!((report.errors, report.warnings), (errors, report.problems.len() - errors));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -389,21 +281,10 @@ pub fn yaml(data: &[u8]) {
             break;
         }
     }
-    let separators = text
-        .lines()
-        .filter(|l| l.trim() == "---" || l.trim().starts_with("--- "))
-        .count();
+    let separators = text.lines().filter(|l| l.trim() == "---" || l.trim().starts_with("--- ")).count();
     for document in &read.documents {
-        assert!(
-            (1..=parsed).contains(&document.origin.document),
-            "{:?} of {parsed}",
-            document.origin
-        );
-        assert!(
-            syntax_error_at.is_none_or(|at| document.origin.document < at),
-            "{:?} after {syntax_error_at:?}",
-            document.origin
-        );
+        assert!((1..=parsed).contains(&document.origin.document), "{:?} of {parsed}", document.origin);
+        assert!(syntax_error_at.is_none_or(|at| document.origin.document < at), "{:?} after {syntax_error_at:?}", document.origin);
     }
     let mut syntax_errors = 0;
     for problem in &read.problems {
@@ -412,29 +293,14 @@ pub fn yaml(data: &[u8]) {
         // A syntax error quotes the input, which may contain any words: tell the kinds apart by how they start.
         if message.starts_with("not valid YAML") {
             syntax_errors += 1;
-            assert_eq!(
-                Some(problem.origin.document),
-                syntax_error_at,
-                "{problem:?}"
-            );
+            assert_eq!(Some(problem.origin.document), syntax_error_at, "{problem:?}");
         } else if message.starts_with("line ") && message.contains("YAML 1.1 readers") {
-            assert!(
-                (1..=separators + 1).contains(&problem.origin.document),
-                "{problem:?}"
-            );
+            assert!((1..=separators + 1).contains(&problem.origin.document), "{problem:?}");
             continue;
         }
-        assert!(
-            (1..=parsed).contains(&problem.origin.document),
-            "{problem:?} of {parsed}"
-        );
+        assert!((1..=parsed).contains(&problem.origin.document), "{problem:?} of {parsed}");
     }
-    assert_eq!(
-        syntax_errors,
-        usize::from(syntax_error_at.is_some()),
-        "{:?}",
-        read.problems
-    );
+    assert_eq!(syntax_errors, usize::from(syntax_error_at.is_some()), "{:?}", read.problems);
 
     for document in &read.documents {
         let again = match &document.form {
@@ -444,8 +310,7 @@ pub fn yaml(data: &[u8]) {
             Form::Environment(o) => serde_yaml::to_value(o),
             Form::Record(o) => serde_yaml::to_value(o),
         };
-        let again =
-            again.unwrap_or_else(|e| panic!("{:?} cannot be written: {e}", document.origin));
+        let again = again.unwrap_or_else(|e| panic!("{:?} cannot be written: {e}", document.origin));
         let again = match read_value(again) {
             Ok(Some(form)) => form,
             other => panic!("{:?} does not read back: {other:?}", document.origin),
@@ -462,10 +327,6 @@ pub fn yaml(data: &[u8]) {
             .ok()
         };
         let same = again.kind() == document.form.kind() && json(&again) == json(&document.form);
-        assert!(
-            same,
-            "{:?} reads back differently: {:?} then {again:?}",
-            document.origin, document.form
-        );
+        assert!(same, "{:?} reads back differently: {:?} then {again:?}", document.origin, document.form);
     }
 }

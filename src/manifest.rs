@@ -4,9 +4,7 @@
 //! while recording the path of any field the type does not know (`serde_ignored`) and the path of any type error
 //! (`serde_path_to_error`), so a person is told which field of which document of which file is wrong.
 
-use crate::api::{
-    AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, SignatureVerifier,
-};
+use crate::api::{AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, SignatureVerifier};
 use crate::domain::problem::Problem;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -96,10 +94,7 @@ pub fn read_paths(paths: &[PathBuf]) -> ReadResult {
     for path in paths {
         if let Err(e) = collect_files(path, &mut files) {
             result.problems.push(ReadProblem {
-                origin: Origin {
-                    file: path.clone(),
-                    document: 0,
-                },
+                origin: Origin { file: path.clone(), document: 0 },
                 object: None,
                 problem: Problem::error("", format!("cannot read: {e}")),
             });
@@ -125,15 +120,10 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         out.push(path.to_path_buf());
         return Ok(());
     }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
     entries.sort();
     for entry in entries {
-        let name = entry
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.starts_with('.') {
             continue; // .git and editor files
         }
@@ -151,28 +141,14 @@ pub fn read_text(file: &Path, text: &str, result: &mut ReadResult) {
     // A byte order mark may open a YAML stream (YAML 1.2 §5.2); editors on Windows write one.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (document, problem) in crate::yaml_styles::ambiguous_scalars(text) {
-        result.problems.push(ReadProblem {
-            origin: Origin {
-                file: file.to_path_buf(),
-                document,
-            },
-            object: None,
-            problem,
-        });
+        result.problems.push(ReadProblem { origin: Origin { file: file.to_path_buf(), document }, object: None, problem });
     }
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let origin = Origin {
-            file: file.to_path_buf(),
-            document: i + 1,
-        };
+        let origin = Origin { file: file.to_path_buf(), document: i + 1 };
         let value = match serde_yaml::Value::deserialize(doc) {
             Ok(value) => value,
             Err(e) => {
-                result.problems.push(ReadProblem {
-                    origin,
-                    object: None,
-                    problem: Problem::error("", format!("not valid YAML: {e}")),
-                });
+                result.problems.push(ReadProblem { origin, object: None, problem: Problem::error("", format!("not valid YAML: {e}")) });
                 return; // the parser cannot find the next document after a syntax error
             }
         };
@@ -186,18 +162,13 @@ pub fn read_text(file: &Path, text: &str, result: &mut ReadResult) {
 /// `kubectl get -o yaml` of several objects writes one `v1 List`: its items are read as documents, Lists inside
 /// Lists too (a form is never skipped for where it stands).
 fn read_items(origin: &Origin, value: serde_yaml::Value, result: &mut ReadResult, depth: usize) {
-    let is_list = value.get("apiVersion").and_then(|v| v.as_str()) == Some("v1")
-        && value.get("kind").and_then(|v| v.as_str()) == Some("List");
+    let is_list = value.get("apiVersion").and_then(|v| v.as_str()) == Some("v1") && value.get("kind").and_then(|v| v.as_str()) == Some("List");
     if !is_list {
         read_one(origin, value, result);
         return;
     }
     if depth >= 8 {
-        result.problems.push(ReadProblem {
-            origin: origin.clone(),
-            object: None,
-            problem: Problem::error("items", "Lists nested more than 8 deep"),
-        });
+        result.problems.push(ReadProblem { origin: origin.clone(), object: None, problem: Problem::error("items", "Lists nested more than 8 deep") });
         return;
     }
     match value.get("items") {
@@ -207,11 +178,9 @@ fn read_items(origin: &Origin, value: serde_yaml::Value, result: &mut ReadResult
             }
         }
         None | Some(serde_yaml::Value::Null) => {}
-        Some(_) => result.problems.push(ReadProblem {
-            origin: origin.clone(),
-            object: None,
-            problem: Problem::error("items", "a List's items must be a list"),
-        }),
+        Some(_) => {
+            result.problems.push(ReadProblem { origin: origin.clone(), object: None, problem: Problem::error("items", "a List's items must be a list") })
+        }
     }
 }
 
@@ -221,49 +190,28 @@ fn read_one(origin: &Origin, value: serde_yaml::Value, result: &mut ReadResult) 
         Ok(json) => json
             .get("kind")
             .and_then(serde_json::Value::as_str)
-            .filter(|_| {
-                json.get("apiVersion")
-                    .and_then(serde_json::Value::as_str)
-                    .is_some_and(|v| v.starts_with("access.jpki.dev/"))
-            })
+            .filter(|_| json.get("apiVersion").and_then(serde_json::Value::as_str).is_some_and(|v| v.starts_with("access.jpki.dev/")))
             .map(|kind| crate::schema_check::check(kind, &json))
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     let refused = checked.iter().any(Problem::is_error);
     if !checked.is_empty() {
-        let object = value.get("kind").and_then(|k| k.as_str()).map(|k| {
-            format!(
-                "{k}/{}",
-                value
-                    .get("metadata")
-                    .and_then(|m| m.get("name"))
-                    .and_then(|n| n.as_str())
-                    .unwrap_or("<unnamed>")
-            )
-        });
+        let object = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .map(|k| format!("{k}/{}", value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("<unnamed>")));
         for problem in checked {
-            result.problems.push(ReadProblem {
-                origin: origin.clone(),
-                object: object.clone(),
-                problem,
-            });
+            result.problems.push(ReadProblem { origin: origin.clone(), object: object.clone(), problem });
         }
     }
     match read_value(value) {
         Ok(Some(_)) if refused => {}
-        Ok(Some(form)) => result.documents.push(Document {
-            origin: origin.clone(),
-            form,
-        }),
+        Ok(Some(form)) => result.documents.push(Document { origin: origin.clone(), form }),
         Ok(None) => result.other_documents += 1,
         Err((object, problems)) => {
             for problem in problems {
-                result.problems.push(ReadProblem {
-                    origin: origin.clone(),
-                    object: object.clone(),
-                    problem,
-                });
+                result.problems.push(ReadProblem { origin: origin.clone(), object: object.clone(), problem });
             }
         }
     }
@@ -275,34 +223,15 @@ type ReadError = (Option<String>, Vec<Problem>);
 pub fn read_value(value: serde_yaml::Value) -> Result<Option<Form>, ReadError> {
     let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
     let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
-        return Err((
-            None,
-            vec![Problem::error(
-                "",
-                "not a Kubernetes object: apiVersion and kind are required",
-            )],
-        ));
+        return Err((None, vec![Problem::error("", "not a Kubernetes object: apiVersion and kind are required")]));
     };
-    let name = value
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str())
-        .unwrap_or("<unnamed>");
+    let name = value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("<unnamed>");
     let object = Some(format!("{kind}/{name}"));
     let Some(version) = api_version.strip_prefix("access.jpki.dev/") else {
         return Ok(None);
     };
     if version != crate::api::common::VERSION {
-        return Err((
-            object,
-            vec![Problem::error(
-                "apiVersion",
-                format!(
-                    "access.jpki.dev serves version {}, not {version:?}",
-                    crate::api::common::VERSION
-                ),
-            )],
-        ));
+        return Err((object, vec![Problem::error("apiVersion", format!("access.jpki.dev serves version {}, not {version:?}", crate::api::common::VERSION))]));
     }
     let form = match kind.as_str() {
         "SignatureVerifier" => typed(value).map(Form::Verifier),
@@ -312,9 +241,7 @@ pub fn read_value(value: serde_yaml::Value) -> Result<Option<Form>, ReadError> {
         "AccessRecord" => typed(value).map(Form::Record),
         other => Err(vec![Problem::error(
             "kind",
-            format!(
-                "access.jpki.dev has no kind {other:?}: SignatureVerifier, AccessRegistration, AccessApproval, AccessEnvironment or AccessRecord"
-            ),
+            format!("access.jpki.dev has no kind {other:?}: SignatureVerifier, AccessRegistration, AccessApproval, AccessEnvironment or AccessRecord"),
         )]),
     };
     form.map(Some).map_err(|problems| (object, problems))
@@ -338,17 +265,11 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Vec<Problem
         Err(e) => {
             let path = e.path().to_string();
             let message = e.into_inner().to_string();
-            let hint = if message.contains("expected a string") && message.contains("integer") {
-                " (quote it: YAML reads 011002 as the number 11002)"
-            } else {
-                ""
-            };
+            let hint =
+                if message.contains("expected a string") && message.contains("integer") { " (quote it: YAML reads 011002 as the number 11002)" } else { "" };
             let path = if path == "." { String::new() } else { path };
             // A missing field is named itself, not by its parent (which is nothing at the top of the object).
-            let field = match message
-                .strip_prefix("missing field `")
-                .and_then(|m| m.strip_suffix('`'))
-            {
+            let field = match message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
                 Some(missing) if path.is_empty() => missing.to_string(),
                 Some(missing) => format!("{path}.{missing}"),
                 None => path,
@@ -367,15 +288,9 @@ fn json_path(path: &serde_ignored::Path<'_>) -> String {
         Path::Seq { parent, index } => format!("{}[{index}]", json_path(parent)),
         Path::Map { parent, key } => {
             let parent = json_path(parent);
-            if parent.is_empty() {
-                key.clone()
-            } else {
-                format!("{parent}.{key}")
-            }
+            if parent.is_empty() { key.clone() } else { format!("{parent}.{key}") }
         }
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => json_path(parent),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => json_path(parent),
     }
 }
 
@@ -403,9 +318,7 @@ spec:
 
     #[test]
     fn reads_forms_and_counts_other_documents() {
-        let text = format!(
-            "---\n{REGISTRATION}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ns}}\n---\n"
-        );
+        let text = format!("---\n{REGISTRATION}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ns}}\n---\n");
         let r = read(&text);
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(r.documents.len(), 1);
@@ -418,14 +331,8 @@ spec:
         let r = read(&format!("\u{feff}{REGISTRATION}"));
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(r.documents.len(), 1);
-        let items: String = REGISTRATION
-            .lines()
-            .map(|l| format!("      {l}\n"))
-            .collect();
-        let text = format!(
-            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: List\n  items:\n    -{}",
-            &items[5..]
-        );
+        let items: String = REGISTRATION.lines().map(|l| format!("      {l}\n")).collect();
+        let text = format!("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: List\n  items:\n    -{}", &items[5..]);
         let r = read(&text);
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(r.documents.len(), 1, "a form in a List in a List");
@@ -433,34 +340,17 @@ spec:
 
     #[test]
     fn duplicate_keys_are_refused() {
-        let r = read(&REGISTRATION.replace(
-            "  environment: Test\n",
-            "  environment: Test\n  environment: Production\n",
-        ));
+        let r = read(&REGISTRATION.replace("  environment: Test\n", "  environment: Test\n  environment: Production\n"));
         assert_eq!(r.problems.len(), 1);
-        assert!(
-            r.problems[0].problem.message.contains("duplicate"),
-            "{:?}",
-            r.problems
-        );
+        assert!(r.problems[0].problem.message.contains("duplicate"), "{:?}", r.problems);
     }
 
     #[test]
     fn unknown_fields_are_named_with_their_path() {
-        let r = read(&REGISTRATION.replace(
-            "  environment: Test\n",
-            "  environment: Test\n  sourceCidr: [x]\n",
-        ));
-        let fields: Vec<_> = r
-            .problems
-            .iter()
-            .map(|p| p.problem.field.as_str())
-            .collect();
+        let r = read(&REGISTRATION.replace("  environment: Test\n", "  environment: Test\n  sourceCidr: [x]\n"));
+        let fields: Vec<_> = r.problems.iter().map(|p| p.problem.field.as_str()).collect();
         assert_eq!(fields, ["spec.sourceCidr"]);
-        let r = read(&REGISTRATION.replace(
-            "metadata: {name: r, namespace: ns}",
-            "metadata: {name: r, namespace: ns, lables: {}}",
-        ));
+        let r = read(&REGISTRATION.replace("metadata: {name: r, namespace: ns}", "metadata: {name: r, namespace: ns, lables: {}}"));
         assert_eq!(r.problems[0].problem.field, "metadata.lables");
     }
 
@@ -471,40 +361,20 @@ spec:
         let r = read(&REGISTRATION.replace("\"2026-04-01\"", "20260401"));
         assert_eq!(r.problems[0].problem.field, "spec.accessStartDate");
         assert!(r.problems[0].problem.message.contains("quote it"));
-        assert_eq!(
-            r.problems[0].object.as_deref(),
-            Some("AccessRegistration/r")
-        );
+        assert_eq!(r.problems[0].object.as_deref(), Some("AccessRegistration/r"));
     }
 
     /// Found by the `forms` fuzz target: a form without `spec` gave a problem naming no field.
     #[test]
     fn missing_fields_are_named_with_their_path() {
-        let r = read(
-            "apiVersion: access.jpki.dev/v1alpha1\nkind: AccessApproval\nmetadata: {name: a, namespace: ns}\n",
-        );
-        let fields: Vec<_> = r
-            .problems
-            .iter()
-            .map(|p| p.problem.field.as_str())
-            .collect();
+        let r = read("apiVersion: access.jpki.dev/v1alpha1\nkind: AccessApproval\nmetadata: {name: a, namespace: ns}\n");
+        let fields: Vec<_> = r.problems.iter().map(|p| p.problem.field.as_str()).collect();
         assert_eq!(fields, ["spec"], "{:?}", r.problems);
         let r = read("apiVersion: access.jpki.dev/v1alpha1\nkind: AccessApproval\n");
         assert_eq!(r.problems[0].problem.field, "metadata", "{:?}", r.problems);
         let r = read(&REGISTRATION.replace("  verifierRef: v\n", ""));
-        assert_eq!(
-            r.problems[0].problem.field, "spec.verifierRef",
-            "{:?}",
-            r.problems
-        );
-        assert!(
-            r.problems[0]
-                .problem
-                .message
-                .contains("missing field `verifierRef`"),
-            "{:?}",
-            r.problems
-        );
+        assert_eq!(r.problems[0].problem.field, "spec.verifierRef", "{:?}", r.problems);
+        assert!(r.problems[0].problem.message.contains("missing field `verifierRef`"), "{:?}", r.problems);
     }
 
     #[test]
@@ -528,10 +398,6 @@ spec:
     fn syntax_errors_give_the_location() {
         let r = read("apiVersion: v1\nkind: [unclosed\n");
         assert_eq!(r.problems.len(), 1);
-        assert!(
-            r.problems[0].problem.message.contains("line"),
-            "{:?}",
-            r.problems[0]
-        );
+        assert!(r.problems[0].problem.message.contains("line"), "{:?}", r.problems[0]);
     }
 }

@@ -17,33 +17,13 @@ const DIGIT_STRING_FIELDS: [&str; 3] = ["lgCode", "corporateNumber", "phone"];
 /// allowed), or 0x / 0o forms. `011-000-0000` stays a string there (a dash inside is no number).
 pub fn reads_as_yaml11_number(value: &str) -> bool {
     let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
-    let hex = digits
-        .strip_prefix("0x")
-        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit() || c == '_'));
-    hex || (digits.starts_with(|c: char| c.is_ascii_digit())
-        && digits.chars().all(|c| c.is_ascii_digit() || c == '_'))
+    let hex = digits.strip_prefix("0x").is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit() || c == '_'));
+    hex || (digits.starts_with(|c: char| c.is_ascii_digit()) && digits.chars().all(|c| c.is_ascii_digit() || c == '_'))
 }
 
 /// YAML 1.1's booleans (the 1.2 core schema knows only true and false).
 fn reads_as_yaml11_bool(value: &str) -> bool {
-    matches!(
-        value,
-        "y" | "Y"
-            | "yes"
-            | "Yes"
-            | "YES"
-            | "n"
-            | "N"
-            | "no"
-            | "No"
-            | "NO"
-            | "on"
-            | "On"
-            | "ON"
-            | "off"
-            | "Off"
-            | "OFF"
-    )
+    matches!(value, "y" | "Y" | "yes" | "Yes" | "YES" | "n" | "N" | "no" | "No" | "NO" | "on" | "On" | "ON" | "off" | "Off" | "OFF")
 }
 
 /// YAML 1.1's timestamps start with a date: `2026-04-01`, `2026-4-1`, `2026-04-01T00:00:00Z`, ...
@@ -53,11 +33,7 @@ fn reads_as_yaml11_timestamp(value: &str) -> bool {
         return false;
     };
     let d: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    y.len() == 4
-        && y.chars().all(|c| c.is_ascii_digit())
-        && (1..=2).contains(&m.len())
-        && m.chars().all(|c| c.is_ascii_digit())
-        && (1..=2).contains(&d.len())
+    y.len() == 4 && y.chars().all(|c| c.is_ascii_digit()) && (1..=2).contains(&m.len()) && m.chars().all(|c| c.is_ascii_digit()) && (1..=2).contains(&d.len())
 }
 
 /// One step of the path to the current node.
@@ -98,10 +74,7 @@ pub fn ambiguous_scalars(text: &str) -> Vec<(usize, Problem)> {
                 document += 1;
                 stack.clear();
             }
-            Event::MappingStart(..)
-            | Event::SequenceStart(..)
-            | Event::Scalar(..)
-            | Event::Alias(..) => {
+            Event::MappingStart(..) | Event::SequenceStart(..) | Event::Scalar(..) | Event::Alias(..) => {
                 if let Some(Step::Seq(i)) = stack.last_mut() {
                     *i += 1;
                 }
@@ -137,9 +110,7 @@ pub fn ambiguous_scalars(text: &str) -> Vec<(usize, Problem)> {
                 });
                 if style == ScalarStyle::Plain && tag.is_none() {
                     let line = span.start.line();
-                    let what = if last.is_some_and(|k| DIGIT_STRING_FIELDS.contains(&k))
-                        && reads_as_yaml11_number(&value)
-                    {
+                    let what = if last.is_some_and(|k| DIGIT_STRING_FIELDS.contains(&k)) && reads_as_yaml11_number(&value) {
                         Some("a number (011002 even as octal)")
                     } else if reads_as_yaml11_timestamp(&value) {
                         Some("a timestamp")
@@ -149,9 +120,13 @@ pub fn ambiguous_scalars(text: &str) -> Vec<(usize, Problem)> {
                         None
                     };
                     if let Some(what) = what {
-                        out.push((document, Problem::error(field, format!(
-                            "line {line}: unquoted {value}: YAML 1.1 readers such as kubectl take it for {what} (quote it: \"{value}\")"
-                        ))));
+                        out.push((
+                            document,
+                            Problem::error(
+                                field,
+                                format!("line {line}: unquoted {value}: YAML 1.1 readers such as kubectl take it for {what} (quote it: \"{value}\")"),
+                            ),
+                        ));
                     }
                 }
                 if let Some(Step::Map(key)) = stack.last_mut() {
@@ -175,37 +150,17 @@ mod tests {
     use super::*;
 
     fn fields(text: &str) -> Vec<String> {
-        ambiguous_scalars(text)
-            .into_iter()
-            .map(|(_, p)| p.field)
-            .collect()
+        ambiguous_scalars(text).into_iter().map(|(_, p)| p.field).collect()
     }
 
     #[test]
     fn digit_strings_dates_and_booleans_are_found_in_any_style() {
         assert_eq!(fields("spec:\n  lgCode: 011002\n"), ["spec.lgCode"]);
-        assert_eq!(
-            fields("spec: {displayName: x, lgCode: 011002}\n"),
-            ["spec.lgCode"],
-            "flow style"
-        );
-        assert_eq!(
-            fields("spec:\n  lgCode: 011002  # 札幌市\n"),
-            ["spec.lgCode"],
-            "before a comment"
-        );
-        assert_eq!(
-            fields("spec:\n  contacts:\n  - {phone: \"0110\"}\n  - phone: 0112345678\n"),
-            ["spec.contacts[1].phone"]
-        );
-        assert_eq!(
-            fields("spec:\n  accessStartDate: 2026-04-01\n"),
-            ["spec.accessStartDate"]
-        );
-        assert_eq!(
-            fields("spec:\n  officialSealAffixed: yes\n"),
-            ["spec.officialSealAffixed"]
-        );
+        assert_eq!(fields("spec: {displayName: x, lgCode: 011002}\n"), ["spec.lgCode"], "flow style");
+        assert_eq!(fields("spec:\n  lgCode: 011002  # 札幌市\n"), ["spec.lgCode"], "before a comment");
+        assert_eq!(fields("spec:\n  contacts:\n  - {phone: \"0110\"}\n  - phone: 0112345678\n"), ["spec.contacts[1].phone"]);
+        assert_eq!(fields("spec:\n  accessStartDate: 2026-04-01\n"), ["spec.accessStartDate"]);
+        assert_eq!(fields("spec:\n  officialSealAffixed: yes\n"), ["spec.officialSealAffixed"]);
         assert_eq!(fields("spec:\n  <<: {a: 1}\n"), ["spec.<<"]);
         // Quoted, or strings in YAML 1.1 too: nothing to say.
         assert!(fields("spec:\n  lgCode: \"011002\"\n  accessStartDate: '2026-04-01'\n  phone: 011-000-0000\n  seal: true\n  name: 011002\n").is_empty());

@@ -71,12 +71,7 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "admission").await;
-    kubectl_ok(&[
-        "label",
-        "namespace",
-        &ns.name,
-        &format!("jpki-admission-test={}", ns.name),
-    ]);
+    kubectl_ok(&["label", "namespace", &ns.name, &format!("jpki-admission-test={}", ns.name)]);
     let templates = repo_root().join("charts/jpki-access/templates");
     let mut cleanup = Cleanup(Vec::new());
 
@@ -84,12 +79,7 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
     let mut policies = Vec::new();
     for file in ["admission-policy.yaml", "separation-of-duties.yaml"] {
         // The policies are plain YAML inside one `{{- if }}` of the chart: drop the template lines.
-        let text: String = std::fs::read_to_string(templates.join(file))
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with("{{"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let text: String = std::fs::read_to_string(templates.join(file)).unwrap().lines().filter(|l| !l.starts_with("{{")).map(|l| format!("{l}\n")).collect();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
             if v["kind"] == "ValidatingAdmissionPolicy" {
@@ -104,23 +94,17 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
         let name = policy["metadata"]["name"].as_str().unwrap().to_string();
         let out = create_as("admin", policy);
         assert!(out.status.success(), "{}", stderr(&out));
-        cleanup
-            .0
-            .push(("validatingadmissionpolicy".into(), name.clone()));
+        cleanup.0.push(("validatingadmissionpolicy".into(), name.clone()));
         let mut binding = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
             "metadata": {"name": format!("{name}-{}", ns.name)},
             "spec": {"policyName": name, "validationActions": ["Deny"],
                      "matchResources": {"namespaceSelector": {"matchLabels": {"jpki-admission-test": ns.name}}}}});
         if policy["spec"].get("paramKind").is_some() {
-            binding["spec"]["paramRef"] =
-                json!({"selector": {}, "parameterNotFoundAction": "Allow"});
+            binding["spec"]["paramRef"] = json!({"selector": {}, "parameterNotFoundAction": "Allow"});
         }
         let out = create_as("admin", &binding);
         assert!(out.status.success(), "{}", stderr(&out));
-        cleanup.0.push((
-            "validatingadmissionpolicybinding".into(),
-            format!("{name}-{}", ns.name),
-        ));
+        cleanup.0.push(("validatingadmissionpolicybinding".into(), format!("{name}-{}", ns.name)));
     }
     // Two people who may write forms and approvals here (RBAC is not what this test is about).
     let role = format!("jpki-admission-{}", ns.name);
@@ -131,16 +115,7 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
         "--verb=get,list,create,update,patch",
         "--resource=accessapprovals.access.jpki.dev,accessregistrations.access.jpki.dev",
     ]);
-    kubectl_ok(&[
-        "create",
-        "rolebinding",
-        "people",
-        "-n",
-        &ns.name,
-        &format!("--clusterrole={role}"),
-        "--user=alice",
-        "--user=bob",
-    ]);
+    kubectl_ok(&["create", "rolebinding", "people", "-n", &ns.name, &format!("--clusterrole={role}"), "--user=alice", "--user=bob"]);
     cleanup.0.push(("clusterrole".into(), role));
 
     let registration = |annotate: bool| {
@@ -153,61 +128,31 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
         r
     };
     // The policies take effect a moment after they are created.
-    eventually(
-        Duration::from_secs(20),
-        "the author policy in force",
-        || async {
-            stderr(&create_as_with("bob", &registration(false), true))
-                .contains("access.jpki.dev/last-changed-by")
-        },
-    )
+    eventually(Duration::from_secs(20), "the author policy in force", || async {
+        stderr(&create_as_with("bob", &registration(false), true)).contains("access.jpki.dev/last-changed-by")
+    })
     .await;
     let out = create_as("bob", &registration(true));
-    assert!(
-        out.status.success(),
-        "bob records himself as the author: {}",
-        stderr(&out)
-    );
+    assert!(out.status.success(), "bob records himself as the author: {}", stderr(&out));
     let reg: AccessRegistration = serde_json::from_value(registration(true)).unwrap();
     let approval = |by: &str| {
-        let mut a = serde_json::to_value(
-            approval_for(&reg, Decision::Approved, by, jiff::Timestamp::now(), None).unwrap(),
-        )
-        .unwrap();
+        let mut a = serde_json::to_value(approval_for(&reg, Decision::Approved, by, jiff::Timestamp::now(), None).unwrap()).unwrap();
         a["metadata"]["name"] = json!(format!("r-by-{}", by.replace('@', "-")));
         a
     };
 
     // The other two policies were created before the probe above succeeded; still, wait for each likewise.
-    eventually(
-        Duration::from_secs(20),
-        "the approval policies in force",
-        || async {
-            stderr(&create_as_with("alice", &approval("bob"), true))
-                .contains("must be the requesting user")
-                && stderr(&create_as_with("bob", &approval("bob"), true))
-                    .contains("separation of duties")
-        },
-    )
+    eventually(Duration::from_secs(20), "the approval policies in force", || async {
+        stderr(&create_as_with("alice", &approval("bob"), true)).contains("must be the requesting user")
+            && stderr(&create_as_with("bob", &approval("bob"), true)).contains("separation of duties")
+    })
     .await;
     let forged = create_as("alice", &approval("bob"));
-    assert!(
-        stderr(&forged).contains("spec.approvedBy must be the requesting user (alice), not bob"),
-        "{}",
-        stderr(&forged)
-    );
+    assert!(stderr(&forged).contains("spec.approvedBy must be the requesting user (alice), not bob"), "{}", stderr(&forged));
     let own = create_as("bob", &approval("bob"));
-    assert!(
-        stderr(&own).contains("separation of duties: bob last changed registration r"),
-        "{}",
-        stderr(&own)
-    );
+    assert!(stderr(&own).contains("separation of duties: bob last changed registration r"), "{}", stderr(&own));
     let fine = create_as("alice", &approval("alice"));
-    assert!(
-        fine.status.success(),
-        "a true approval by another person is accepted: {}",
-        stderr(&fine)
-    );
+    assert!(fine.status.success(), "a true approval by another person is accepted: {}", stderr(&fine));
     drop(cleanup);
 }
 
@@ -228,38 +173,13 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
     let agent_ns = format!("{}-agent", ns.name);
     let helm = repo_root().join("target/testenv/helm");
     let rendered = Command::new(&helm)
-        .args([
-            "template",
-            "jpki",
-            path_str(&repo_root().join("charts/jpki-access")),
-            "--namespace",
-            &ns.name,
-        ])
-        .args([
-            "--show-only",
-            "templates/agent.yaml",
-            "--show-only",
-            "templates/agent-report-policy.yaml",
-        ])
-        .args([
-            "--set",
-            &format!("agent.namespace={agent_ns}"),
-            "--set",
-            &format!("agent.allowlistNamespace={}", ns.name),
-        ])
-        .args([
-            "--set",
-            "agent.environment=production",
-            "--kube-version",
-            "1.36.3",
-        ])
+        .args(["template", "jpki", path_str(&repo_root().join("charts/jpki-access")), "--namespace", &ns.name])
+        .args(["--show-only", "templates/agent.yaml", "--show-only", "templates/agent-report-policy.yaml"])
+        .args(["--set", &format!("agent.namespace={agent_ns}"), "--set", &format!("agent.allowlistNamespace={}", ns.name)])
+        .args(["--set", "agent.environment=production", "--kube-version", "1.36.3"])
         .output()
         .unwrap();
-    assert!(
-        rendered.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
+    assert!(rendered.status.success(), "helm template: {}", String::from_utf8_lossy(&rendered.stderr));
     let mut cleanup = Cleanup(vec![("namespace".into(), agent_ns.clone())]);
     let suffix = ns.name.clone();
     let mut kinds = Vec::new();
@@ -272,48 +192,23 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
         // Cluster-scoped policy names are made unique, so this test never meets the chart test's installation.
         if kind == "ValidatingAdmissionPolicy" {
             v["metadata"]["name"] = json!(format!("agent-report-{suffix}"));
-            cleanup.0.push((
-                "validatingadmissionpolicy".into(),
-                format!("agent-report-{suffix}"),
-            ));
+            cleanup.0.push(("validatingadmissionpolicy".into(), format!("agent-report-{suffix}")));
         } else if kind == "ValidatingAdmissionPolicyBinding" {
             v["metadata"]["name"] = json!(format!("agent-report-{suffix}"));
             v["spec"]["policyName"] = json!(format!("agent-report-{suffix}"));
-            cleanup.0.push((
-                "validatingadmissionpolicybinding".into(),
-                format!("agent-report-{suffix}"),
-            ));
+            cleanup.0.push(("validatingadmissionpolicybinding".into(), format!("agent-report-{suffix}")));
         }
         let out = create_as("admin", &v);
         assert!(out.status.success(), "{kind}: {}", stderr(&out));
         kinds.push(kind);
     }
-    assert_eq!(
-        kinds,
-        [
-            "Namespace",
-            "ServiceAccount",
-            "Role",
-            "RoleBinding",
-            "DaemonSet",
-            "ValidatingAdmissionPolicy",
-            "ValidatingAdmissionPolicyBinding"
-        ]
-    );
+    assert_eq!(kinds, ["Namespace", "ServiceAccount", "Role", "RoleBinding", "DaemonSet", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]);
 
     /// Pods on a node without a kubelet stay Terminating until deleted by force, and would hold their namespace.
     struct ForceDeletePods(String);
     impl Drop for ForceDeletePods {
         fn drop(&mut self) {
-            let _ = kubectl(&[
-                "delete",
-                "pods",
-                "--all",
-                "-n",
-                &self.0,
-                "--force",
-                "--grace-period=0",
-            ]);
+            let _ = kubectl(&["delete", "pods", "--all", "-n", &self.0, "--force", "--grace-period=0"]);
         }
     }
     let _pods = ForceDeletePods(agent_ns.clone());
@@ -321,10 +216,7 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
     let mut tokens = Vec::new();
     for node in ["edge-a", "edge-b"] {
         let node_name = format!("{suffix}-{node}");
-        let out = create_as(
-            "admin",
-            &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name}}),
-        );
+        let out = create_as("admin", &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name}}));
         assert!(out.status.success(), "{}", stderr(&out));
         cleanup.0.push(("node".into(), node_name.clone()));
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": node, "namespace": agent_ns},
@@ -332,22 +224,10 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
                      "containers": [{"name": "agent", "image": "jpki-access"}]}});
         let out = create_as("admin", &pod);
         assert!(out.status.success(), "{}", stderr(&out));
-        let token = kubectl_ok(&[
-            "create",
-            "token",
-            "jpki-access-agent",
-            "-n",
-            &agent_ns,
-            "--bound-object-kind",
-            "Pod",
-            "--bound-object-name",
-            node,
-        ]);
+        let token = kubectl_ok(&["create", "token", "jpki-access-agent", "-n", &agent_ns, "--bound-object-kind", "Pod", "--bound-object-name", node]);
         tokens.push((node_name, token.trim().to_string()));
     }
-    let unbound = kubectl_ok(&["create", "token", "jpki-access-agent", "-n", &agent_ns])
-        .trim()
-        .to_string();
+    let unbound = kubectl_ok(&["create", "token", "jpki-access-agent", "-n", &agent_ns]).trim().to_string();
     let (node_a, token_a) = &tokens[0];
     let (node_b, _) = &tokens[1];
 
@@ -364,30 +244,13 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
         r
     };
     let apply = |token: &str, object: &serde_json::Value| {
-        let out = kubectl_with_token(
-            token,
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=jpki-access-agent",
-                "-f",
-                "-",
-            ],
-            Some(object),
-        );
+        let out = kubectl_with_token(token, &["apply", "--server-side", "--force-conflicts", "--field-manager=jpki-access-agent", "-f", "-"], Some(object));
         (out.status.success(), stderr(&out))
     };
     // The policy takes effect a moment after it is created.
-    eventually(
-        Duration::from_secs(20),
-        "the agent-report policy in force",
-        || async {
-            apply(token_a, &report(node_b, true))
-                .1
-                .contains("may write only its report")
-        },
-    )
+    eventually(Duration::from_secs(20), "the agent-report policy in force", || async {
+        apply(token_a, &report(node_b, true)).1.contains("may write only its report")
+    })
     .await;
 
     let (ok, err) = apply(token_a, &report(node_a, true));
@@ -395,46 +258,23 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
     let (ok, err) = apply(token_a, &report(node_a, true));
     assert!(ok, "and updates it: {err}");
     let (ok, err) = apply(token_a, &report(node_b, true));
-    assert!(!ok && err.contains(&format!("the agent on node {node_a} may write only its report jpki-agent-production-{node_a}, not jpki-agent-production-{node_b}")), "{err}");
+    assert!(
+        !ok && err
+            .contains(&format!("the agent on node {node_a} may write only its report jpki-agent-production-{node_a}, not jpki-agent-production-{node_b}")),
+        "{err}"
+    );
     let mut widened = shard.clone();
     widened["data"]["cidrs"] = json!("0.0.0.0/1\n192.0.2.0/28\n");
     let (ok, err) = apply(token_a, &widened);
-    assert!(
-        !ok && err.contains("may write only its report"),
-        "the shard every node enforces is refused: {err}"
-    );
+    assert!(!ok && err.contains("may write only its report"), "the shard every node enforces is refused: {err}");
     let (ok, err) = apply(token_a, &report(node_a, false));
-    assert!(
-        !ok && err.contains("must carry the label access.jpki.dev/agent-report=production"),
-        "{err}"
-    );
+    assert!(!ok && err.contains("must carry the label access.jpki.dev/agent-report=production"), "{err}");
     let (ok, err) = apply(&unbound, &report(node_a, true));
-    assert!(
-        !ok && err.contains("not bound to a node"),
-        "a token of no pod is refused: {err}"
-    );
-    let out = kubectl_with_token(
-        token_a,
-        &[
-            "delete",
-            "configmap",
-            "jpki-allowlist-production-0",
-            "-n",
-            &ns.name,
-        ],
-        None,
-    );
+    assert!(!ok && err.contains("not bound to a node"), "a token of no pod is refused: {err}");
+    let out = kubectl_with_token(token_a, &["delete", "configmap", "jpki-allowlist-production-0", "-n", &ns.name], None);
     assert!(!out.status.success(), "the agent may not delete the shard");
 
-    let stored = kubectl_ok(&[
-        "get",
-        "configmap",
-        "jpki-allowlist-production-0",
-        "-n",
-        &ns.name,
-        "-o",
-        "jsonpath={.data.cidrs}",
-    ]);
+    let stored = kubectl_ok(&["get", "configmap", "jpki-allowlist-production-0", "-n", &ns.name, "-o", "jsonpath={.data.cidrs}"]);
     assert_eq!(stored, "192.0.2.0/28\n", "the shard is untouched");
     drop(_pods);
     drop(cleanup);

@@ -7,9 +7,7 @@
 
 mod support;
 
-use jpki_access::api::{
-    AccessApproval, AccessEnvironment, AccessRegistration, Decision, SignatureVerifier,
-};
+use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision, SignatureVerifier};
 use jpki_access::domain::approve::approval_for;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -26,26 +24,12 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 async fn client_for(kubeconfig: &Path) -> Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    Client::try_from(
-        Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap()
+    Client::try_from(Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
 }
 
 fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> String {
-    let out = Command::new(&control_plane().kubectl)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(&control_plane().kubectl).arg("--kubeconfig").arg(kubeconfig).args(args).output().unwrap();
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -53,66 +37,35 @@ fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> String {
 /// a namespace of its own and a registration for the client's allowed addresses.
 async fn setup(client: &Client, kubeconfig: &Path, ns: &str, cidrs: &[&str]) -> AccessRegistration {
     install_crds(client).await;
-    kubectl_with(
-        kubeconfig,
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            FIELD_MANAGER,
-            "-R",
-            "-f",
-            path_str(&repo_root().join("examples")),
-        ],
-    );
+    kubectl_with(kubeconfig, &["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-R", "-f", path_str(&repo_root().join("examples"))]);
     kubectl_with(kubeconfig, &["create", "namespace", ns]);
     let verifier = format!("{ns}-v");
     let v: SignatureVerifier = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier",
         "metadata": {"name": verifier}, "spec": {"displayName": "agent test", "organizationType": "Other", "corporateNumber": "7000012050002",
         "roles": ["SignatureVerifier"], "namespace": ns, "agreement": {"effectiveDate": "2026-01-01"},
-        "procedure": {"verificationTestCompletedOn": "2026-01-01"}}})).unwrap();
-    Api::<SignatureVerifier>::all(client.clone())
-        .create(&PostParams::default(), &v)
-        .await
-        .unwrap();
+        "procedure": {"verificationTestCompletedOn": "2026-01-01"}}}))
+    .unwrap();
+    Api::<SignatureVerifier>::all(client.clone()).create(&PostParams::default(), &v).await.unwrap();
     let reg: AccessRegistration = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
         "metadata": {"name": "edge", "namespace": ns}, "spec": {"verifierRef": verifier, "environment": "Production", "connectionMethod": "Internet",
         "sourceCidrs": cidrs, "accessStartDate": "2026-04-01", "provisionMethods": {"signing": "Ocsp", "userAuthentication": "None"},
-        "officialSealAffixed": true}})).unwrap();
-    Api::<AccessRegistration>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &reg)
-        .await
-        .unwrap()
+        "officialSealAffixed": true}}))
+    .unwrap();
+    Api::<AccessRegistration>::namespaced(client.clone(), ns).create(&PostParams::default(), &reg).await.unwrap()
 }
 
 async fn approve(client: &Client, reg: &AccessRegistration) -> AccessApproval {
-    let a = approval_for(
-        reg,
-        Decision::Approved,
-        "approver@j-lis",
-        jiff::Timestamp::now(),
-        None,
-    )
-    .unwrap();
-    Api::<AccessApproval>::namespaced(client.clone(), &reg.namespace().unwrap())
-        .create(&PostParams::default(), &a)
-        .await
-        .unwrap()
+    let a = approval_for(reg, Decision::Approved, "approver@j-lis", jiff::Timestamp::now(), None).unwrap();
+    Api::<AccessApproval>::namespaced(client.clone(), &reg.namespace().unwrap()).create(&PostParams::default(), &a).await.unwrap()
 }
 
 async fn teardown(client: &Client, ns: &str) {
-    let _ = Api::<SignatureVerifier>::all(client.clone())
-        .delete(&format!("{ns}-v"), &DeleteParams::default())
-        .await;
+    let _ = Api::<SignatureVerifier>::all(client.clone()).delete(&format!("{ns}-v"), &DeleteParams::default()).await;
     delete_namespace_and_wait(client, ns).await;
 }
 
 async fn report(client: &Client, node: &str) -> Option<std::collections::BTreeMap<String, String>> {
-    Api::<ConfigMap>::namespaced(client.clone(), "jpki-system")
-        .get_opt(&format!("jpki-agent-production-{node}"))
-        .await
-        .unwrap()
-        .and_then(|c| c.data)
+    Api::<ConfigMap>::namespaced(client.clone(), "jpki-system").get_opt(&format!("jpki-agent-production-{node}")).await.unwrap().and_then(|c| c.data)
 }
 
 #[tokio::test]
@@ -123,68 +76,29 @@ async fn an_approval_opens_the_edge_within_5s_and_its_deletion_closes_it() {
     let topo = Topology::new("g").with_listeners();
     topo.settle();
     let ns = format!("t-agent-{}", unique_suffix());
-    let reg = setup(
-        &client,
-        &cp.kubeconfig,
-        &ns,
-        &[&format!("{C4_OK}/32"), &format!("{C6_OK}/128")],
-    )
-    .await;
+    let reg = setup(&client, &cp.kubeconfig, &ns, &[&format!("{C4_OK}/32"), &format!("{C6_OK}/128")]).await;
     let mut controller = ControllerProcess::start(&["--no-leader-election"]);
     controller.wait_ready().await;
     let node = format!("node-{}", unique_suffix());
     let agent = Agent::start(&cp.kubeconfig, &topo.router, &node, &[]);
-    wait_for(
-        &topo,
-        "nobody approved: 443 closed to both",
-        &expect_only(&[]),
-        Duration::from_secs(20),
-    );
+    wait_for(&topo, "nobody approved: 443 closed to both", &expect_only(&[]), Duration::from_secs(20));
 
     let approval = approve(&client, &reg).await;
-    let took = wait_for(
-        &topo,
-        "approved source let in",
-        &expect_only(&[C4_OK, C6_OK]),
-        Duration::from_secs(5),
-    );
+    let took = wait_for(&topo, "approved source let in", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(5));
     eprintln!("approval → client admitted in {took:?}");
-    eventually(
-        Duration::from_secs(10),
-        "environment shows the agent in sync",
-        || async {
-            let env = Api::<AccessEnvironment>::all(client.clone())
-                .get("production")
-                .await
-                .unwrap();
-            let digest = env.status.as_ref().and_then(|s| s.allowlist_digest.clone());
-            let agents = env
-                .status
-                .and_then(|s| s.agents_in_sync)
-                .unwrap_or_default();
-            let ours = report(&client, &node).await.unwrap_or_default();
-            agents.starts_with(|c: char| c.is_ascii_digit())
-                && ours.get("appliedDigest") == digest.as_ref()
-                && ours.get("error").is_some_and(String::is_empty)
-        },
-    )
+    eventually(Duration::from_secs(10), "environment shows the agent in sync", || async {
+        let env = Api::<AccessEnvironment>::all(client.clone()).get("production").await.unwrap();
+        let digest = env.status.as_ref().and_then(|s| s.allowlist_digest.clone());
+        let agents = env.status.and_then(|s| s.agents_in_sync).unwrap_or_default();
+        let ours = report(&client, &node).await.unwrap_or_default();
+        agents.starts_with(|c: char| c.is_ascii_digit()) && ours.get("appliedDigest") == digest.as_ref() && ours.get("error").is_some_and(String::is_empty)
+    })
     .await;
     let table = topo.list(&["chain", "inet", "jpki_access_production", "input"]);
-    assert!(
-        table.contains("comment \"jpki-access digest sha256:"),
-        "{table}"
-    );
+    assert!(table.contains("comment \"jpki-access digest sha256:"), "{table}");
 
-    Api::<AccessApproval>::namespaced(client.clone(), &ns)
-        .delete(&approval.name_any(), &DeleteParams::default())
-        .await
-        .unwrap();
-    let took = wait_for(
-        &topo,
-        "approval deleted: shut out",
-        &expect_only(&[]),
-        Duration::from_secs(5),
-    );
+    Api::<AccessApproval>::namespaced(client.clone(), &ns).delete(&approval.name_any(), &DeleteParams::default()).await.unwrap();
+    let took = wait_for(&topo, "approval deleted: shut out", &expect_only(&[]), Duration::from_secs(5));
     eprintln!("approval deleted → client shut out in {took:?}");
     drop(agent);
     controller.stop();
@@ -199,81 +113,35 @@ async fn a_broken_ruleset_leaves_the_previous_rules_and_is_reported() {
     let topo = Topology::new("h").with_listeners();
     topo.settle();
     let ns = format!("t-agentb-{}", unique_suffix());
-    let reg = setup(
-        &client,
-        &cp.kubeconfig,
-        &ns,
-        &[&format!("{C4_OK}/32"), &format!("{C6_OK}/128")],
-    )
-    .await;
+    let reg = setup(&client, &cp.kubeconfig, &ns, &[&format!("{C4_OK}/32"), &format!("{C6_OK}/128")]).await;
     approve(&client, &reg).await;
     let mut controller = ControllerProcess::start(&["--no-leader-election"]);
     controller.wait_ready().await;
     let node = format!("node-{}", unique_suffix());
     let hook = tempfile::tempdir().unwrap();
     let break_file = hook.path().join("break");
-    let agent = Agent::start(
-        &cp.kubeconfig,
-        &topo.router,
-        &node,
-        &["--break-file", path_str(&break_file)],
-    );
-    wait_for(
-        &topo,
-        "approved",
-        &expect_only(&[C4_OK, C6_OK]),
-        Duration::from_secs(15),
-    );
+    let agent = Agent::start(&cp.kubeconfig, &topo.router, &node, &["--break-file", path_str(&break_file)]);
+    wait_for(&topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
     let good = report(&client, &node).await.unwrap()["appliedDigest"].clone();
 
     std::fs::write(&break_file, "").unwrap();
     // A second registration of the same verifier adds the refused addresses: the agent's apply now fails.
     let mut more: AccessRegistration = reg.clone();
-    more.metadata = kube::api::ObjectMeta {
-        name: Some("edge-2".into()),
-        namespace: Some(ns.clone()),
-        ..Default::default()
-    };
-    more.spec.source_cidrs = vec![
-        format!("{C4_NO}/32").as_str().into(),
-        format!("{C6_NO}/128").as_str().into(),
-    ];
+    more.metadata = kube::api::ObjectMeta { name: Some("edge-2".into()), namespace: Some(ns.clone()), ..Default::default() };
+    more.spec.source_cidrs = vec![format!("{C4_NO}/32").as_str().into(), format!("{C6_NO}/128").as_str().into()];
     more.status = None;
-    let more = Api::<AccessRegistration>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &more)
-        .await
-        .unwrap();
+    let more = Api::<AccessRegistration>::namespaced(client.clone(), &ns).create(&PostParams::default(), &more).await.unwrap();
     approve(&client, &more).await;
-    eventually(
-        Duration::from_secs(15),
-        "the failure is reported",
-        || async {
-            report(&client, &node).await.is_some_and(|r| {
-                !r["error"].is_empty() && r["appliedDigest"] == good && r["publishedDigest"] != good
-            })
-        },
-    )
+    eventually(Duration::from_secs(15), "the failure is reported", || async {
+        report(&client, &node).await.is_some_and(|r| !r["error"].is_empty() && r["appliedDigest"] == good && r["publishedDigest"] != good)
+    })
     .await;
-    topo.check(
-        "the previous rules stay in force",
-        &expect_only(&[C4_OK, C6_OK]),
-    );
-    assert!(
-        agent
-            .log()
-            .contains("apply failed; the previous rules stay in force"),
-        "{}",
-        agent.log()
-    );
+    topo.check("the previous rules stay in force", &expect_only(&[C4_OK, C6_OK]));
+    assert!(agent.log().contains("apply failed; the previous rules stay in force"), "{}", agent.log());
 
     std::fs::remove_file(&break_file).unwrap();
     // The agent retries on its resync (5 s here) and catches up.
-    wait_for(
-        &topo,
-        "repaired",
-        &expect_only(&[C4_OK, C6_OK, C4_NO, C6_NO]),
-        Duration::from_secs(15),
-    );
+    wait_for(&topo, "repaired", &expect_only(&[C4_OK, C6_OK, C4_NO, C6_NO]), Duration::from_secs(15));
     drop(agent);
     controller.stop();
     teardown(&client, &ns).await;
@@ -289,50 +157,27 @@ async fn an_api_server_outage_changes_nothing_and_causes_no_reapply() {
     let topo = Topology::new("i").with_listeners();
     topo.settle();
     let ns = "t-outage";
-    let reg = setup(
-        &client,
-        &cp.kubeconfig,
-        ns,
-        &[&format!("{C4_OK}/32"), &format!("{C6_OK}/128")],
-    )
-    .await;
+    let reg = setup(&client, &cp.kubeconfig, ns, &[&format!("{C4_OK}/32"), &format!("{C6_OK}/128")]).await;
     approve(&client, &reg).await;
-    let mut controller =
-        ControllerProcess::start_with_kubeconfig(&["--no-leader-election"], &cp.kubeconfig);
+    let mut controller = ControllerProcess::start_with_kubeconfig(&["--no-leader-election"], &cp.kubeconfig);
     controller.wait_ready().await;
     let agent = Agent::start(&cp.kubeconfig, &topo.router, "node-outage", &[]);
-    wait_for(
-        &topo,
-        "approved",
-        &expect_only(&[C4_OK, C6_OK]),
-        Duration::from_secs(15),
-    );
+    wait_for(&topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
     controller.stop();
     assert_eq!(agent.applies(), 1, "{}", agent.log());
 
     cp.stop();
     let down = Instant::now();
     while down.elapsed() < Duration::from_secs(12) {
-        topo.check(
-            "API server down: rules unchanged",
-            &expect_only(&[C4_OK, C6_OK]),
-        );
+        topo.check("API server down: rules unchanged", &expect_only(&[C4_OK, C6_OK]));
     }
-    assert!(
-        agent.running(),
-        "the agent must keep running while the API server is down"
-    );
+    assert!(agent.running(), "the agent must keep running while the API server is down");
 
     let dir = std::mem::replace(&mut cp.dir, tempfile::tempdir().unwrap());
     let cp2 = OwnControlPlane::start(dir);
     assert_eq!(cp2.kubeconfig, cp.kubeconfig);
     tokio::time::sleep(Duration::from_secs(12)).await; // the agent's watch reconnects and its resync (5 s) runs
     topo.check("API server back", &expect_only(&[C4_OK, C6_OK]));
-    assert_eq!(
-        agent.applies(),
-        1,
-        "an unchanged allowlist must not be re-applied:\n{}",
-        agent.log()
-    );
+    assert_eq!(agent.applies(), 1, "an unchanged allowlist must not be re-applied:\n{}", agent.log());
     drop(agent);
 }

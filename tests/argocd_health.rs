@@ -10,14 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const KEY_PREFIX: &str = "resource.customizations.health.access.jpki.dev_";
-const HEALTH: [&str; 6] = [
-    "Healthy",
-    "Progressing",
-    "Degraded",
-    "Suspended",
-    "Missing",
-    "Unknown",
-];
+const HEALTH: [&str; 6] = ["Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"];
 
 fn argocd() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gitops/argocd")
@@ -40,13 +33,7 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// The kinds that have a script: health/<Kind>.lua.
 fn scripts() -> Vec<(String, String)> {
-    entries(&argocd().join("health"))
-        .into_iter()
-        .filter_map(|(name, path)| {
-            name.strip_suffix(".lua")
-                .map(|kind| (kind.to_string(), read(&path)))
-        })
-        .collect()
+    entries(&argocd().join("health")).into_iter().filter_map(|(name, path)| name.strip_suffix(".lua").map(|kind| (kind.to_string(), read(&path)))).collect()
 }
 
 /// The kinds of the operator's CRDs, from crds/jpki-access.crds.yaml.
@@ -99,9 +86,7 @@ fn lua_string(s: &str, out: &mut String) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\{:03}", c as u32))
-            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\{:03}", c as u32)),
             c => out.push(c),
         }
     }
@@ -112,13 +97,8 @@ fn lua_string(s: &str, out: &mut String) {
 fn require_lua() {
     match Command::new("lua5.4").arg("-v").output() {
         Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "`lua5.4 -v` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => panic!(
-            "cannot run lua5.4 ({e}): install the Debian package lua5.4 (`apt-get install lua5.4`; scripts/test installs it)"
-        ),
+        Ok(out) => panic!("`lua5.4 -v` failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => panic!("cannot run lua5.4 ({e}): install the Debian package lua5.4 (`apt-get install lua5.4`; scripts/test installs it)"),
     }
 }
 
@@ -137,24 +117,14 @@ fn health(script: &str, obj: &Value) -> Result<(String, String), String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run lua5.4: {e}"))?;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(source.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(source.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     if !out.status.success() {
-        return Err(format!(
-            "lua5.4 failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("lua5.4 failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     let stdout = String::from_utf8(out.stdout).map_err(|e| e.to_string())?;
     let line = stdout.strip_suffix('\n').unwrap_or(&stdout);
-    let (status, message) = line
-        .split_once('\t')
-        .ok_or_else(|| format!("unexpected output {stdout:?}"))?;
+    let (status, message) = line.split_once('\t').ok_or_else(|| format!("unexpected output {stdout:?}"))?;
     Ok((status.to_string(), message.to_string()))
 }
 
@@ -175,27 +145,13 @@ fn fixtures() -> Vec<Fixture> {
                 continue;
             };
             let text = read(&path);
-            let header = |prefix: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(prefix))
-                    .map(|v| v.trim().to_string())
-            };
-            let expect = header("# expect:")
-                .unwrap_or_else(|| panic!("{}: no `# expect: <health>` header", path.display()));
-            assert!(
-                HEALTH.contains(&expect.as_str()),
-                "{}: `{expect}` is not an Argo CD health status",
-                path.display()
-            );
+            let header = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix)).map(|v| v.trim().to_string());
+            let expect = header("# expect:").unwrap_or_else(|| panic!("{}: no `# expect: <health>` header", path.display()));
+            assert!(HEALTH.contains(&expect.as_str()), "{}: `{expect}` is not an Argo CD health status", path.display());
             // The fixture must be an object the operator's types accept (no unknown or mistyped field).
             let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
             match jpki_access::manifest::read_value(yaml) {
-                Ok(Some(form)) => assert_eq!(
-                    form.kind(),
-                    kind,
-                    "{}: kind of a fixture in fixtures/{kind}",
-                    path.display()
-                ),
+                Ok(Some(form)) => assert_eq!(form.kind(), kind, "{}: kind of a fixture in fixtures/{kind}", path.display()),
                 Ok(None) => panic!("{}: not an access.jpki.dev object", path.display()),
                 Err((_, problems)) => {
                     panic!("{}: not a valid {kind}: {problems:?}", path.display())
@@ -229,10 +185,7 @@ fn every_fixture_gets_its_expected_health() {
             Ok((status, message)) => {
                 report.push(format!("{name:<40} {status:<12} {message}"));
                 if status != f.expect {
-                    failures.push(format!(
-                        "{name}: expected {}, got {status} ({message})",
-                        f.expect
-                    ));
+                    failures.push(format!("{name}: expected {}, got {status} ({message})", f.expect));
                 }
                 if (status == "Degraded" || status == "Progressing") && message.is_empty() {
                     failures.push(format!("{name}: {status} without a message"));
@@ -240,44 +193,25 @@ fn every_fixture_gets_its_expected_health() {
                 if let Some(part) = &f.contains
                     && !message.contains(part.as_str())
                 {
-                    failures.push(format!(
-                        "{name}: message {message:?} does not contain {part:?}"
-                    ));
+                    failures.push(format!("{name}: message {message:?} does not contain {part:?}"));
                 }
             }
         }
     }
     println!("{}", report.join("\n"));
-    assert!(
-        failures.is_empty(),
-        "health checks disagree with their fixtures:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "health checks disagree with their fixtures:\n{}", failures.join("\n"));
 }
 
 #[test]
 fn every_kind_has_a_script_and_fixtures_of_each_outcome() {
     let kinds: BTreeSet<String> = scripts().into_iter().map(|(k, _)| k).collect();
-    assert_eq!(
-        kinds,
-        crd_kinds(),
-        "gitops/argocd/health must hold one <Kind>.lua per CRD kind"
-    );
+    assert_eq!(kinds, crd_kinds(), "gitops/argocd/health must hold one <Kind>.lua per CRD kind");
     let all = fixtures();
     for kind in &kinds {
-        let of = |expect: &str| {
-            all.iter()
-                .filter(|f| f.kind == *kind && f.expect == expect)
-                .count()
-        };
+        let of = |expect: &str| all.iter().filter(|f| f.kind == *kind && f.expect == expect).count();
+        assert!(of("Healthy") > 0 && of("Progressing") > 0, "fixtures/{kind} needs a Healthy and a Progressing case");
         assert!(
-            of("Healthy") > 0 && of("Progressing") > 0,
-            "fixtures/{kind} needs a Healthy and a Progressing case"
-        );
-        assert!(
-            all.iter().any(|f| f.kind == *kind
-                && f.case == "stale-generation"
-                && f.expect == "Progressing"),
+            all.iter().any(|f| f.kind == *kind && f.case == "stale-generation" && f.expect == "Progressing"),
             "fixtures/{kind} needs stale-generation.yaml (Progressing)"
         );
         if kind == "AccessRegistration" || kind == "AccessEnvironment" {
@@ -290,21 +224,14 @@ fn every_kind_has_a_script_and_fixtures_of_each_outcome() {
 fn scripts_share_one_core() {
     // Argo CD scripts cannot import each other: the common part is copied, and must stay the same everywhere.
     let core = |script: &str| {
-        let start = script
-            .find("-- BEGIN shared core")
-            .expect("no `-- BEGIN shared core` line");
-        let end = script
-            .find("-- END shared core")
-            .expect("no `-- END shared core` line");
+        let start = script.find("-- BEGIN shared core").expect("no `-- BEGIN shared core` line");
+        let end = script.find("-- END shared core").expect("no `-- END shared core` line");
         script[start..end].to_string()
     };
     let scripts = scripts();
     let (first_kind, first) = &scripts[0];
     for (kind, script) in &scripts[1..] {
-        assert!(
-            core(script) == core(first),
-            "the shared core of health/{kind}.lua differs from health/{first_kind}.lua"
-        );
+        assert!(core(script) == core(first), "the shared core of health/{kind}.lua differs from health/{first_kind}.lua");
     }
 }
 
@@ -316,22 +243,14 @@ fn argocd_cm_patch_embeds_exactly_the_scripts() {
     assert_eq!(patch["kind"], "ConfigMap");
     assert_eq!(patch["metadata"]["name"], "argocd-cm");
     assert_eq!(patch["metadata"]["namespace"], "argocd");
-    let data = patch["data"]
-        .as_object()
-        .expect("argocd-cm-patch.yaml has no data");
+    let data = patch["data"].as_object().expect("argocd-cm-patch.yaml has no data");
     let scripts = scripts();
-    let expected: BTreeSet<String> = scripts
-        .iter()
-        .map(|(k, _)| format!("{KEY_PREFIX}{k}"))
-        .collect();
+    let expected: BTreeSet<String> = scripts.iter().map(|(k, _)| format!("{KEY_PREFIX}{k}")).collect();
     let found: BTreeSet<String> = data.keys().cloned().collect();
     let stale = "argocd-cm-patch.yaml is stale: run gitops/argocd/generate.sh and commit it";
     assert_eq!(found, expected, "{stale}");
     for (kind, script) in &scripts {
-        assert!(
-            data[&format!("{KEY_PREFIX}{kind}")] == script.as_str(),
-            "{stale} (health/{kind}.lua differs)"
-        );
+        assert!(data[&format!("{KEY_PREFIX}{kind}")] == script.as_str(), "{stale} (health/{kind}.lua differs)");
     }
 }
 

@@ -18,16 +18,12 @@ fn root() -> PathBuf {
 fn committed_crds_match_the_rust_types() {
     let committed = std::fs::read_to_string(root().join("crds/jpki-access.crds.yaml")).unwrap();
     let generated = jpki_access::api::crds_yaml().unwrap();
-    assert!(
-        committed == generated,
-        "crds/jpki-access.crds.yaml is stale: run `cargo run -- crd > crds/jpki-access.crds.yaml` and commit it"
-    );
+    assert!(committed == generated, "crds/jpki-access.crds.yaml is stale: run `cargo run -- crd > crds/jpki-access.crds.yaml` and commit it");
 }
 
 #[test]
 fn the_committed_field_reference_matches_the_types() {
-    let committed =
-        std::fs::read_to_string(root().join("docs/crd-reference.md")).unwrap_or_default();
+    let committed = std::fs::read_to_string(root().join("docs/crd-reference.md")).unwrap_or_default();
     assert!(
         committed == jpki_access::api::reference::markdown(),
         "docs/crd-reference.md is stale: run `cargo run -- crd --reference > docs/crd-reference.md` and commit it"
@@ -39,11 +35,7 @@ fn every_list_and_string_of_the_specs_is_bounded() {
     // Unbounded strings and lists make the API server's CEL cost estimate explode; walk every schema.
     fn walk(path: &str, schema: &serde_json::Value, unbounded: &mut Vec<String>) {
         match schema["type"].as_str() {
-            Some("string")
-                if schema.get("maxLength").is_none()
-                    && schema.get("enum").is_none()
-                    && schema.get("format").is_none_or(|f| f != "date-time") =>
-            {
+            Some("string") if schema.get("maxLength").is_none() && schema.get("enum").is_none() && schema.get("format").is_none_or(|f| f != "date-time") => {
                 unbounded.push(path.to_string())
             }
             Some("array") => {
@@ -58,9 +50,7 @@ fn every_list_and_string_of_the_specs_is_bounded() {
                         walk(&format!("{path}.{name}"), sub, unbounded);
                     }
                 }
-                if let Some(additional) =
-                    schema.get("additionalProperties").filter(|a| a.is_object())
-                {
+                if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
                     if schema.get("maxProperties").is_none() {
                         unbounded.push(format!("{path}{{}}"));
                     }
@@ -72,22 +62,9 @@ fn every_list_and_string_of_the_specs_is_bounded() {
     }
     let mut unbounded = Vec::new();
     for crd in jpki_access::api::all_crds() {
-        let schema = serde_json::to_value(
-            crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
+        let schema = serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap();
         let kind = &crd.spec.names.kind;
-        walk(
-            &format!("{kind}.spec"),
-            &schema["properties"]["spec"],
-            &mut unbounded,
-        );
+        walk(&format!("{kind}.spec"), &schema["properties"]["spec"], &mut unbounded);
     }
     // Label values of the selector are bounded through maxProperties on the map; their length by Kubernetes.
     unbounded.retain(|p| !p.ends_with("matchLabels{}"));
@@ -95,11 +72,7 @@ fn every_list_and_string_of_the_specs_is_bounded() {
 }
 
 fn examples() -> Vec<Form> {
-    read_paths(&[root().join("examples")])
-        .documents
-        .into_iter()
-        .map(|d| d.form)
-        .collect()
+    read_paths(&[root().join("examples")]).documents.into_iter().map(|d| d.form).collect()
 }
 
 #[test]
@@ -119,11 +92,7 @@ fn production_registration() -> AccessRegistration {
     examples()
         .into_iter()
         .find_map(|f| match f {
-            Form::Registration(r)
-                if r.metadata.name.as_deref() == Some("sapporo-production-2026") =>
-            {
-                Some(r)
-            }
+            Form::Registration(r) if r.metadata.name.as_deref() == Some("sapporo-production-2026") => Some(r),
             _ => None,
         })
         .unwrap()
@@ -134,10 +103,7 @@ fn cel_refuses_changing_verifier_or_environment_but_allows_other_edits() {
     let old = production_registration();
     let mut edited = old.clone();
     edited.spec.source_cidrs.push("198.51.100.0/24".into());
-    assert!(
-        validate_cel_update(&edited, &old).is_ok(),
-        "ordinary edits are allowed"
-    );
+    assert!(validate_cel_update(&edited, &old).is_ok(), "ordinary edits are allowed");
 
     let mut moved = old.clone();
     moved.spec.verifier_ref = "hakodate-city".into();
@@ -153,26 +119,12 @@ fn cel_refuses_changing_verifier_or_environment_but_allows_other_edits() {
 #[test]
 fn cel_checks_cidrs_and_check_digits_offline() {
     let mut reg = production_registration();
-    for (bad, message) in [
-        ("192.0.2.1/28", "canonical form"),
-        ("10.0.0.0/4", "too broad"),
-        ("fe80::/64", "global unicast"),
-        ("not-a-cidr", "must be a CIDR"),
-    ] {
+    for (bad, message) in [("192.0.2.1/28", "canonical form"), ("10.0.0.0/4", "too broad"), ("fe80::/64", "global unicast"), ("not-a-cidr", "must be a CIDR")] {
         reg.spec.source_cidrs = vec![bad.into()];
         let err = format!("{:?}", validate_cel(&reg).unwrap_err());
         assert!(err.contains(message), "{bad}: {err}");
     }
-    let mut verifier = examples()
-        .into_iter()
-        .find_map(|f| {
-            if let Form::Verifier(v) = f {
-                Some(v)
-            } else {
-                None
-            }
-        })
-        .unwrap();
+    let mut verifier = examples().into_iter().find_map(|f| if let Form::Verifier(v) = f { Some(v) } else { None }).unwrap();
     verifier.spec.lg_code = Some("011003".into());
     let err = format!("{:?}", validate_cel(&verifier).unwrap_err());
     assert!(err.contains("check digit"), "{err}");
@@ -190,24 +142,12 @@ async fn crds_install_cleanly_and_the_server_enforces_immutability() {
     install_crds(&client).await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in jpki_access::api::all_crds() {
-        let stored = crds
-            .get(crd.metadata.name.as_deref().unwrap())
-            .await
-            .unwrap();
+        let stored = crds.get(crd.metadata.name.as_deref().unwrap()).await.unwrap();
         let conditions = stored.status.unwrap().conditions.unwrap();
-        let status = |t: &str| {
-            conditions
-                .iter()
-                .find(|c| c.type_ == t)
-                .map(|c| c.status.clone())
-        };
+        let status = |t: &str| conditions.iter().find(|c| c.type_ == t).map(|c| c.status.clone());
         assert_eq!(status("Established").as_deref(), Some("True"));
         assert_eq!(status("NamesAccepted").as_deref(), Some("True"));
-        assert_eq!(
-            status("NonStructuralSchema"),
-            None,
-            "schema must be structural"
-        );
+        assert_eq!(status("NonStructuralSchema"), None, "schema must be structural");
     }
 
     let ns = TestNamespace::new(&client, "immutable").await;
@@ -220,30 +160,13 @@ async fn crds_install_cleanly_and_the_server_enforces_immutability() {
         let regs = regs.clone();
         let name = name.clone();
         async move {
-            let err = regs
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .unwrap_err();
+            let err = regs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
             assert!(err.to_string().contains(expected), "{err}");
         }
     };
-    refuse(
-        json!({"spec": {"verifierRef": "hakodate-city"}}),
-        "verifierRef is immutable",
-    )
-    .await;
-    refuse(
-        json!({"spec": {"environment": "Test"}}),
-        "environment is immutable",
-    )
-    .await;
-    regs.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"sourceCidrs": ["192.0.2.0/28"]}})),
-    )
-    .await
-    .unwrap();
+    refuse(json!({"spec": {"verifierRef": "hakodate-city"}}), "verifierRef is immutable").await;
+    refuse(json!({"spec": {"environment": "Test"}}), "environment is immutable").await;
+    regs.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"sourceCidrs": ["192.0.2.0/28"]}}))).await.unwrap();
 
     let approvals: Api<AccessApproval> = Api::namespaced(client.clone(), &ns.name);
     let mut approval = jpki_access::domain::approve::approval_for(
@@ -255,10 +178,7 @@ async fn crds_install_cleanly_and_the_server_enforces_immutability() {
     )
     .unwrap();
     approval.metadata.namespace = Some(ns.name.clone());
-    let approval = approvals
-        .create(&PostParams::default(), &approval)
-        .await
-        .unwrap();
+    let approval = approvals.create(&PostParams::default(), &approval).await.unwrap();
     let err = approvals
         .patch(
             approval.metadata.name.as_deref().unwrap(),

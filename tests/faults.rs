@@ -54,31 +54,15 @@ impl Rig {
         install_crds(&client).await;
         let topo = Topology::new(tag).with_listeners();
         topo.settle();
-        let rig = Rig {
-            cp,
-            client,
-            topo: Arc::new(topo),
-            ns: "faults".into(),
-            verifier: "faults-verifier".into(),
-        };
-        rig.kubectl(&[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            FIELD_MANAGER,
-            "-R",
-            "-f",
-            path_str(&repo_root().join("examples")),
-        ]);
+        let rig = Rig { cp, client, topo: Arc::new(topo), ns: "faults".into(), verifier: "faults-verifier".into() };
+        rig.kubectl(&["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-R", "-f", path_str(&repo_root().join("examples"))]);
         rig.kubectl(&["create", "namespace", &rig.ns]);
         let v: SignatureVerifier = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier",
             "metadata": {"name": rig.verifier}, "spec": {"displayName": "fault tests", "organizationType": "Other", "corporateNumber": "7000012050002",
             "roles": ["SignatureVerifier"], "namespace": rig.ns, "agreement": {"effectiveDate": "2026-01-01"},
-            "procedure": {"verificationTestCompletedOn": "2026-01-01"}}})).unwrap();
-        Api::<SignatureVerifier>::all(rig.client.clone())
-            .create(&PostParams::default(), &v)
-            .await
-            .unwrap();
+            "procedure": {"verificationTestCompletedOn": "2026-01-01"}}}))
+        .unwrap();
+        Api::<SignatureVerifier>::all(rig.client.clone()).create(&PostParams::default(), &v).await.unwrap();
         rig
     }
 
@@ -89,30 +73,14 @@ impl Rig {
         let mut controller = rig.controller(&["--no-leader-election"]);
         controller.wait_ready().await;
         let agent = rig.agent(node, &[]);
-        rig.register_and_approve("edge", &edge_cidrs())
-            .await
-            .unwrap();
-        wait_for(
-            &rig.topo,
-            "approved",
-            &expect_only(&[C4_OK, C6_OK]),
-            Duration::from_secs(15),
-        );
+        rig.register_and_approve("edge", &edge_cidrs()).await.unwrap();
+        wait_for(&rig.topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
         (rig, controller, agent)
     }
 
     fn kubectl(&self, args: &[&str]) -> String {
-        let out = Command::new(&control_plane().kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.cp.kubeconfig)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(&control_plane().kubectl).arg("--kubeconfig").arg(&self.cp.kubeconfig).args(args).output().unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -148,23 +116,12 @@ impl Rig {
     /// Registrations of the rig's namespace that are Active, of all that fit the types (read one by one, so that an
     /// object stored before a schema change does not fail the whole list).
     async fn active(&self) -> (usize, usize) {
-        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
-            self.client.clone(),
-            &self.ns,
-            &kube::api::ApiResource::erase::<AccessRegistration>(&()),
-        );
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns, &kube::api::ApiResource::erase::<AccessRegistration>(&()));
         let Ok(list) = api.list(&ListParams::default()).await else {
             return (0, usize::MAX);
         };
-        let readable: Vec<AccessRegistration> = list
-            .items
-            .into_iter()
-            .filter_map(|o| serde_json::from_value(serde_json::to_value(o).ok()?).ok())
-            .collect();
-        let active = readable
-            .iter()
-            .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RegistrationPhase::Active))
-            .count();
+        let readable: Vec<AccessRegistration> = list.items.into_iter().filter_map(|o| serde_json::from_value(serde_json::to_value(o).ok()?).ok()).collect();
+        let active = readable.iter().filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RegistrationPhase::Active)).count();
         (active, readable.len())
     }
 
@@ -177,25 +134,11 @@ impl Rig {
     }
 }
 
-async fn register_and_approve(
-    client: &Client,
-    reg: &AccessRegistration,
-) -> Result<(), kube::Error> {
+async fn register_and_approve(client: &Client, reg: &AccessRegistration) -> Result<(), kube::Error> {
     let ns = reg.namespace().unwrap();
-    let created = Api::<AccessRegistration>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), reg)
-        .await?;
-    let approval = approval_for(
-        &created,
-        Decision::Approved,
-        "approver@j-lis",
-        jiff::Timestamp::now(),
-        None,
-    )
-    .unwrap();
-    Api::<AccessApproval>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &approval)
-        .await?;
+    let created = Api::<AccessRegistration>::namespaced(client.clone(), &ns).create(&PostParams::default(), reg).await?;
+    let approval = approval_for(&created, Decision::Approved, "approver@j-lis", jiff::Timestamp::now(), None).unwrap();
+    Api::<AccessApproval>::namespaced(client.clone(), &ns).create(&PostParams::default(), &approval).await?;
     Ok(())
 }
 
@@ -214,44 +157,14 @@ fn burst_cidr(first: u32, n: u32) -> String {
 async fn written_state(client: &Client, ns: &str) -> BTreeMap<String, (String, String)> {
     let mut out = BTreeMap::new();
     let ours = ListParams::default().labels("app.kubernetes.io/managed-by=jpki-access");
-    for cm in Api::<ConfigMap>::all(client.clone())
-        .list(&ours)
-        .await
-        .unwrap()
-    {
-        out.insert(
-            format!("cm/{}/{}", cm.namespace().unwrap(), cm.name_any()),
-            (
-                cm.resource_version().unwrap(),
-                serde_json::to_string(&cm.data).unwrap(),
-            ),
-        );
+    for cm in Api::<ConfigMap>::all(client.clone()).list(&ours).await.unwrap() {
+        out.insert(format!("cm/{}/{}", cm.namespace().unwrap(), cm.name_any()), (cm.resource_version().unwrap(), serde_json::to_string(&cm.data).unwrap()));
     }
-    for np in Api::<NetworkPolicy>::all(client.clone())
-        .list(&ours)
-        .await
-        .unwrap()
-    {
-        out.insert(
-            format!("np/{}/{}", np.namespace().unwrap(), np.name_any()),
-            (
-                np.resource_version().unwrap(),
-                serde_json::to_string(&np.spec).unwrap(),
-            ),
-        );
+    for np in Api::<NetworkPolicy>::all(client.clone()).list(&ours).await.unwrap() {
+        out.insert(format!("np/{}/{}", np.namespace().unwrap(), np.name_any()), (np.resource_version().unwrap(), serde_json::to_string(&np.spec).unwrap()));
     }
-    for r in Api::<AccessRegistration>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-    {
-        out.insert(
-            format!("status/{}", r.name_any()),
-            (
-                r.resource_version().unwrap(),
-                serde_json::to_string(&r.status).unwrap(),
-            ),
-        );
+    for r in Api::<AccessRegistration>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap() {
+        out.insert(format!("status/{}", r.name_any()), (r.resource_version().unwrap(), serde_json::to_string(&r.status).unwrap()));
     }
     out
 }
@@ -260,37 +173,22 @@ async fn written_state(client: &Client, ns: &str) -> BTreeMap<String, (String, S
 fn edge_admits(topo: &Topology, what: &str) -> bool {
     use jpki_access::domain::cidr::interval;
     let (lo, hi) = match what.split_once('-') {
-        Some((a, b)) => (
-            interval(&format!("{a}/32").parse().unwrap()),
-            interval(&format!("{b}/32").parse().unwrap()),
-        ),
-        None => (
-            interval(&what.parse().unwrap()),
-            interval(&what.parse().unwrap()),
-        ),
+        Some((a, b)) => (interval(&format!("{a}/32").parse().unwrap()), interval(&format!("{b}/32").parse().unwrap())),
+        None => (interval(&what.parse().unwrap()), interval(&what.parse().unwrap())),
     };
     let out = topo.nft(&["-j", "list", "table", "inet", "jpki_access_production"]);
-    let Ok(listed) =
-        jpki_access::agent::drift::parse_listing(&String::from_utf8_lossy(&out.stdout))
-    else {
+    let Ok(listed) = jpki_access::agent::drift::parse_listing(&String::from_utf8_lossy(&out.stdout)) else {
         return false;
     };
-    listed
-        .ranges
-        .iter()
-        .any(|(f, a, b)| *f == lo.0 && *a <= lo.1 && *b >= hi.2)
+    listed.ranges.iter().any(|(f, a, b)| *f == lo.0 && *a <= lo.1 && *b >= hi.2)
 }
 
 fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with(name) && l.contains(filter)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 #[tokio::test]
-async fn a_killed_leader_mid_burst_is_replaced_and_the_outputs_converge_to_the_single_replica_result()
- {
+async fn a_killed_leader_mid_burst_is_replaced_and_the_outputs_converge_to_the_single_replica_result() {
     let _one = ONE_AT_A_TIME.lock().await;
     let rig = Rig::new("k").await;
     let lease = ["--lease-namespace", "faults", "--lease-name", "faults"];
@@ -300,39 +198,19 @@ async fn a_killed_leader_mid_burst_is_replaced_and_the_outputs_converge_to_the_s
     for r in &mut replicas {
         r.wait_ready().await;
     }
-    eventually(Duration::from_secs(30), "one leader", || async {
-        replicas
-            .iter()
-            .map(|r| r.metric("jpki_access_leader"))
-            .sum::<f64>()
-            == 1.0
-    })
-    .await;
+    eventually(Duration::from_secs(30), "one leader", || async { replicas.iter().map(|r| r.metric("jpki_access_leader")).sum::<f64>() == 1.0 }).await;
     let [a, b] = replicas;
-    let (mut leader, mut standby) = if a.metric("jpki_access_leader") == 1.0 {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (mut leader, mut standby) = if a.metric("jpki_access_leader") == 1.0 { (a, b) } else { (b, a) };
     let _agent = rig.agent("node-k", &[]);
-    rig.register_and_approve("edge", &edge_cidrs())
-        .await
-        .unwrap();
-    wait_for(
-        &rig.topo,
-        "approved",
-        &expect_only(&[C4_OK, C6_OK]),
-        Duration::from_secs(15),
-    );
+    rig.register_and_approve("edge", &edge_cidrs()).await.unwrap();
+    wait_for(&rig.topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
 
     // Over-permits are judged with the usual bound; an approval filed while no replica leads waits for the
     // takeover, so under-permits are bounded by the takeover plus propagation.
     let checker = rig.checker(TAKEOVER + PROPAGATION, Duration::from_millis(250));
     let burst = 150;
     let client = rig.client.clone();
-    let regs: Vec<AccessRegistration> = (0..burst)
-        .map(|i| rig.registration(&format!("burst-{i}"), &[burst_cidr(30, i)]))
-        .collect();
+    let regs: Vec<AccessRegistration> = (0..burst).map(|i| rig.registration(&format!("burst-{i}"), &[burst_cidr(30, i)])).collect();
     let filing = tokio::spawn(async move {
         futures::stream::iter(regs)
             .for_each_concurrent(8, |r| {
@@ -341,17 +219,9 @@ async fn a_killed_leader_mid_burst_is_replaced_and_the_outputs_converge_to_the_s
             })
             .await;
     });
-    let writes = |c: &ControllerProcess| {
-        c.metric("jpki_access_writes_total{operation=\"apply\"}")
-            + c.metric("jpki_access_writes_total{operation=\"status\"}")
-    };
+    let writes = |c: &ControllerProcess| c.metric("jpki_access_writes_total{operation=\"apply\"}") + c.metric("jpki_access_writes_total{operation=\"status\"}");
     let before = writes(&leader);
-    eventually(
-        Duration::from_secs(30),
-        "the leader is in the middle of the burst",
-        || async { writes(&leader) >= before + 20.0 },
-    )
-    .await;
+    eventually(Duration::from_secs(30), "the leader is in the middle of the burst", || async { writes(&leader) >= before + 20.0 }).await;
     leader.signal("KILL");
     let killed = Instant::now();
     let _ = leader.child.wait();
@@ -360,84 +230,46 @@ async fn a_killed_leader_mid_burst_is_replaced_and_the_outputs_converge_to_the_s
     filing.await.unwrap();
     // Filed while no replica leads: these wait for the takeover.
     for i in 0..10 {
-        rig.register_and_approve(&format!("leaderless-{i}"), &[burst_cidr(35, i)])
-            .await
-            .unwrap();
+        rig.register_and_approve(&format!("leaderless-{i}"), &[burst_cidr(35, i)]).await.unwrap();
     }
-    eventually(
-        TAKEOVER + Duration::from_secs(10),
-        "the standby takes over",
-        || async { standby.metric("jpki_access_leader") == 1.0 },
-    )
-    .await;
+    eventually(TAKEOVER + Duration::from_secs(10), "the standby takes over", || async { standby.metric("jpki_access_leader") == 1.0 }).await;
     let takeover = killed.elapsed();
     rig.wait_all_active(Duration::from_secs(90)).await;
     let converged = killed.elapsed();
-    rig.topo
-        .check("after the takeover", &expect_only(&[C4_OK, C6_OK]));
+    rig.topo.check("after the takeover", &expect_only(&[C4_OK, C6_OK]));
     let report = checker.finish().await;
-    eprintln!(
-        "takeover {takeover:?} after SIGKILL; every registration Active {converged:?} after it"
-    );
+    eprintln!("takeover {takeover:?} after SIGKILL; every registration Active {converged:?} after it");
     report.assert_holds("leader SIGKILL");
-    assert!(
-        takeover <= TAKEOVER + Duration::from_secs(2),
-        "takeover took {takeover:?}"
-    );
-    assert!(
-        standby.log_text().contains("leadership changed"),
-        "{}",
-        standby.log_text()
-    );
+    assert!(takeover <= TAKEOVER + Duration::from_secs(2), "takeover took {takeover:?}");
+    assert!(standby.log_text().contains("leadership changed"), "{}", standby.log_text());
 
     // The single-replica result: a fresh replica alone finds nothing to write.
     assert!(standby.stop());
     let mut single = rig.controller(&["--no-leader-election"]);
     single.wait_ready().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        writes(&single),
-        0.0,
-        "the outputs differ from a single replica's:\n{}",
-        single.log_text()
-    );
+    assert_eq!(writes(&single), 0.0, "the outputs differ from a single replica's:\n{}", single.log_text());
 }
 
 #[tokio::test]
-async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrites_nothing_unchanged()
- {
+async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrites_nothing_unchanged() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (mut rig, mut controller, agent) = Rig::with_edge("o", "node-o").await;
     // After the return the watches reconnect within one backoff period (2 s, src/controller/stores.rs).
-    let checker = rig.checker(
-        PROPAGATION + Duration::from_secs(2),
-        Duration::from_millis(250),
-    );
+    let checker = rig.checker(PROPAGATION + Duration::from_secs(2), Duration::from_millis(250));
 
     // A stream of changes (a registration and its approval every 200 ms) runs across the outage.
     let stop = Arc::new(AtomicBool::new(false));
     let (filed, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let changes = {
-        let (client, stop, filed, refused) = (
-            rig.client.clone(),
-            stop.clone(),
-            filed.clone(),
-            refused.clone(),
-        );
-        let regs: Vec<AccessRegistration> = (0..2000)
-            .map(|i| rig.registration(&format!("change-{i}"), &[burst_cidr(40, i)]))
-            .collect();
+        let (client, stop, filed, refused) = (rig.client.clone(), stop.clone(), filed.clone(), refused.clone());
+        let regs: Vec<AccessRegistration> = (0..2000).map(|i| rig.registration(&format!("change-{i}"), &[burst_cidr(40, i)])).collect();
         tokio::spawn(async move {
             for r in regs {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                match tokio::time::timeout(
-                    Duration::from_secs(2),
-                    register_and_approve(&client, &r),
-                )
-                .await
-                {
+                match tokio::time::timeout(Duration::from_secs(2), register_and_approve(&client, &r)).await {
                     Ok(Ok(())) => filed.fetch_add(1, Ordering::SeqCst),
                     _ => refused.fetch_add(1, Ordering::SeqCst),
                 };
@@ -450,20 +282,10 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
     checker.outage_begins();
     rig.cp.stop();
     let down = Instant::now();
-    eprintln!(
-        "API server and etcd stopped with {} changes filed",
-        filed.load(Ordering::SeqCst)
-    );
+    eprintln!("API server and etcd stopped with {} changes filed", filed.load(Ordering::SeqCst));
     while down.elapsed() < Duration::from_secs(120) {
-        rig.topo.check(
-            "API server down: the edge keeps enforcing",
-            &expect_only(&[C4_OK, C6_OK]),
-        );
-        assert!(
-            agent.running(),
-            "the agent must keep running while the API server is down:\n{}",
-            agent.log()
-        );
+        rig.topo.check("API server down: the edge keeps enforcing", &expect_only(&[C4_OK, C6_OK]));
+        assert!(agent.running(), "the agent must keep running while the API server is down:\n{}", agent.log());
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let dir = std::mem::replace(&mut rig.cp.dir, tempfile::tempdir().unwrap());
@@ -471,16 +293,9 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
     rig.cp = OwnControlPlane::start(dir);
     assert_eq!(rig.cp.kubeconfig, kubeconfig);
     // Back when it serves our kinds again (the CRDs' handlers start after the process).
-    eventually(
-        Duration::from_secs(60),
-        "the API server serves AccessRegistrations again",
-        || async {
-            rig.registrations()
-                .list(&ListParams::default().limit(1))
-                .await
-                .is_ok()
-        },
-    )
+    eventually(Duration::from_secs(60), "the API server serves AccessRegistrations again", || async {
+        rig.registrations().list(&ListParams::default().limit(1)).await.is_ok()
+    })
     .await;
     checker.outage_ends();
     let back = Instant::now();
@@ -499,34 +314,18 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
         back.elapsed()
     );
     report.assert_holds("API server outage");
-    rig.topo
-        .check("API server back", &expect_only(&[C4_OK, C6_OK]));
+    rig.topo.check("API server back", &expect_only(&[C4_OK, C6_OK]));
 
     // Converged means quiet: no pass keeps writing.
     let settled = applies();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        applies(),
-        settled,
-        "the controller keeps writing after converging:\n{}",
-        controller.log_text()
-    );
-    eprintln!(
-        "{} object writes (server-side apply) from the return to convergence",
-        settled - applies_at_return
-    );
+    assert_eq!(applies(), settled, "the controller keeps writing after converging:\n{}", controller.log_text());
+    eprintln!("{} object writes (server-side apply) from the return to convergence", settled - applies_at_return);
 
     // No object whose content is the same as before the outage was written again.
     let after = written_state(&rig.client, &rig.ns).await;
-    let unchanged: Vec<&String> = before
-        .iter()
-        .filter(|(k, (_, content))| after.get(*k).is_some_and(|(_, c)| c == content))
-        .map(|(k, _)| k)
-        .collect();
-    let rewritten: Vec<&&String> = unchanged
-        .iter()
-        .filter(|k| after[**k].0 != before[**k].0)
-        .collect();
+    let unchanged: Vec<&String> = before.iter().filter(|(k, (_, content))| after.get(*k).is_some_and(|(_, c)| c == content)).map(|(k, _)| k).collect();
+    let rewritten: Vec<&&String> = unchanged.iter().filter(|k| after[**k].0 != before[**k].0).collect();
     eprintln!(
         "{} objects unchanged across the outage, {} changed or new; rewritten while unchanged: {}",
         unchanged.len(),
@@ -534,11 +333,7 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
         rewritten.len()
     );
     assert!(unchanged.len() >= 5, "too few objects to judge: {before:?}");
-    assert!(
-        rewritten.is_empty(),
-        "unchanged objects written again: {rewritten:?}\n{}",
-        controller.log_text()
-    );
+    assert!(rewritten.is_empty(), "unchanged objects written again: {rewritten:?}\n{}", controller.log_text());
     controller.stop();
 }
 
@@ -556,14 +351,9 @@ async fn an_agent_restarted_under_connecting_clients_never_lets_a_refused_source
             let probes = expect_only(&[C4_OK, C6_OK]);
             let (mut rounds, mut breaches, mut refusals) = (0, Vec::new(), 0);
             while !stop.load(Ordering::SeqCst) {
-                for (p, got) in probes
-                    .iter()
-                    .zip(topo.run_probes(&probes, Duration::from_millis(300)))
-                {
+                for (p, got) in probes.iter().zip(topo.run_probes(&probes, Duration::from_millis(300))) {
                     match (&p.expect, &got) {
-                        (Outcome::TimedOut, Outcome::Connected) => {
-                            breaches.push(format!("{} -> {}:{}", p.src, p.dst, p.port))
-                        }
+                        (Outcome::TimedOut, Outcome::Connected) => breaches.push(format!("{} -> {}:{}", p.src, p.dst, p.port)),
                         (Outcome::Connected, o) if *o != Outcome::Connected => refusals += 1,
                         _ => {}
                     }
@@ -577,18 +367,11 @@ async fn an_agent_restarted_under_connecting_clients_never_lets_a_refused_source
     agent.kill();
     let killed = Instant::now();
     // While it is down, a new source is approved (it can reach the edge only through the next agent).
-    rig.register_and_approve("while-down", &["10.60.0.0/24".to_string()])
-        .await
-        .unwrap();
+    rig.register_and_approve("while-down", &["10.60.0.0/24".to_string()]).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _agent = rig.agent("node-a", &[]);
     let restarted = Instant::now();
-    let back = eventually(
-        Duration::from_secs(15),
-        "the new source reaches the edge",
-        || async { edge_admits(&rig.topo, "10.60.0.0/24") },
-    )
-    .await;
+    let back = eventually(Duration::from_secs(15), "the new source reaches the edge", || async { edge_admits(&rig.topo, "10.60.0.0/24") }).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
     let (rounds, breaches, refusals) = clients.await.unwrap();
@@ -599,19 +382,10 @@ async fn an_agent_restarted_under_connecting_clients_never_lets_a_refused_source
         expect_only(&[]).len()
     );
     report.assert_holds("agent restart");
-    assert!(
-        breaches.is_empty(),
-        "refused sources got through: {breaches:?}"
-    );
-    assert_eq!(
-        refusals, 0,
-        "allowed sources were refused during the restart (the rules must stay in the kernel)"
-    );
+    assert!(breaches.is_empty(), "refused sources got through: {breaches:?}");
+    assert_eq!(refusals, 0, "allowed sources were refused during the restart (the rules must stay in the kernel)");
     assert!(rounds >= 10, "too few rounds of connects: {rounds}");
-    assert!(
-        back <= PROPAGATION,
-        "the restarted agent applied the new source after {back:?}"
-    );
+    assert!(back <= PROPAGATION, "the restarted agent applied the new source after {back:?}");
     controller.stop();
 }
 
@@ -621,115 +395,41 @@ async fn a_rogue_element_or_rule_is_corrected_within_the_resync_period_and_repor
     let (rig, mut controller, agent) = Rig::with_edge("r", "node-r").await;
     let resync = Duration::from_secs(5); // the agent's, set by support::edge
     let reports: Api<ConfigMap> = Api::namespaced(rig.client.clone(), "jpki-system");
-    let drift = || async {
-        reports
-            .get("jpki-agent-production-node-r")
-            .await
-            .ok()
-            .and_then(|c| c.data)
-            .and_then(|d| d.get("drift").cloned())
-            .unwrap_or_default()
-    };
+    let drift =
+        || async { reports.get("jpki-agent-production-node-r").await.ok().and_then(|c| c.data).and_then(|d| d.get("drift").cloned()).unwrap_or_default() };
     assert_eq!(drift().await, "", "no drift before the rogue change");
     let checker = rig.checker(PROPAGATION, Duration::from_millis(200));
 
     // An element added by hand lets a refused client in, until the agent's resync finds it.
-    let out = rig.topo.nft(&[
-        "add",
-        "element",
-        "inet",
-        "jpki_access_production",
-        "allow_v4",
-        &format!("{{ {C4_NO} }}"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = rig.topo.nft(&["add", "element", "inet", "jpki_access_production", "allow_v4", &format!("{{ {C4_NO} }}")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let added = Instant::now();
-    rig.topo.check(
-        "the rogue element is in force",
-        &expect_only(&[C4_OK, C6_OK, C4_NO]),
-    );
-    wait_for(
-        &rig.topo,
-        "rogue element removed",
-        &expect_only(&[C4_OK, C6_OK]),
-        resync + Duration::from_secs(3),
-    );
+    rig.topo.check("the rogue element is in force", &expect_only(&[C4_OK, C6_OK, C4_NO]));
+    wait_for(&rig.topo, "rogue element removed", &expect_only(&[C4_OK, C6_OK]), resync + Duration::from_secs(3));
     let element_fixed = added.elapsed();
-    eventually(Duration::from_secs(5), "the drift is reported", || async {
-        drift().await.contains("1 range(s) not in the allowlist")
-    })
-    .await;
+    eventually(Duration::from_secs(5), "the drift is reported", || async { drift().await.contains("1 range(s) not in the allowlist") }).await;
 
     // A rule inserted by hand (accept everything first) is found by the table's fingerprint.
-    let out = rig.topo.nft(&[
-        "insert",
-        "rule",
-        "inet",
-        "jpki_access_production",
-        "input",
-        "accept",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = rig.topo.nft(&["insert", "rule", "inet", "jpki_access_production", "input", "accept"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let inserted = Instant::now();
-    assert!(
-        rig.topo.run_probes(&[probe(C4_NO, R4, 443, true)], TIMEOUT)[0] == Outcome::Connected,
-        "the rogue rule lets the refused source in"
-    );
-    wait_for(
-        &rig.topo,
-        "rogue rule removed",
-        &expect_only(&[C4_OK, C6_OK]),
-        resync + Duration::from_secs(3),
-    );
+    assert!(rig.topo.run_probes(&[probe(C4_NO, R4, 443, true)], TIMEOUT)[0] == Outcome::Connected, "the rogue rule lets the refused source in");
+    wait_for(&rig.topo, "rogue rule removed", &expect_only(&[C4_OK, C6_OK]), resync + Duration::from_secs(3));
     let rule_fixed = inserted.elapsed();
-    eventually(
-        Duration::from_secs(5),
-        "the rule drift is reported",
-        || async { drift().await.contains("sets/chains/rules changed") },
-    )
-    .await;
+    eventually(Duration::from_secs(5), "the rule drift is reported", || async { drift().await.contains("sets/chains/rules changed") }).await;
     let report = checker.finish().await;
-    eprintln!(
-        "rogue element removed after {element_fixed:?}, rogue rule after {rule_fixed:?} (resync {resync:?}); report: {}",
-        drift().await
-    );
+    eprintln!("rogue element removed after {element_fixed:?}, rogue rule after {rule_fixed:?} (resync {resync:?}); report: {}", drift().await);
     eprintln!("invariant checker, rogue changes: {}", report.summary());
 
     // The rogue changes are the test's own over-permits, on the nft layer only, and no longer than the resync.
     for layer in ["networkPolicy", "allowlist"] {
-        assert_eq!(
-            report.layers[layer].over_permit_samples,
-            0,
-            "{layer}: {}",
-            report.summary()
-        );
+        assert_eq!(report.layers[layer].over_permit_samples, 0, "{layer}: {}", report.summary());
     }
-    let (first, last) = report.layers["nft"]
-        .over_permit_span
-        .expect("the checker saw the rogue element");
-    assert!(
-        last - first <= element_fixed + rule_fixed + Duration::from_secs(2),
-        "{}",
-        report.summary()
-    );
-    assert!(
-        element_fixed <= resync + Duration::from_secs(2)
-            && rule_fixed <= resync + Duration::from_secs(2)
-    );
+    let (first, last) = report.layers["nft"].over_permit_span.expect("the checker saw the rogue element");
+    assert!(last - first <= element_fixed + rule_fixed + Duration::from_secs(2), "{}", report.summary());
+    assert!(element_fixed <= resync + Duration::from_secs(2) && rule_fixed <= resync + Duration::from_secs(2));
     assert_eq!(report.late(), 0, "{}", report.summary());
-    assert!(
-        agent.log().contains("differs from the allowlist applied"),
-        "{}",
-        agent.log()
-    );
+    assert!(agent.log().contains("differs from the allowlist applied"), "{}", agent.log());
     controller.stop();
 }
 
@@ -743,9 +443,7 @@ async fn a_burst_of_1000_registrations_and_approvals_converges_without_a_retry_s
 
     let burst = 1000;
     let started = Instant::now();
-    let regs: Vec<AccessRegistration> = (0..burst)
-        .map(|i| rig.registration(&format!("burst-{i}"), &[burst_cidr(50, i)]))
-        .collect();
+    let regs: Vec<AccessRegistration> = (0..burst).map(|i| rig.registration(&format!("burst-{i}"), &[burst_cidr(50, i)])).collect();
     let client = rig.client.clone();
     futures::stream::iter(regs)
         .for_each_concurrent(16, |r| {
@@ -756,24 +454,13 @@ async fn a_burst_of_1000_registrations_and_approvals_converges_without_a_retry_s
     let filed = started.elapsed();
     rig.wait_all_active(Duration::from_secs(180)).await;
     let converged = started.elapsed();
-    let whole = format!(
-        "10.50.0.0-{}",
-        burst_cidr(50, burst - 1).replace(".0/24", ".255")
-    );
-    eventually(
-        Duration::from_secs(30),
-        "the edge has the whole burst",
-        || async { edge_admits(&rig.topo, &whole) },
-    )
-    .await;
+    let whole = format!("10.50.0.0-{}", burst_cidr(50, burst - 1).replace(".0/24", ".255"));
+    eventually(Duration::from_secs(30), "the edge has the whole burst", || async { edge_admits(&rig.topo, &whole) }).await;
     let at_edge = started.elapsed();
     let report = checker.finish().await;
-    let m =
-        |op: &str| controller.metric(&format!("jpki_access_writes_total{{operation=\"{op}\"}}"));
-    let throttled =
-        metric_sum(&api_metrics(), "apiserver_request_total{", "code=\"429\"") - throttled_before;
-    let passes = controller.metric("jpki_access_reconciles_total{result=\"ok\"}")
-        + controller.metric("jpki_access_reconciles_total{result=\"error\"}");
+    let m = |op: &str| controller.metric(&format!("jpki_access_writes_total{{operation=\"{op}\"}}"));
+    let throttled = metric_sum(&api_metrics(), "apiserver_request_total{", "code=\"429\"") - throttled_before;
+    let passes = controller.metric("jpki_access_reconciles_total{result=\"ok\"}") + controller.metric("jpki_access_reconciles_total{result=\"error\"}");
     eprintln!(
         "{burst} registrations and approvals filed in {filed:?}; all Active after {converged:?}; at the edge after {at_edge:?}; \
          {passes} passes, writes: {} apply, {} status, {} failed; 429s from the API server: {throttled}",
@@ -783,17 +470,8 @@ async fn a_burst_of_1000_registrations_and_approvals_converges_without_a_retry_s
     );
     report.assert_holds("burst of 1,000");
     assert_eq!(throttled, 0.0, "the API server throttled requests");
-    assert_eq!(
-        m("failed"),
-        0.0,
-        "failed writes (retries):\n{}",
-        controller.log_text()
-    );
-    assert!(
-        m("status") <= 2.2 * f64::from(burst),
-        "status writes {} for {burst} registrations: a retry storm?",
-        m("status")
-    );
+    assert_eq!(m("failed"), 0.0, "failed writes (retries):\n{}", controller.log_text());
+    assert!(m("status") <= 2.2 * f64::from(burst), "status writes {} for {burst} registrations: a retry storm?", m("status"));
     controller.stop();
 }
 
@@ -805,40 +483,16 @@ async fn an_object_that_no_longer_deserialises_is_reported_and_every_other_keeps
     // Store an object as if written before a schema change: loosen the CRD, write it, restore the CRD.
     let crds: Api<CustomResourceDefinition> = Api::all(rig.client.clone());
     let mut loose = <AccessRegistration as kube::CustomResourceExt>::crd();
-    let schema = loose.spec.versions[0]
-        .schema
-        .as_mut()
-        .unwrap()
-        .open_api_v3_schema
-        .as_mut()
-        .unwrap();
-    *schema.properties.as_mut().unwrap().get_mut("spec").unwrap() = serde_json::from_value(
-        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-    )
-    .unwrap();
+    let schema = loose.spec.versions[0].schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
+    *schema.properties.as_mut().unwrap().get_mut("spec").unwrap() =
+        serde_json::from_value(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})).unwrap();
     schema.x_kubernetes_validations = None;
-    crds.patch(
-        "accessregistrations.access.jpki.dev",
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&loose),
-    )
-    .await
-    .unwrap();
+    crds.patch("accessregistrations.access.jpki.dev", &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&loose)).await.unwrap();
     let bad = json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
         "metadata": {"name": "from-the-old-days", "namespace": rig.ns}, "spec": {"verifierRef": 42, "sourceCidrs": "198.51.100.20/32"}});
-    let dynamic: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        rig.client.clone(),
-        &rig.ns,
-        &kube::api::ApiResource::erase::<AccessRegistration>(&()),
-    );
+    let dynamic: Api<kube::api::DynamicObject> = Api::namespaced_with(rig.client.clone(), &rig.ns, &kube::api::ApiResource::erase::<AccessRegistration>(&()));
     eventually(Duration::from_secs(10), "loose schema in force", || async {
-        dynamic
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(bad.clone()).unwrap(),
-            )
-            .await
-            .is_ok()
+        dynamic.create(&PostParams::default(), &serde_json::from_value(bad.clone()).unwrap()).await.is_ok()
     })
     .await;
     install_crds(&rig.client).await;
@@ -846,65 +500,26 @@ async fn an_object_that_no_longer_deserialises_is_reported_and_every_other_keeps
     let mut controller = rig.controller(&["--no-leader-election"]);
     controller.wait_ready().await;
     let _agent = rig.agent("node-u", &[]);
-    wait_for(
-        &rig.topo,
-        "the agent's first table",
-        &expect_only(&[]),
-        Duration::from_secs(15),
-    );
+    wait_for(&rig.topo, "the agent's first table", &expect_only(&[]), Duration::from_secs(15));
     let checker = rig.checker(PROPAGATION, Duration::from_millis(250));
     let started = Instant::now();
-    rig.register_and_approve("edge", &edge_cidrs())
-        .await
-        .unwrap();
+    rig.register_and_approve("edge", &edge_cidrs()).await.unwrap();
     for i in 0..20 {
-        rig.register_and_approve(&format!("other-{i}"), &[burst_cidr(70, i)])
-            .await
-            .unwrap();
+        rig.register_and_approve(&format!("other-{i}"), &[burst_cidr(70, i)]).await.unwrap();
     }
-    let admitted = wait_for(
-        &rig.topo,
-        "the readable registration admitted",
-        &expect_only(&[C4_OK, C6_OK]),
-        Duration::from_secs(15),
-    );
-    eventually(
-        Duration::from_secs(20),
-        "every readable registration Active",
-        || async { rig.active().await == (21, 21) },
-    )
-    .await;
+    let admitted = wait_for(&rig.topo, "the readable registration admitted", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
+    eventually(Duration::from_secs(20), "every readable registration Active", || async { rig.active().await == (21, 21) }).await;
     let converged = started.elapsed();
-    eventually(
-        Duration::from_secs(10),
-        "reported as an Event and a metric",
-        || async {
-            let events = rig.kubectl(&[
-                "get",
-                "events",
-                "-n",
-                &rig.ns,
-                "--field-selector",
-                "involvedObject.name=from-the-old-days",
-                "-o",
-                "jsonpath={.items[*].reason}",
-            ]);
-            events.contains("Unreadable")
-                && controller.metric("jpki_access_unreadable_objects{kind=\"AccessRegistration\"}")
-                    == 1.0
-        },
-    )
+    eventually(Duration::from_secs(10), "reported as an Event and a metric", || async {
+        let events =
+            rig.kubectl(&["get", "events", "-n", &rig.ns, "--field-selector", "involvedObject.name=from-the-old-days", "-o", "jsonpath={.items[*].reason}"]);
+        events.contains("Unreadable") && controller.metric("jpki_access_unreadable_objects{kind=\"AccessRegistration\"}") == 1.0
+    })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await; // the checker watches a while longer
     let report = checker.finish().await;
-    eprintln!(
-        "with one unreadable object stored: the edge admitted the new registration after {admitted:?}, all 21 Active after {converged:?}"
-    );
+    eprintln!("with one unreadable object stored: the edge admitted the new registration after {admitted:?}, all 21 Active after {converged:?}");
     report.assert_holds("unreadable object");
-    assert!(
-        controller.log_text().contains("does not fit the types"),
-        "{}",
-        controller.log_text()
-    );
+    assert!(controller.log_text().contains("does not fit the types"), "{}", controller.log_text());
     controller.stop();
 }

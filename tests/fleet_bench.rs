@@ -13,9 +13,7 @@
 mod support;
 
 use futures::StreamExt;
-use jpki_access::api::{
-    AccessApproval, AccessEnvironment, AccessRegistration, Decision, SignatureVerifier,
-};
+use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision, SignatureVerifier};
 use jpki_access::fleet::{COMPANIES_2026, FleetSettings, generate};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -91,25 +89,15 @@ async fn baseline_list(client: &Client) -> (f64, usize) {
 async fn bare_write_rate(client: &Client, n: usize) -> (usize, f64) {
     let n = n.min(10_000);
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let ns =
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-write-floor"}});
-    namespaces
-        .patch(
-            "bench-write-floor",
-            &PatchParams::apply("bench"),
-            &Patch::Apply(&ns),
-        )
-        .await
-        .unwrap();
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-write-floor"}});
+    namespaces.patch("bench-write-floor", &PatchParams::apply("bench"), &Patch::Apply(&ns)).await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-write-floor");
     let started = Instant::now();
     futures::stream::iter((0..n).map(|i| {
         let cms = cms.clone();
         async move {
-            let cm: ConfigMap = serde_json::from_value(
-                json!({"metadata": {"name": format!("floor-{i:05}"), "labels": {"bench": "floor"}},
-                "data": {"url": "https://ocsp.example/ocsp"}}),
-            )
+            let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("floor-{i:05}"), "labels": {"bench": "floor"}},
+                "data": {"url": "https://ocsp.example/ocsp"}}))
             .unwrap();
             cms.create(&PostParams::default(), &cm).await.unwrap();
         }
@@ -118,12 +106,7 @@ async fn bare_write_rate(client: &Client, n: usize) -> (usize, f64) {
     .collect::<Vec<()>>()
     .await;
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    cms.delete_collection(
-        &kube::api::DeleteParams::default(),
-        &kube::api::ListParams::default().labels("bench=floor"),
-    )
-    .await
-    .unwrap();
+    cms.delete_collection(&kube::api::DeleteParams::default(), &kube::api::ListParams::default().labels("bench=floor")).await.unwrap();
     (n, rate)
 }
 
@@ -142,11 +125,7 @@ impl Drop for WatchTasks {
 struct Sightings(Arc<Mutex<SightingState>>);
 
 /// Texts looked for, when each was first seen, and the latest text of each object by name.
-type SightingState = (
-    Vec<String>,
-    HashMap<String, Instant>,
-    HashMap<String, String>,
-);
+type SightingState = (Vec<String>, HashMap<String, Instant>, HashMap<String, String>);
 
 impl Sightings {
     fn expect(&self, needle: &str) {
@@ -160,12 +139,7 @@ impl Sightings {
     }
     /// The watch runs until the returned task is aborted (see [`WatchTasks`]), with backoff on errors: without it,
     /// a watch of a control plane already stopped retried at once, forever, and took a core from the next scale.
-    fn spawn<K>(
-        &self,
-        api: Api<K>,
-        config: watcher::Config,
-        probe: fn(&K) -> (String, String),
-    ) -> tokio::task::AbortHandle
+    fn spawn<K>(&self, api: Api<K>, config: watcher::Config, probe: fn(&K) -> (String, String)) -> tokio::task::AbortHandle
     where
         K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     {
@@ -181,12 +155,7 @@ impl Sightings {
                 let mut state = me.0.lock().unwrap();
                 for o in objects {
                     let (key, text) = probe(&o);
-                    let found: Vec<String> = state
-                        .0
-                        .iter()
-                        .filter(|n| text.contains(n.as_str()))
-                        .cloned()
-                        .collect();
+                    let found: Vec<String> = state.0.iter().filter(|n| text.contains(n.as_str())).cloned().collect();
                     for n in found {
                         state.1.entry(n).or_insert(at);
                     }
@@ -211,22 +180,14 @@ async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 fn peak_rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
+    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()).unwrap_or(0) * 1024
 }
 
 fn writes(c: &ControllerProcess) -> (f64, f64, f64) {
     (
-        c.metric("jpki_access_writes_total{operation=\"apply\"}")
-            + c.metric("jpki_access_writes_total{operation=\"delete\"}"),
+        c.metric("jpki_access_writes_total{operation=\"apply\"}") + c.metric("jpki_access_writes_total{operation=\"delete\"}"),
         c.metric("jpki_access_writes_total{operation=\"status\"}"),
-        c.metric("jpki_access_reconciles_total{result=\"ok\"}")
-            + c.metric("jpki_access_reconciles_total{result=\"error\"}"),
+        c.metric("jpki_access_reconciles_total{result=\"ok\"}") + c.metric("jpki_access_reconciles_total{result=\"error\"}"),
     )
 }
 
@@ -244,26 +205,14 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     let client = client_for_kubeconfig(&cp.kubeconfig).await;
     let mut tasks = WatchTasks::default();
     install_crds(&client).await;
-    let fleet = generate(&FleetSettings {
-        scale,
-        companies: COMPANIES_2026,
-        approved_at: "2026-03-15T00:00:00Z".parse().unwrap(),
-    })
-    .unwrap();
+    let fleet = generate(&FleetSettings { scale, companies: COMPANIES_2026, approved_at: "2026-03-15T00:00:00Z".parse().unwrap() }).unwrap();
     let registrations: usize = fleet.iter().map(|b| b.registrations.len()).sum();
-    eprintln!(
-        "[{label}] creating {} verifiers, {registrations} registrations and approvals",
-        fleet.len()
-    );
+    eprintln!("[{label}] creating {} verifiers, {registrations} registrations and approvals", fleet.len());
     let started = Instant::now();
     for o in jpki_access::cli::fleet::environment_objects().unwrap() {
-        jpki_access::cli::fleet::apply_object(&client, &o)
-            .await
-            .unwrap();
+        jpki_access::cli::fleet::apply_object(&client, &o).await.unwrap();
     }
-    let objects = jpki_access::cli::fleet::apply_bundles(&client, &fleet, 32)
-        .await
-        .unwrap();
+    let objects = jpki_access::cli::fleet::apply_bundles(&client, &fleet, 32).await.unwrap();
     let setup_seconds = started.elapsed().as_secs_f64();
     // Pending test registrations of the first verifier, approved one by one below; /28s a /24 apart never aggregate.
     let first = &fleet[0];
@@ -283,12 +232,7 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     for i in 0..SPREAD_APPROVALS {
         let verifier = i * fleet.len() / SPREAD_APPROVALS;
         // A /29 in the free /28 (+48): alone in its /28, so it is published as filed, never merged with a neighbour.
-        let cidr = format!(
-            "{}/29",
-            std::net::Ipv4Addr::from(
-                u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) + verifier as u32 * 64 + 56
-            )
-        );
+        let cidr = format!("{}/29", std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) + verifier as u32 * 64 + 56));
         let mut r = first.registrations[0].clone();
         r.metadata.name = Some(format!("spread-{i:03}"));
         r.spec.source_cidrs = serde_json::from_value(json!([cidr.clone()])).unwrap();
@@ -300,9 +244,7 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     let (list_seconds, list_bytes) = baseline_list(&client).await;
     let (floor_sample, write_rate) = bare_write_rate(&client, 2 * total_registrations).await;
     let write_floor_seconds = 2.0 * total_registrations as f64 / write_rate;
-    eprintln!(
-        "[{label}] bare writes: {write_rate:.0}/s over {floor_sample}; floor of a first start {write_floor_seconds:.1} s"
-    );
+    eprintln!("[{label}] bare writes: {write_rate:.0}/s over {floor_sample}; floor of a first start {write_floor_seconds:.1} s");
 
     // Cold start: a watch counts registrations whose status is current.
     // The watch keeps the count itself: counting 60,000 entries on every poll took a core from the controller.
@@ -317,20 +259,11 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
                 let mut stream = watcher(api, watcher::Config::default().page_size(500)).boxed();
                 while let Some(Ok(event)) = stream.next().await {
                     if let watcher::Event::Apply(r) | watcher::Event::InitApply(r) = event {
-                        let ok = r.status.as_ref().is_some_and(|s| {
-                            s.observed_generation == r.metadata.generation && s.phase.is_some()
-                        });
-                        let was = current.lock().unwrap().insert(
-                            format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
-                            ok,
-                        );
+                        let ok = r.status.as_ref().is_some_and(|s| s.observed_generation == r.metadata.generation && s.phase.is_some());
+                        let was = current.lock().unwrap().insert(format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()), ok);
                         match (was, ok) {
-                            (Some(false) | None, true) => {
-                                current_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                            }
-                            (Some(true), false) => {
-                                current_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
-                            }
+                            (Some(false) | None, true) => current_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                            (Some(true), false) => current_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst),
                             _ => 0,
                         };
                     }
@@ -339,50 +272,21 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
             .abort_handle(),
         );
     }
-    assert!(
-        wait_until(Duration::from_secs(600), || current.lock().unwrap().len()
-            == total_registrations)
-        .await,
-        "watch saw every registration"
-    );
+    assert!(wait_until(Duration::from_secs(600), || current.lock().unwrap().len() == total_registrations).await, "watch saw every registration");
     let started = Instant::now();
-    let controller = ControllerProcess::start_with_kubeconfig(
-        &["--no-leader-election", "--resync-seconds", "3600"],
-        &cp.kubeconfig,
-    );
-    let converged = wait_until(Duration::from_secs(1800), || {
-        current_count.load(std::sync::atomic::Ordering::SeqCst) == total_registrations
-    })
-    .await;
-    assert!(
-        converged,
-        "[{label}] not every status current:\n{}",
-        controller
-            .log_text()
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let controller = ControllerProcess::start_with_kubeconfig(&["--no-leader-election", "--resync-seconds", "3600"], &cp.kubeconfig);
+    let converged = wait_until(Duration::from_secs(1800), || current_count.load(std::sync::atomic::Ordering::SeqCst) == total_registrations).await;
+    assert!(converged, "[{label}] not every status current:\n{}", controller.log_text().lines().rev().take(20).collect::<Vec<_>>().join("\n"));
     let cold_seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (applied_cold, statuses_cold, passes_cold) = writes(&controller);
     let rss = peak_rss_bytes(controller.child.id());
     // Reconciles per object: passes plan every registration, but reuse what has not changed (planner::memo).
     let (evaluated_cold, planned_cold) = planned(&controller);
-    let (evaluations_per_registration, plans_per_registration) = (
-        evaluated_cold / total_registrations as f64,
-        planned_cold / total_registrations as f64,
-    );
+    let (evaluations_per_registration, plans_per_registration) = (evaluated_cold / total_registrations as f64, planned_cold / total_registrations as f64);
     // Every write of the first start (objects, statuses and the Events of each transition) at the bare write rate:
     // the floor of a controller that did nothing but those writes.
-    let events = Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
-        .list(&kube::api::ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .len();
+    let events = Api::<k8s_openapi::api::events::v1::Event>::all(client.clone()).list(&kube::api::ListParams::default()).await.unwrap().items.len();
     let all_writes_floor_seconds = (applied_cold + statuses_cold + events as f64) / write_rate;
     eprintln!(
         "[{label}] cold start {cold_seconds:.1} s (LIST {list_seconds:.2} s; every write at the bare rate {all_writes_floor_seconds:.1} s), {passes_cold} passes, {applied_cold} applies, {statuses_cold} statuses, {events} events, peak RSS {} MiB, per registration {evaluations_per_registration:.2} evaluations and {plans_per_registration:.2} plans computed",
@@ -394,18 +298,9 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     let before = writes(&controller);
     for i in 0..3 {
         let poke = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bench-poke", "labels": {"access.jpki.dev/agent-report": "none"}}, "data": {"i": i.to_string()}});
-        cms.patch(
-            "bench-poke",
-            &PatchParams::apply("bench"),
-            &Patch::Apply(&poke),
-        )
-        .await
-        .unwrap();
+        cms.patch("bench-poke", &PatchParams::apply("bench"), &Patch::Apply(&poke)).await.unwrap();
         let target = before.2 + f64::from(i + 1);
-        assert!(
-            wait_until(Duration::from_secs(300), || writes(&controller).2 >= target).await,
-            "no-op pass {i}"
-        );
+        assert!(wait_until(Duration::from_secs(300), || writes(&controller).2 >= target).await, "no-op pass {i}");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = writes(&controller);
@@ -415,31 +310,14 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     // One edit: an Active registration narrows its CIDRs.
     let edited = &fleet[fleet.len() / 2].registrations[1];
     let before = writes(&controller);
-    let narrowed: Vec<String> = edited
-        .spec
-        .source_cidrs
-        .iter()
-        .take(1)
-        .map(|c| c.to_string())
-        .collect();
+    let narrowed: Vec<String> = edited.spec.source_cidrs.iter().take(1).map(|c| c.to_string()).collect();
     Api::<AccessRegistration>::namespaced(client.clone(), &edited.namespace().unwrap())
-        .patch(
-            &edited.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"sourceCidrs": narrowed}})),
-        )
+        .patch(&edited.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"sourceCidrs": narrowed}})))
         .await
         .unwrap();
     let key = format!("{}/{}", edited.namespace().unwrap(), edited.name_any());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        wait_until(Duration::from_secs(120), || current
-            .lock()
-            .unwrap()
-            .get(&key)
-            == Some(&true))
-        .await
-    );
+    assert!(wait_until(Duration::from_secs(120), || current.lock().unwrap().get(&key) == Some(&true)).await);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = writes(&controller);
     let one_edit = json!({"passes": after.2 - before.2, "objects": after.0 - before.0, "statuses": after.1 - before.1});
@@ -449,14 +327,8 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     let mut controller = controller;
     controller.stop();
     let started = Instant::now();
-    let controller = ControllerProcess::start_with_kubeconfig(
-        &["--no-leader-election", "--resync-seconds", "3600"],
-        &cp.kubeconfig,
-    );
-    assert!(
-        wait_until(Duration::from_secs(600), || writes(&controller).2 >= 1.0).await,
-        "first pass after restart"
-    );
+    let controller = ControllerProcess::start_with_kubeconfig(&["--no-leader-election", "--resync-seconds", "3600"], &cp.kubeconfig);
+    assert!(wait_until(Duration::from_secs(600), || writes(&controller).2 >= 1.0).await, "first pass after restart");
     let restart_seconds = started.elapsed().as_secs_f64();
     let (restart_applies, restart_statuses, _) = writes(&controller);
     let restart_rss = peak_rss_bytes(controller.child.id());
@@ -472,51 +344,22 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
         watcher::Config::default().labels("access.jpki.dev/environment=test"),
         |cm| {
             let data = cm.data.clone().unwrap_or_default();
-            (
-                cm.name_any(),
-                format!(
-                    "{}\n{}",
-                    data.get("cidrs").cloned().unwrap_or_default(),
-                    data.get("digest").cloned().unwrap_or_default()
-                ),
-            )
+            (cm.name_any(), format!("{}\n{}", data.get("cidrs").cloned().unwrap_or_default(), data.get("digest").cloned().unwrap_or_default()))
         },
     ));
     let policies = Sightings::default();
-    tasks.0.push(policies.spawn(
-        Api::<NetworkPolicy>::namespaced(client.clone(), "jpki-test"),
-        watcher::Config::default(),
-        |np| {
-            (
-                np.name_any(),
-                serde_json::to_string(&np.spec).unwrap_or_default(),
-            )
-        },
-    ));
+    tasks.0.push(policies.spawn(Api::<NetworkPolicy>::namespaced(client.clone(), "jpki-test"), watcher::Config::default(), |np| {
+        (np.name_any(), serde_json::to_string(&np.spec).unwrap_or_default())
+    }));
     let agent_reports = Sightings::default();
     tasks.0.push(agent_reports.spawn(
         Api::<ConfigMap>::namespaced(client.clone(), "jpki-system"),
         watcher::Config::default().labels("access.jpki.dev/agent-report=test"),
-        |cm| {
-            (
-                cm.name_any(),
-                cm.data
-                    .clone()
-                    .unwrap_or_default()
-                    .get("appliedDigest")
-                    .cloned()
-                    .unwrap_or_default(),
-            )
-        },
+        |cm| (cm.name_any(), cm.data.clone().unwrap_or_default().get("appliedDigest").cloned().unwrap_or_default()),
     ));
     let agent = with_agent.then(|| BenchAgent::start(&cp.kubeconfig, label));
     if agent.is_some() {
-        let _ = wait_until(Duration::from_secs(60), || {
-            agent_reports
-                .value(&format!("jpki-agent-test-bench-{label}"))
-                .is_some_and(|d| !d.is_empty())
-        })
-        .await;
+        let _ = wait_until(Duration::from_secs(60), || agent_reports.value(&format!("jpki-agent-test-bench-{label}")).is_some_and(|d| !d.is_empty())).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let approvals: Api<AccessApproval> = Api::namespaced(client.clone(), &ns);
@@ -525,52 +368,20 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
         let cidr = format!("10.255.{i}.0/28");
         allowlist.expect(&cidr);
         policies.expect(&cidr);
-        let approval = jpki_access::domain::approve::approval_for(
-            reg,
-            Decision::Approved,
-            "approver@j-lis",
-            "2026-03-15T00:00:00Z".parse().unwrap(),
-            None,
-        )
-        .unwrap();
+        let approval =
+            jpki_access::domain::approve::approval_for(reg, Decision::Approved, "approver@j-lis", "2026-03-15T00:00:00Z".parse().unwrap(), None).unwrap();
         let index_before = allowlist.value("jpki-allowlist-test");
         let t0 = Instant::now();
-        approvals
-            .create(&PostParams::default(), &approval)
-            .await
-            .unwrap();
+        approvals.create(&PostParams::default(), &approval).await.unwrap();
         // Updated: the shard and the NetworkPolicy hold the CIDR and the index announces the new digest (written last).
-        assert!(
-            wait_until(Duration::from_secs(60), || allowlist.seen(&cidr).is_some()
-                && policies.seen(&cidr).is_some())
-            .await,
-            "approval {i} propagated"
-        );
-        assert!(
-            wait_until(Duration::from_secs(60), || allowlist
-                .value("jpki-allowlist-test")
-                != index_before)
-            .await,
-            "index of approval {i}"
-        );
-        let t1 = Instant::now()
-            .max(allowlist.seen(&cidr).unwrap())
-            .max(policies.seen(&cidr).unwrap());
+        assert!(wait_until(Duration::from_secs(60), || allowlist.seen(&cidr).is_some() && policies.seen(&cidr).is_some()).await, "approval {i} propagated");
+        assert!(wait_until(Duration::from_secs(60), || allowlist.value("jpki-allowlist-test") != index_before).await, "index of approval {i}");
+        let t1 = Instant::now().max(allowlist.seen(&cidr).unwrap()).max(policies.seen(&cidr).unwrap());
         to_outputs.push((t1 - t0).as_secs_f64() * 1000.0);
         if agent.is_some() {
-            let digest = allowlist
-                .value("jpki-allowlist-test")
-                .unwrap_or_default()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .to_string();
+            let digest = allowlist.value("jpki-allowlist-test").unwrap_or_default().lines().last().unwrap_or_default().to_string();
             let report = format!("jpki-agent-test-bench-{label}");
-            if wait_until(Duration::from_secs(30), || {
-                agent_reports.value(&report).as_deref() == Some(digest.as_str())
-            })
-            .await
-            {
+            if wait_until(Duration::from_secs(30), || agent_reports.value(&report).as_deref() == Some(digest.as_str())).await {
                 to_agent.push((Instant::now() - t0).as_secs_f64() * 1000.0);
             }
         }
@@ -583,36 +394,17 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     for (reg, cidr) in &spread {
         allowlist.expect(cidr);
         policies.expect(cidr);
-        let approval = jpki_access::domain::approve::approval_for(
-            reg,
-            Decision::Approved,
-            "approver@j-lis",
-            "2026-03-15T00:00:00Z".parse().unwrap(),
-            None,
-        )
-        .unwrap();
+        let approval =
+            jpki_access::domain::approve::approval_for(reg, Decision::Approved, "approver@j-lis", "2026-03-15T00:00:00Z".parse().unwrap(), None).unwrap();
         let index_before = allowlist.value("jpki-allowlist-test");
         let t0 = Instant::now();
-        approvals
-            .create(&PostParams::default(), &approval)
-            .await
-            .unwrap();
+        approvals.create(&PostParams::default(), &approval).await.unwrap();
         assert!(
-            wait_until(Duration::from_secs(60), || allowlist.seen(cidr).is_some()
-                && policies.seen(cidr).is_some())
-            .await,
+            wait_until(Duration::from_secs(60), || allowlist.seen(cidr).is_some() && policies.seen(cidr).is_some()).await,
             "spread approval {cidr} propagated"
         );
-        assert!(
-            wait_until(Duration::from_secs(60), || allowlist
-                .value("jpki-allowlist-test")
-                != index_before)
-            .await,
-            "index of {cidr}"
-        );
-        let t1 = Instant::now()
-            .max(allowlist.seen(cidr).unwrap())
-            .max(policies.seen(cidr).unwrap());
+        assert!(wait_until(Duration::from_secs(60), || allowlist.value("jpki-allowlist-test") != index_before).await, "index of {cidr}");
+        let t1 = Instant::now().max(allowlist.seen(cidr).unwrap()).max(policies.seen(cidr).unwrap());
         to_outputs_spread.push((t1 - t0).as_secs_f64() * 1000.0);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -622,32 +414,22 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
 
     // The same server's bare write-then-watch round trip.
     let probe = Sightings::default();
-    tasks.0.push(probe.spawn(
-        Api::<ConfigMap>::namespaced(client.clone(), "default"),
-        watcher::Config::default().labels("bench=roundtrip"),
-        |cm| (cm.name_any(), cm.name_any()),
-    ));
+    tasks.0.push(probe.spawn(Api::<ConfigMap>::namespaced(client.clone(), "default"), watcher::Config::default().labels("bench=roundtrip"), |cm| {
+        (cm.name_any(), cm.name_any())
+    }));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let defaults: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let mut round_trips = Vec::new();
     for i in 0..100 {
         let name = format!("roundtrip-{i:03}");
         probe.expect(&name);
-        let cm: ConfigMap = serde_json::from_value(
-            json!({"metadata": {"name": name, "labels": {"bench": "roundtrip"}}}),
-        )
-        .unwrap();
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"bench": "roundtrip"}}})).unwrap();
         let t0 = Instant::now();
         defaults.create(&PostParams::default(), &cm).await.unwrap();
         assert!(wait_until(Duration::from_secs(10), || probe.seen(&name).is_some()).await);
         round_trips.push((probe.seen(&name).unwrap() - t0).as_secs_f64() * 1000.0);
     }
-    for v in [
-        &mut to_outputs,
-        &mut to_outputs_spread,
-        &mut to_agent,
-        &mut round_trips,
-    ] {
+    for v in [&mut to_outputs, &mut to_outputs_spread, &mut to_agent, &mut round_trips] {
         v.sort_by(f64::total_cmp);
     }
     let summary = |v: &Vec<f64>| json!({"n": v.len(), "p50_ms": percentile(v, 50.0), "p99_ms": percentile(v, 99.0), "max_ms": v.last()});
@@ -670,10 +452,7 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
         "write_then_watch": summary(&round_trips),
         "p99_over_round_trip_p99": percentile(&to_outputs, 99.0) / percentile(&round_trips, 99.0),
     });
-    eprintln!(
-        "[{label}] {}",
-        serde_json::to_string_pretty(&result).unwrap()
-    );
+    eprintln!("[{label}] {}", serde_json::to_string_pretty(&result).unwrap());
     drop(controller);
     result
 }
@@ -687,25 +466,10 @@ struct BenchAgent {
 impl BenchAgent {
     fn start(kubeconfig: &std::path::Path, label: &str) -> BenchAgent {
         let netns = format!("jpki-bench-{}", std::process::id());
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "add", &netns])
-            .status();
-        let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("jpki-bench-agent-{label}.log")),
-        )
-        .unwrap();
+        let _ = std::process::Command::new("ip").args(["netns", "add", &netns]).status();
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("jpki-bench-agent-{label}.log"))).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_jpki-access"))
-            .args([
-                "agent",
-                "--environment",
-                "test",
-                "--namespace",
-                "jpki-system",
-                "--node",
-                &format!("bench-{label}"),
-                "--netns",
-                &netns,
-            ])
+            .args(["agent", "--environment", "test", "--namespace", "jpki-system", "--node", &format!("bench-{label}"), "--netns", &netns])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
             .stdout(log.try_clone().unwrap())
@@ -718,13 +482,9 @@ impl BenchAgent {
 
 impl Drop for BenchAgent {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.netns]).status();
     }
 }
 
@@ -732,10 +492,7 @@ impl Drop for BenchAgent {
 fn exponent(points: &[(f64, f64)]) -> f64 {
     let logs: Vec<(f64, f64)> = points.iter().map(|(x, y)| (x.ln(), y.ln())).collect();
     let n = logs.len() as f64;
-    let (mx, my) = (
-        logs.iter().map(|p| p.0).sum::<f64>() / n,
-        logs.iter().map(|p| p.1).sum::<f64>() / n,
-    );
+    let (mx, my) = (logs.iter().map(|p| p.0).sum::<f64>() / n, logs.iter().map(|p| p.1).sum::<f64>() / n);
     let num: f64 = logs.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
     let den: f64 = logs.iter().map(|(x, _)| (x - mx).powi(2)).sum();
     num / den
@@ -745,12 +502,7 @@ fn exponent(points: &[(f64, f64)]) -> f64 {
 async fn fleet_benchmarks() {
     // JPKI_BENCH_SCALES: labels of the scales to run, e.g. "1x,10k" for a quick look.
     let wanted = std::env::var("JPKI_BENCH_SCALES").unwrap_or_else(|_| "1x,10k,3x,10x".into());
-    let all = [
-        ("1x", 1.0, 20, false),
-        ("10k", 10_000.0 / REGISTRATIONS_1X, 100, true),
-        ("3x", 3.0, 20, false),
-        ("10x", 10.0, 20, false),
-    ];
+    let all = [("1x", 1.0, 20, false), ("10k", 10_000.0 / REGISTRATIONS_1X, 100, true), ("3x", 3.0, 20, false), ("10x", 10.0, 20, false)];
     let mut results = Vec::new();
     for (label, scale, approvals, agent) in all {
         if wanted.split(',').any(|w| w.trim() == label) {
@@ -761,12 +513,7 @@ async fn fleet_benchmarks() {
         let points: Vec<(f64, f64)> = results
             .iter()
             .filter(|r| r["label"] != "10k")
-            .map(|r| {
-                (
-                    r["registrations"].as_f64().unwrap(),
-                    sub.map_or(&r[field], |s| &r[field][s]).as_f64().unwrap(),
-                )
-            })
+            .map(|r| (r["registrations"].as_f64().unwrap(), sub.map_or(&r[field], |s| &r[field][s]).as_f64().unwrap()))
             .collect();
         (points.len() >= 2).then(|| exponent(&points))
     };
@@ -780,11 +527,7 @@ async fn fleet_benchmarks() {
     });
     let out = repo_root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(
-        out.join("fleet.json"),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(out.join("fleet.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
     eprintln!(
         "\n| scale | registrations | LIST s | cold start s | ×LIST | write floor s | ×floor | passes | evaluations/plans per registration | RSS MiB | ×LIST bytes | no-op writes | edit writes | prop p50/p99 ms | spread p50/p99 ms, objects each | agent p50/p99 ms | round trip p50/p99 ms |"
     );
@@ -800,24 +543,17 @@ async fn fleet_benchmarks() {
             r["write_floor_seconds"].as_f64().unwrap(),
             r["cold_start_over_write_floor"].as_f64().unwrap(),
             r["cold_start_passes"],
-            r["cold_start_evaluations_per_registration"]
-                .as_f64()
-                .unwrap(),
+            r["cold_start_evaluations_per_registration"].as_f64().unwrap(),
             r["cold_start_plans_per_registration"].as_f64().unwrap(),
             r["peak_rss_bytes"].as_u64().unwrap() >> 20,
             r["peak_rss_over_list_bytes"].as_f64().unwrap(),
-            r["noop_passes"]["applies"].as_f64().unwrap()
-                + r["noop_passes"]["statuses"].as_f64().unwrap(),
+            r["noop_passes"]["applies"].as_f64().unwrap() + r["noop_passes"]["statuses"].as_f64().unwrap(),
             r["one_edit"]["objects"],
             r["one_edit"]["statuses"],
             r["propagation_to_outputs"]["p50_ms"].as_f64().unwrap(),
             r["propagation_to_outputs"]["p99_ms"].as_f64().unwrap(),
-            r["propagation_spread_to_outputs"]["p50_ms"]
-                .as_f64()
-                .unwrap(),
-            r["propagation_spread_to_outputs"]["p99_ms"]
-                .as_f64()
-                .unwrap(),
+            r["propagation_spread_to_outputs"]["p50_ms"].as_f64().unwrap(),
+            r["propagation_spread_to_outputs"]["p99_ms"].as_f64().unwrap(),
             r["spread_approval_writes"]["objects_per_approval"],
             r["propagation_to_agent"]["p50_ms"],
             r["propagation_to_agent"]["p99_ms"],
@@ -825,9 +561,6 @@ async fn fleet_benchmarks() {
             r["write_then_watch"]["p99_ms"].as_f64().unwrap(),
         );
     }
-    eprintln!(
-        "growth exponents: cold start {:?}, propagation p50 {:?}",
-        report["growth_exponent_cold_start"], report["growth_exponent_propagation_p50"]
-    );
+    eprintln!("growth exponents: cold start {:?}, propagation p50 {:?}", report["growth_exponent_cold_start"], report["growth_exponent_propagation_p50"]);
     eprintln!("written to {}", out.join("fleet.json").display());
 }

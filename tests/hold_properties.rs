@@ -9,24 +9,16 @@
 
 use ipnet::IpNet;
 use jpki_access::api::environment::MassRevocationHold;
-use jpki_access::planner::hold::{
-    HoldInput, LiveSet, PublishedAllowlist, decide, sorted_aggregate,
-};
+use jpki_access::planner::hold::{HoldInput, LiveSet, PublishedAllowlist, decide, sorted_aggregate};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-const POLICY: MassRevocationHold = MassRevocationHold {
-    percent: 25,
-    min_cidrs: 8,
-    window_hours: None,
-};
+const POLICY: MassRevocationHold = MassRevocationHold { percent: 25, min_cidrs: 8, window_hours: None };
 
 /// Network `i` of a pool of /24s, with a /23 over some pairs so that later sets merge and split.
 fn net(i: u16) -> IpNet {
     if i % 17 == 16 {
-        format!("10.{}.{}.0/23", i / 128, (i % 128) * 2 & 0xfe)
-            .parse()
-            .unwrap()
+        format!("10.{}.{}.0/23", i / 128, (i % 128) * 2 & 0xfe).parse().unwrap()
     } else {
         format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap()
     }
@@ -35,10 +27,7 @@ fn net(i: u16) -> IpNet {
 /// Address range of a network, for the oracle's own coverage check.
 fn range(n: &IpNet) -> (u128, u128) {
     match n {
-        IpNet::V4(v) => (
-            u32::from(v.network()) as u128,
-            u32::from(v.broadcast()) as u128,
-        ),
+        IpNet::V4(v) => (u32::from(v.network()) as u128, u32::from(v.broadcast()) as u128),
         IpNet::V6(v) => (u128::from(v.network()), u128::from(v.broadcast())),
     }
 }
@@ -46,11 +35,7 @@ fn range(n: &IpNet) -> (u128, u128) {
 /// Whether the union of `set` covers every address of `n` (set: any networks, in any order).
 fn covered(n: &IpNet, set: &[IpNet]) -> bool {
     let (lo, hi) = range(n);
-    let mut parts: Vec<(u128, u128)> = set
-        .iter()
-        .map(range)
-        .filter(|(a, b)| *b >= lo && *a <= hi)
-        .collect();
+    let mut parts: Vec<(u128, u128)> = set.iter().map(range).filter(|(a, b)| *b >= lo && *a <= hi).collect();
     parts.sort();
     let mut next = lo;
     for (a, b) in parts {
@@ -83,12 +68,7 @@ fn pass() -> impl Strategy<Value = Pass> {
         prop::collection::vec(prop::collection::vec(0u16..600, 1..4), 0..30),
         prop::bool::weighted(0.15),
     )
-        .prop_map(|(remove, narrow, add, release)| Pass {
-            remove,
-            narrow,
-            add,
-            release,
-        })
+        .prop_map(|(remove, narrow, add, release)| Pass { remove, narrow, add, release })
 }
 
 proptest! {
@@ -168,24 +148,15 @@ proptest! {
 /// additions in one pass.
 #[test]
 fn sliced_and_offset_removals_are_held() {
-    let policy = MassRevocationHold {
-        percent: 10,
-        min_cidrs: 50,
-        window_hours: None,
-    };
+    let policy = MassRevocationHold { percent: 10, min_cidrs: 50, window_hours: None };
     let now = jiff::Timestamp::from_second(1_780_000_000).unwrap();
     let run = |passes: &[(usize, usize)]| -> Vec<bool> {
-        let mut live: LiveSet = (0..300u16)
-            .map(|i| (format!("r{i}"), vec![net(i)]))
-            .collect();
+        let mut live: LiveSet = (0..300u16).map(|i| (format!("r{i}"), vec![net(i)])).collect();
         let mut previously_live = LiveSet::new();
         let mut published: Option<PublishedAllowlist> = None;
         let mut next_new = 1000u16;
         let mut held = Vec::new();
-        for (round, (remove, add)) in std::iter::once((0, 0))
-            .chain(passes.iter().copied())
-            .enumerate()
-        {
+        for (round, (remove, add)) in std::iter::once((0, 0)).chain(passes.iter().copied()).enumerate() {
             let keys: Vec<String> = live.keys().take(remove).cloned().collect();
             for k in keys {
                 live.remove(&k);
@@ -217,15 +188,7 @@ fn sliced_and_offset_removals_are_held() {
         }
         held
     };
-    assert_eq!(
-        run(&[(49, 0), (49, 0)]),
-        [false, true],
-        "49 + 49 from the same baseline reach 50"
-    );
+    assert_eq!(run(&[(49, 0), (49, 0)]), [false, true], "49 + 49 from the same baseline reach 50");
     assert_eq!(run(&[(60, 59)]), [true], "additions do not offset removals");
-    assert_eq!(
-        run(&[(1, 0), (1, 0), (1, 0)]),
-        [false, false, false],
-        "single revocations stay immediate"
-    );
+    assert_eq!(run(&[(1, 0), (1, 0), (1, 0)]), [false, false, false], "single revocations stay immediate");
 }

@@ -29,22 +29,16 @@ fn now() -> jiff::Timestamp {
 
 fn cases() -> Vec<Case> {
     let dir = root().join("tests/fixtures/invalid");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "json"))
-        .collect();
+    let mut paths: Vec<PathBuf> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "json")).collect();
     paths.sort();
     paths
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
             // JSON has no comments: a JSON case's header lines are in `<file>.header` beside it.
-            let header_text = if path.extension().is_some_and(|e| e == "json") {
-                std::fs::read_to_string(path.with_extension("json.header")).unwrap()
-            } else {
-                text.clone()
-            };
+            let header_text =
+                if path.extension().is_some_and(|e| e == "json") { std::fs::read_to_string(path.with_extension("json.header")).unwrap() } else { text.clone() };
             let header = |key: &str| {
                 header_text
                     .lines()
@@ -54,19 +48,8 @@ fn cases() -> Vec<Case> {
                     .to_string()
             };
             let server = header("server");
-            assert!(
-                server == "refused" || server == "offline-only",
-                "{}: server: {server}",
-                path.display()
-            );
-            Case {
-                slug: header("case"),
-                field: header("field"),
-                message: header("message"),
-                server_refuses: server == "refused",
-                text,
-                path,
-            }
+            assert!(server == "refused" || server == "offline-only", "{}: server: {server}", path.display());
+            Case { slug: header("case"), field: header("field"), message: header("message"), server_refuses: server == "refused", text, path }
         })
         .collect()
 }
@@ -75,34 +58,18 @@ fn cases() -> Vec<Case> {
 fn the_table_is_large_and_covers_every_kind() {
     let cases = cases();
     assert!(cases.len() >= 100, "only {} cases", cases.len());
-    for kind in [
-        "SignatureVerifier",
-        "AccessRegistration",
-        "AccessApproval",
-        "AccessEnvironment",
-    ] {
-        assert!(
-            cases
-                .iter()
-                .any(|c| c.text.contains(&format!("kind: {kind}"))),
-            "no case for {kind}"
-        );
+    for kind in ["SignatureVerifier", "AccessRegistration", "AccessApproval", "AccessEnvironment"] {
+        assert!(cases.iter().any(|c| c.text.contains(&format!("kind: {kind}"))), "no case for {kind}");
     }
     let server = cases.iter().filter(|c| c.server_refuses).count();
-    assert!(
-        server >= 40,
-        "only {server} cases are checked against the API server"
-    );
+    assert!(server >= 40, "only {server} cases are checked against the API server");
 }
 
 #[test]
 fn examples_are_valid_without_warnings() {
     let report = validate_paths(&[root().join("examples")], now());
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
-    assert_eq!(
-        report.objects, 8,
-        "verifiers, registrations and environments: approvals are made on the stored objects"
-    );
+    assert_eq!(report.objects, 8, "verifiers, registrations and environments: approvals are made on the stored objects");
 }
 
 #[test]
@@ -111,104 +78,51 @@ fn validate_refuses_every_bad_form_naming_the_field() {
     for case in cases() {
         let report = validate_paths(&[root().join("examples"), case.path.clone()], now());
         let file = case.path.display().to_string();
-        let hit = report.problems.iter().find(|p| {
-            p.file == file
-                && p.severity == Severity::Error
-                && p.field == case.field
-                && p.message.contains(&case.message)
-        });
+        let hit =
+            report.problems.iter().find(|p| p.file == file && p.severity == Severity::Error && p.field == case.field && p.message.contains(&case.message));
         if hit.is_none() {
-            let mine: Vec<String> = report
-                .problems
-                .iter()
-                .filter(|p| p.file == file)
-                .map(|p| p.to_string())
-                .collect();
-            failures.push(format!(
-                "{}: expected an error on {:?} containing {:?}; got {mine:#?}",
-                case.slug, case.field, case.message
-            ));
+            let mine: Vec<String> = report.problems.iter().filter(|p| p.file == file).map(|p| p.to_string()).collect();
+            failures.push(format!("{}: expected an error on {:?} containing {:?}; got {mine:#?}", case.slug, case.field, case.message));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} cases not refused as expected:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} cases not refused as expected:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
 fn the_validate_command_prints_file_document_object_field_and_exits_1() {
     let case = root().join("tests/fixtures/invalid/16-cidr-host-bits-set.yaml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jpki-access"))
-        .arg("validate")
-        .arg(&case)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jpki-access")).arg("validate").arg(&case).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let expected_prefix = format!(
-        "{}:1: AccessRegistration/case-16: spec.sourceCidrs[0]: error: ",
-        case.display()
-    );
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(&expected_prefix))
-        .unwrap_or_else(|| panic!("no line starting {expected_prefix:?} in:\n{stdout}"));
+    let expected_prefix = format!("{}:1: AccessRegistration/case-16: spec.sourceCidrs[0]: error: ", case.display());
+    let line = stdout.lines().find(|l| l.starts_with(&expected_prefix)).unwrap_or_else(|| panic!("no line starting {expected_prefix:?} in:\n{stdout}"));
     assert!(line.contains("did you mean 192.0.2.16/28"), "{line}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jpki-access"))
-        .args(["validate", "--output", "json"])
-        .arg(root().join("examples"))
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_jpki-access")).args(["validate", "--output", "json"]).arg(root().join("examples")).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (report["objects"].as_u64(), report["errors"].as_u64()),
-        (Some(8), Some(0))
-    );
+    assert_eq!((report["objects"].as_u64(), report["errors"].as_u64()), (Some(8), Some(0)));
 }
 
 /// Sends one case to the real API server as raw YAML with strict field validation; `Err` carries the refusal.
 #[cfg(feature = "cluster-tests")]
-async fn server_create(
-    client: &kube::Client,
-    namespace: &str,
-    text: &str,
-) -> Result<String, String> {
-    let kind = [
-        "AccessRegistration",
-        "AccessApproval",
-        "SignatureVerifier",
-        "AccessEnvironment",
-    ]
-    .into_iter()
-    .find(|k| text.contains(&format!("kind: {k}")) || text.contains(&format!("\"kind\": \"{k}\"")))
-    .unwrap();
+async fn server_create(client: &kube::Client, namespace: &str, text: &str) -> Result<String, String> {
+    let kind = ["AccessRegistration", "AccessApproval", "SignatureVerifier", "AccessEnvironment"]
+        .into_iter()
+        .find(|k| text.contains(&format!("kind: {k}")) || text.contains(&format!("\"kind\": \"{k}\"")))
+        .unwrap();
     let plural = format!("{}s", kind.to_lowercase());
     let url = match kind {
         "AccessRegistration" | "AccessApproval" => {
-            format!(
-                "/apis/access.jpki.dev/v1alpha1/namespaces/{namespace}/{plural}?fieldValidation=Strict"
-            )
+            format!("/apis/access.jpki.dev/v1alpha1/namespaces/{namespace}/{plural}?fieldValidation=Strict")
         }
         _ => format!("/apis/access.jpki.dev/v1alpha1/{plural}?fieldValidation=Strict"),
     };
     let body = text
-        .replace(
-            "namespace: verifier-sapporo",
-            &format!("namespace: {namespace}"),
-        )
-        .replace(
-            "\"namespace\": \"verifier-sapporo\"",
-            &format!("\"namespace\": \"{namespace}\""),
-        );
-    let request = http::Request::post(&url)
-        .header("Content-Type", "application/yaml")
-        .body(body.into_bytes())
-        .unwrap();
+        .replace("namespace: verifier-sapporo", &format!("namespace: {namespace}"))
+        .replace("\"namespace\": \"verifier-sapporo\"", &format!("\"namespace\": \"{namespace}\""));
+    let request = http::Request::post(&url).header("Content-Type", "application/yaml").body(body.into_bytes()).unwrap();
     match client.request_text(request).await {
         Ok(created) => Ok(created),
         Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => Err(status.message),
@@ -228,40 +142,18 @@ async fn the_api_server_refuses_every_case_the_schema_can_express() {
         match server_create(&client, &ns.name, &case.text).await {
             Err(message) => {
                 eprintln!("{}: refused: {message}", case.slug);
-                let expected = if case.field.is_empty() {
-                    "reason".to_string()
-                } else {
-                    case.field.clone()
-                };
+                let expected = if case.field.is_empty() { "reason".to_string() } else { case.field.clone() };
                 if !message.contains(&expected) {
-                    failures.push(format!(
-                        "{}: refused, but the message does not name {expected:?}: {message}",
-                        case.slug
-                    ));
+                    failures.push(format!("{}: refused, but the message does not name {expected:?}: {message}", case.slug));
                 }
             }
             Ok(created) => {
-                let _ = kubectl(&[
-                    "delete",
-                    "-n",
-                    &ns.name,
-                    "-f",
-                    case.path.to_str().unwrap(),
-                    "--ignore-not-found",
-                ]);
-                failures.push(format!(
-                    "{}: accepted by the API server: {created}",
-                    case.slug
-                ));
+                let _ = kubectl(&["delete", "-n", &ns.name, "-f", case.path.to_str().unwrap(), "--ignore-not-found"]);
+                failures.push(format!("{}: accepted by the API server: {created}", case.slug));
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} cases not refused as expected:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} cases not refused as expected:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[cfg(feature = "cluster-tests")]
@@ -271,43 +163,14 @@ async fn the_api_server_accepts_the_examples_and_kubectl_shows_the_printer_colum
     let client = client().await;
     install_crds(&client).await;
     let examples = root().join("examples");
-    kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "--field-manager",
-        FIELD_MANAGER,
-        "-R",
-        "-f",
-        path_str(&examples),
-    ]);
+    kubectl_ok(&["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-R", "-f", path_str(&examples)]);
     let table = kubectl_ok(&["get", "accessregistrations", "-n", "verifier-sapporo"]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(
-        header,
-        [
-            "NAME",
-            "VERIFIER",
-            "ENVIRONMENT",
-            "PHASE",
-            "CIDRS",
-            "START",
-            "APPROVED",
-            "AGE"
-        ]
-    );
+    assert_eq!(header, ["NAME", "VERIFIER", "ENVIRONMENT", "PHASE", "CIDRS", "START", "APPROVED", "AGE"]);
     // No approvals among the examples any more (a decision names the stored object's uid).
-    let row = table
-        .lines()
-        .find(|l| l.starts_with("sapporo-production-2026"))
-        .unwrap();
-    assert!(
-        row.contains("sapporo-city") && row.contains("Production") && row.contains("2026-04-01"),
-        "{row}"
-    );
-    for (resource, expected) in [
-        ("signatureverifiers", "札幌市"),
-        ("accessenvironments", "jpki-production"),
-    ] {
+    let row = table.lines().find(|l| l.starts_with("sapporo-production-2026")).unwrap();
+    assert!(row.contains("sapporo-city") && row.contains("Production") && row.contains("2026-04-01"), "{row}");
+    for (resource, expected) in [("signatureverifiers", "札幌市"), ("accessenvironments", "jpki-production")] {
         let mut args = vec!["get"];
         args.extend(resource.split(' '));
         let out = kubectl_ok(&args);

@@ -38,19 +38,10 @@ fn allowlist_filters_forwarded_and_local_tcp_443_only() {
     let ruleset = render_ruleset(ENV, &v4, &v6, &[tcp(443)]);
     topo.apply(&ruleset); // the first apply: the table does not exist yet, the delete must not fail
     let table = topo.list(&["table", "inet", &table_name(ENV)]);
-    assert!(
-        table.contains(C4_OK) && table.contains(C6_OK) && !table.contains(C4_NO),
-        "{table}"
-    );
-    assert!(
-        table.contains("hook forward") && table.contains("hook input"),
-        "{table}"
-    );
+    assert!(table.contains(C4_OK) && table.contains(C6_OK) && !table.contains(C4_NO), "{table}");
+    assert!(table.contains("hook forward") && table.contains("hook input"), "{table}");
 
-    topo.check(
-        "allowlist .10 / ::10 on tcp 443",
-        &expect_only(&[C4_OK, C6_OK]),
-    );
+    topo.check("allowlist .10 / ::10 on tcp 443", &expect_only(&[C4_OK, C6_OK]));
 }
 
 #[test]
@@ -67,16 +58,9 @@ fn replacing_the_ruleset_is_atomic_and_flips_access() {
     let swapped = render_ruleset(ENV, &v4, &v6, &[tcp(443)]);
     topo.apply(&swapped);
     topo.apply(&swapped); // applying the same text again is harmless
-    assert_eq!(
-        topo.list(&["tables"]),
-        format!("table inet {t}\n"),
-        "exactly one table after replacing"
-    );
+    assert_eq!(topo.list(&["tables"]), format!("table inet {t}\n"), "exactly one table after replacing");
     let set = topo.list(&["set", "inet", &t, "allow_v4"]);
-    assert!(
-        set.contains(C4_NO) && !set.contains(C4_OK),
-        "the replaced set still holds old elements:\n{set}"
-    );
+    assert!(set.contains(C4_NO) && !set.contains(C4_OK), "the replaced set still holds old elements:\n{set}");
     topo.check("swapped to .20 / ::20", &expect_only(&[C4_NO, C6_NO]));
 
     // A file nft refuses (port out of range) changes nothing: the transaction is all or nothing.
@@ -86,11 +70,7 @@ fn replacing_the_ruleset_is_atomic_and_flips_access() {
     std::fs::write(file.path(), &bad).unwrap();
     let out = topo.nft(&["-f", file.path().to_str().unwrap()]);
     assert!(!out.status.success(), "nft accepted port 70000:\n{bad}");
-    assert_eq!(
-        topo.list(&["table", "inet", &t]),
-        before,
-        "a refused file changed the live table"
-    );
+    assert_eq!(topo.list(&["table", "inet", &t]), before, "a refused file changed the live table");
 
     topo.apply(&render_ruleset(ENV, &[], &[], &[tcp(443)]));
     topo.check("empty allowlist", &expect_only(&[]));
@@ -101,11 +81,7 @@ fn replacing_the_ruleset_is_atomic_and_flips_access() {
     let removal = render_removal(ENV);
     topo.apply(&removal);
     topo.apply(&removal); // removing a table that is not there succeeds too
-    assert_eq!(
-        topo.list(&["tables"]),
-        "",
-        "the table is still there after removal"
-    );
+    assert_eq!(topo.list(&["tables"]), "", "the table is still there after removal");
 }
 
 /// `jpki-access render --format nft`, the command a person runs, from forms on disk: its output loaded into the
@@ -114,11 +90,7 @@ fn replacing_the_ruleset_is_atomic_and_flips_access() {
 fn the_rendered_ruleset_of_forms_filters_real_packets() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    for file in [
-        "00-namespaces.yaml",
-        "environments.yaml",
-        "sapporo-city/verifier.yaml",
-    ] {
+    for file in ["00-namespaces.yaml", "environments.yaml", "sapporo-city/verifier.yaml"] {
         let target = dir.path().join(file.replace('/', "-"));
         std::fs::copy(root.join("examples").join(file), target).unwrap();
     }
@@ -130,50 +102,19 @@ fn the_rendered_ruleset_of_forms_filters_real_packets() {
     let reg_path = dir.path().join("registration.yaml");
     std::fs::write(&reg_path, registration).unwrap();
     let cli = env!("CARGO_BIN_EXE_jpki-access");
-    let approval = std::process::Command::new(cli)
-        .args([
-            "approve",
-            reg_path.to_str().unwrap(),
-            "--by",
-            "approver@j-lis",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        approval.status.success(),
-        "{}",
-        String::from_utf8_lossy(&approval.stderr)
-    );
+    let approval = std::process::Command::new(cli).args(["approve", reg_path.to_str().unwrap(), "--by", "approver@j-lis"]).output().unwrap();
+    assert!(approval.status.success(), "{}", String::from_utf8_lossy(&approval.stderr));
     std::fs::write(dir.path().join("approval.yaml"), approval.stdout).unwrap();
     let rendered = std::process::Command::new(cli)
-        .args([
-            "render",
-            dir.path().to_str().unwrap(),
-            "--env",
-            "production",
-            "--format",
-            "nft",
-            "--at",
-            "2026-05-01T00:00:00+09:00",
-        ])
+        .args(["render", dir.path().to_str().unwrap(), "--env", "production", "--format", "nft", "--at", "2026-05-01T00:00:00+09:00"])
         .output()
         .unwrap();
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
+    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
     let ruleset = String::from_utf8(rendered.stdout).unwrap();
-    assert!(
-        ruleset.contains(C4_OK) && ruleset.contains("table inet jpki_access_production {"),
-        "{ruleset}"
-    );
+    assert!(ruleset.contains(C4_OK) && ruleset.contains("table inet jpki_access_production {"), "{ruleset}");
 
     let topo = Topology::new("c").with_listeners();
     topo.settle();
     topo.apply(&ruleset);
-    topo.check(
-        "rendered from forms: .10 / ::10 approved",
-        &expect_only(&[C4_OK, C6_OK]),
-    );
+    topo.check("rendered from forms: .10 / ::10 approved", &expect_only(&[C4_OK, C6_OK]));
 }

@@ -5,9 +5,7 @@
 
 use ipnet::IpNet;
 use jpki_access::api::registration::RegistrationPhase;
-use jpki_access::api::{
-    AccessApproval, AccessEnvironment, AccessRegistration, Decision, Environment, SignatureVerifier,
-};
+use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision, Environment, SignatureVerifier};
 use jpki_access::domain::approve::approval_for;
 use jpki_access::planner::{Objects, Plan, plan};
 use proptest::prelude::*;
@@ -58,10 +56,7 @@ fn environment(name: &str, env: Environment) -> AccessEnvironment {
 }
 
 fn date(offset_days: i64) -> String {
-    jiff::civil::date(2026, 6, 15)
-        .checked_add(jiff::Span::new().days(offset_days))
-        .unwrap()
-        .to_string()
+    jiff::civil::date(2026, 6, 15).checked_add(jiff::Span::new().days(offset_days)).unwrap().to_string()
 }
 
 #[derive(Debug, Clone)]
@@ -77,26 +72,17 @@ struct RegSpec {
 }
 
 fn reg_spec() -> impl Strategy<Value = RegSpec> {
-    (
-        0..VERIFIERS.len(),
-        any::<bool>(),
-        prop::collection::vec(0..pool().len(), 1..4),
-        -40i64..40,
-        prop::option::of(-20i64..60),
-        0u8..5,
-        0i64..1000,
+    (0..VERIFIERS.len(), any::<bool>(), prop::collection::vec(0..pool().len(), 1..4), -40i64..40, prop::option::of(-20i64..60), 0u8..5, 0i64..1000).prop_map(
+        |(verifier, production, cidrs, start, end, decision, approved_at)| RegSpec {
+            verifier,
+            production,
+            cidrs,
+            start,
+            end: end.map(|e| start + e.abs()),
+            decision,
+            approved_at,
+        },
     )
-        .prop_map(
-            |(verifier, production, cidrs, start, end, decision, approved_at)| RegSpec {
-                verifier,
-                production,
-                cidrs,
-                start,
-                end: end.map(|e| start + e.abs()),
-                decision,
-                approved_at,
-            },
-        )
 }
 
 fn build(specs: &[RegSpec]) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
@@ -113,10 +99,8 @@ fn build(specs: &[RegSpec]) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
         if let Some(e) = s.end {
             spec["accessEndDate"] = json!(date(e));
         }
-        let reg: AccessRegistration = serde_json::from_value(
-            json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
-            "metadata": {"name": format!("r{i}"), "namespace": format!("ns-{v}")}, "spec": spec}),
-        )
+        let reg: AccessRegistration = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
+            "metadata": {"name": format!("r{i}"), "namespace": format!("ns-{v}")}, "spec": spec}))
         .unwrap();
         let at = jiff::Timestamp::from_second(1_767_225_600 + s.approved_at * 60).unwrap(); // 2026-01-01 + minutes
         match s.decision {
@@ -130,8 +114,7 @@ fn build(specs: &[RegSpec]) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
             4 => {
                 approvals.push(approval_for(&reg, Decision::Approved, "x", at, None).unwrap());
                 let later = at.checked_add(jiff::SignedDuration::from_secs(60)).unwrap();
-                let mut rejection =
-                    approval_for(&reg, Decision::Rejected, "x", later, None).unwrap();
+                let mut rejection = approval_for(&reg, Decision::Rejected, "x", later, None).unwrap();
                 rejection.metadata.name = Some(format!("r{i}-rejected-later"));
                 approvals.push(rejection);
             }
@@ -142,16 +125,8 @@ fn build(specs: &[RegSpec]) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
     (regs, approvals)
 }
 
-fn run(
-    verifiers: &[SignatureVerifier],
-    regs: &[AccessRegistration],
-    approvals: &[AccessApproval],
-    envs: &[AccessEnvironment],
-) -> Plan {
-    plan(
-        &Objects::of(verifiers, regs, approvals, envs).input(),
-        NOW.parse().unwrap(),
-    )
+fn run(verifiers: &[SignatureVerifier], regs: &[AccessRegistration], approvals: &[AccessApproval], envs: &[AccessEnvironment]) -> Plan {
+    plan(&Objects::of(verifiers, regs, approvals, envs).input(), NOW.parse().unwrap())
 }
 
 fn contains(nets: &[IpNet], addr: IpAddr) -> bool {
@@ -289,29 +264,13 @@ struct Step {
 const SLOTS: usize = 6;
 
 fn step() -> impl Strategy<Value = Step> {
-    (
-        prop::collection::vec((0u8..10, reg_spec()), SLOTS),
-        [-3i64..4, -3i64..4, -3i64..4],
-        -5i64..5,
-        any::<bool>(),
-        any::<bool>(),
+    (prop::collection::vec((0u8..10, reg_spec()), SLOTS), [-3i64..4, -3i64..4, -3i64..4], -5i64..5, any::<bool>(), any::<bool>()).prop_map(
+        |(changes, pledge_days, clock_days, statuses_written, endpoints_moved)| Step { changes, pledge_days, clock_days, statuses_written, endpoints_moved },
     )
-        .prop_map(
-            |(changes, pledge_days, clock_days, statuses_written, endpoints_moved)| Step {
-                changes,
-                pledge_days,
-                clock_days,
-                statuses_written,
-                endpoints_moved,
-            },
-        )
 }
 
 /// The registrations after `step`: 0–5 keeps a slot as it was, 6–7 files the new spec, 8 deletes it, 9 keeps it.
-fn apply_step(
-    slots: &mut [Option<RegSpec>],
-    step: &Step,
-) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
+fn apply_step(slots: &mut [Option<RegSpec>], step: &Step) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
     for (slot, (change, spec)) in slots.iter_mut().zip(&step.changes) {
         match change {
             6 | 7 => *slot = Some(spec.clone()),
@@ -320,38 +279,17 @@ fn apply_step(
         }
     }
     let placeholder = reg_spec_default();
-    let all: Vec<RegSpec> = slots
-        .iter()
-        .map(|s| s.clone().unwrap_or_else(|| placeholder.clone()))
-        .collect();
+    let all: Vec<RegSpec> = slots.iter().map(|s| s.clone().unwrap_or_else(|| placeholder.clone())).collect();
     let (regs, approvals) = build(&all);
-    let gone: Vec<String> = slots
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.is_none())
-        .map(|(i, _)| format!("r{i}"))
-        .collect();
+    let gone: Vec<String> = slots.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| format!("r{i}")).collect();
     (
-        regs.into_iter()
-            .filter(|r| !gone.contains(r.metadata.name.as_ref().unwrap()))
-            .collect(),
-        approvals
-            .into_iter()
-            .filter(|a| !gone.contains(&a.spec.registration_ref))
-            .collect(),
+        regs.into_iter().filter(|r| !gone.contains(r.metadata.name.as_ref().unwrap())).collect(),
+        approvals.into_iter().filter(|a| !gone.contains(&a.spec.registration_ref)).collect(),
     )
 }
 
 fn reg_spec_default() -> RegSpec {
-    RegSpec {
-        verifier: 0,
-        production: false,
-        cidrs: vec![0],
-        start: 0,
-        end: None,
-        decision: 0,
-        approved_at: 0,
-    }
+    RegSpec { verifier: 0, production: false, cidrs: vec![0], start: 0, end: None, decision: 0, approved_at: 0 }
 }
 
 proptest! {

@@ -15,57 +15,28 @@ fn root() -> PathBuf {
 /// examples/ plus the approval of Sapporo's production registration (as `jpki-access approve` prints it).
 fn forms() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(root().join("examples"))
-        .arg(dir.path().join("examples"))
-        .status()
-        .unwrap();
+    let status = Command::new("cp").arg("-r").arg(root().join("examples")).arg(dir.path().join("examples")).status().unwrap();
     assert!(status.success());
     let approval = jpki_access(&[
         "approve",
-        root()
-            .join("examples/sapporo-city/registration-production.yaml")
-            .to_str()
-            .unwrap(),
+        root().join("examples/sapporo-city/registration-production.yaml").to_str().unwrap(),
         "--by",
         "approver@j-lis",
         "--at",
         "2026-03-05T01:00:00Z",
     ]);
     assert!(approval.status.success());
-    std::fs::write(
-        dir.path()
-            .join("examples/sapporo-city/approval-production.yaml"),
-        approval.stdout,
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("examples/sapporo-city/approval-production.yaml"), approval.stdout).unwrap();
     dir
 }
 
 fn jpki_access(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jpki-access"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_jpki-access")).args(args).output().unwrap()
 }
 
 fn render(dir: &Path, env: &str, at: &str, format: &str) -> String {
-    let out = jpki_access(&[
-        "render",
-        dir.to_str().unwrap(),
-        "--env",
-        env,
-        "--at",
-        at,
-        "--format",
-        format,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = jpki_access(&["render", dir.to_str().unwrap(), "--env", env, "--at", at, "--format", format]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -73,29 +44,11 @@ fn render(dir: &Path, env: &str, at: &str, format: &str) -> String {
 fn allowlist_follows_approvals_environments_and_the_clock() {
     let dir = forms();
     let at = "2026-05-01T00:00:00+09:00";
-    assert_eq!(
-        render(dir.path(), "production", at, "allowlist"),
-        "192.0.2.0/28\n2001:db8:10::/56\n"
-    );
+    assert_eq!(render(dir.path(), "production", at, "allowlist"), "192.0.2.0/28\n2001:db8:10::/56\n");
     // Sapporo's test access ended on 2026-03-31; the platform operator's is open-ended.
-    assert_eq!(
-        render(dir.path(), "test", at, "allowlist"),
-        "198.51.100.0/28\n2001:db8:30::/56\n"
-    );
-    assert_eq!(
-        render(dir.path(), "test", "2026-03-31T23:59:59+09:00", "allowlist"),
-        "192.0.2.64/28\n198.51.100.0/28\n2001:db8:30::/56\n"
-    );
-    assert_eq!(
-        render(
-            dir.path(),
-            "production",
-            "2026-03-31T23:59:59+09:00",
-            "allowlist"
-        ),
-        "",
-        "production starts on 1 April"
-    );
+    assert_eq!(render(dir.path(), "test", at, "allowlist"), "198.51.100.0/28\n2001:db8:30::/56\n");
+    assert_eq!(render(dir.path(), "test", "2026-03-31T23:59:59+09:00", "allowlist"), "192.0.2.64/28\n198.51.100.0/28\n2001:db8:30::/56\n");
+    assert_eq!(render(dir.path(), "production", "2026-03-31T23:59:59+09:00", "allowlist"), "", "production starts on 1 April");
 }
 
 #[test]
@@ -103,98 +56,41 @@ fn rendering_is_byte_identical_for_the_same_input() {
     let dir = forms();
     let at = "2026-05-01T00:00:00+09:00";
     for format in ["yaml", "nft", "notice", "allowlist"] {
-        assert_eq!(
-            render(dir.path(), "production", at, format),
-            render(dir.path(), "production", at, format),
-            "{format}"
-        );
+        assert_eq!(render(dir.path(), "production", at, format), render(dir.path(), "production", at, format), "{format}");
     }
 }
 
 #[test]
 fn notices_and_phases_are_reported() {
     let dir = forms();
-    let out = jpki_access(&[
-        "render",
-        dir.path().to_str().unwrap(),
-        "--env",
-        "production",
-        "--at",
-        "2026-05-01T00:00:00+09:00",
-        "--format",
-        "notice",
-    ]);
+    let out = jpki_access(&["render", dir.path().to_str().unwrap(), "--env", "production", "--at", "2026-05-01T00:00:00+09:00", "--format", "notice"]);
     let notice = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        notice.contains("URL通知書")
-            && notice.contains(
-                "- 署名用電子証明書 (OCSPレスポンダ方式): https://ocsp.prod.jpki.example/"
-            ),
-        "{notice}"
-    );
-    assert!(
-        notice.contains(
-            "- user-authentication certificates (Crl): https://crl.prod.jpki.example/crl"
-        ),
-        "{notice}"
-    );
+    assert!(notice.contains("URL通知書") && notice.contains("- 署名用電子証明書 (OCSPレスポンダ方式): https://ocsp.prod.jpki.example/"), "{notice}");
+    assert!(notice.contains("- user-authentication certificates (Crl): https://crl.prod.jpki.example/crl"), "{notice}");
     let phases = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        phases.contains("verifier-sapporo/sapporo-production-2026: Active"),
-        "{phases}"
-    );
-    assert!(
-        phases.contains("verifier-sample-auth/sample-auth-production-2026: PendingApproval"),
-        "{phases}"
-    );
-    assert!(
-        phases.contains("verifier-sapporo/sapporo-test-2026: Expired"),
-        "{phases}"
-    );
+    assert!(phases.contains("verifier-sapporo/sapporo-production-2026: Active"), "{phases}");
+    assert!(phases.contains("verifier-sample-auth/sample-auth-production-2026: PendingApproval"), "{phases}");
+    assert!(phases.contains("verifier-sapporo/sapporo-test-2026: Expired"), "{phases}");
 }
 
 #[test]
 fn an_unknown_environment_is_a_clear_error() {
-    let out = jpki_access(&[
-        "render",
-        root().join("examples").to_str().unwrap(),
-        "--env",
-        "staging",
-    ]);
+    let out = jpki_access(&["render", root().join("examples").to_str().unwrap(), "--env", "staging"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains("no usable AccessEnvironment \"staging\"")
-            && stderr.contains("production, test"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("no usable AccessEnvironment \"staging\"") && stderr.contains("production, test"), "{stderr}");
 }
 
 #[test]
 fn the_nft_ruleset_passes_nft_check() {
     let nft = Path::new("/usr/sbin/nft");
-    assert!(
-        nft.exists(),
-        "nft is needed (Debian package nftables; scripts/test installs it)"
-    );
+    assert!(nft.exists(), "nft is needed (Debian package nftables; scripts/test installs it)");
     let dir = forms();
     let ruleset = dir.path().join("ruleset.nft");
-    std::fs::write(
-        &ruleset,
-        render(dir.path(), "production", "2026-05-01T00:00:00+09:00", "nft"),
-    )
-    .unwrap();
+    std::fs::write(&ruleset, render(dir.path(), "production", "2026-05-01T00:00:00+09:00", "nft")).unwrap();
     // -c checks without applying; in a fresh network namespace so nothing on the host is touched.
-    let out = Command::new("unshare")
-        .args(["-n", "nft", "-c", "-f"])
-        .arg(&ruleset)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nft -c refused the ruleset: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("unshare").args(["-n", "nft", "-c", "-f"]).arg(&ruleset).output().unwrap();
+    assert!(out.status.success(), "nft -c refused the ruleset: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[cfg(feature = "cluster-tests")]
@@ -204,38 +100,13 @@ async fn the_api_server_accepts_the_rendered_objects() {
     let client = client().await;
     install_crds(&client).await;
     // The namespaces of the example (and its forms, so the notices' owners exist).
-    kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "--field-manager",
-        FIELD_MANAGER,
-        "-R",
-        "-f",
-        path_str(&root().join("examples")),
-    ]);
+    kubectl_ok(&["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-R", "-f", path_str(&root().join("examples"))]);
     let dir = forms();
-    let yaml = render(
-        dir.path(),
-        "production",
-        "2026-05-01T00:00:00+09:00",
-        "yaml",
-    );
-    assert!(
-        yaml.contains("kind: NetworkPolicy")
-            && yaml.contains("kind: Ingress")
-            && yaml.contains("name: sapporo-production-2026-url-notice")
-    );
+    let yaml = render(dir.path(), "production", "2026-05-01T00:00:00+09:00", "yaml");
+    assert!(yaml.contains("kind: NetworkPolicy") && yaml.contains("kind: Ingress") && yaml.contains("name: sapporo-production-2026-url-notice"));
     let file = dir.path().join("rendered.yaml");
     std::fs::write(&file, &yaml).unwrap();
-    let out = kubectl_ok(&[
-        "apply",
-        "--dry-run=server",
-        "--server-side",
-        "--field-manager",
-        "jpki-access",
-        "-f",
-        path_str(&file),
-    ]);
+    let out = kubectl_ok(&["apply", "--dry-run=server", "--server-side", "--field-manager", "jpki-access", "-f", path_str(&file)]);
     for object in [
         "networkpolicy.networking.k8s.io/jpki-production-default-deny",
         "networkpolicy.networking.k8s.io/jpki-production-allow-0",

@@ -18,21 +18,13 @@ fn root() -> PathBuf {
 
 /// `validate --output json` through the binary: error reasons per `Kind/name` of `file`.
 fn validate(paths: &[&Path], file: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jpki-access"))
-        .args(["validate", "--output", "json", "--at", NOW])
-        .args(paths)
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jpki-access")).args(["validate", "--output", "json", "--at", NOW]).args(paths).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     let mut by_object: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for p in report["problems"].as_array().unwrap() {
         if p["file"].as_str() == Some(file.to_str().unwrap()) && p["severity"] == "error" {
             let object = p["object"].as_str().unwrap_or("<document>").to_string();
-            by_object
-                .entry(object)
-                .or_default()
-                .insert(p["reason"].as_str().unwrap().to_string());
+            by_object.entry(object).or_default().insert(p["reason"].as_str().unwrap().to_string());
         }
     }
     by_object
@@ -42,10 +34,7 @@ fn validate(paths: &[&Path], file: &Path) -> BTreeMap<String, BTreeSet<String>> 
 fn planner_verdict(plan: &Plan, kind: &str, namespace: Option<&str>, name: &str) -> Option<String> {
     match kind {
         "AccessRegistration" => {
-            let key = jpki_access::planner::liveness::RegKey {
-                namespace: namespace.unwrap_or_default().into(),
-                name: name.into(),
-            };
+            let key = jpki_access::planner::liveness::RegKey { namespace: namespace.unwrap_or_default().into(), name: name.into() };
             let r = &plan.registrations[&key].resolved;
             use jpki_access::api::RegistrationPhase::*;
             matches!(r.phase, Invalid | Conflict | Rejected).then(|| r.reason.as_str().to_string())
@@ -54,14 +43,8 @@ fn planner_verdict(plan: &Plan, kind: &str, namespace: Option<&str>, name: &str)
             let v = &plan.approvals[&(namespace.unwrap_or_default().to_string(), name.to_string())];
             (!v.accepted).then(|| v.reason.as_str().to_string())
         }
-        "SignatureVerifier" => plan
-            .refused_verifiers
-            .get(name)
-            .map(|(r, _)| r.as_str().to_string()),
-        "AccessEnvironment" => plan
-            .ignored_environments
-            .get(name)
-            .map(|(r, _)| r.as_str().to_string()),
+        "SignatureVerifier" => plan.refused_verifiers.get(name).map(|(r, _)| r.as_str().to_string()),
+        "AccessEnvironment" => plan.ignored_environments.get(name).map(|(r, _)| r.as_str().to_string()),
         other => panic!("unexpected kind {other}"),
     }
 }
@@ -72,12 +55,7 @@ fn plan_of(paths: &[&Path]) -> (Plan, Vec<(PathBuf, String, Option<String>, Stri
     let mut objects = Vec::new();
     for doc in read.documents {
         let meta = doc.form.meta();
-        objects.push((
-            doc.origin.file.clone(),
-            doc.form.kind().to_string(),
-            meta.namespace.clone(),
-            meta.name.clone().unwrap_or_default(),
-        ));
+        objects.push((doc.origin.file.clone(), doc.form.kind().to_string(), meta.namespace.clone(), meta.name.clone().unwrap_or_default()));
         match doc.form {
             Form::Verifier(o) => v.push(o),
             Form::Registration(o) => r.push(o),
@@ -86,10 +64,7 @@ fn plan_of(paths: &[&Path]) -> (Plan, Vec<(PathBuf, String, Option<String>, Stri
             Form::Record(_) => {}
         }
     }
-    (
-        plan(&Objects::of(&v, &r, &a, &e).input(), NOW.parse().unwrap()),
-        objects,
-    )
+    (plan(&Objects::of(&v, &r, &a, &e).input(), NOW.parse().unwrap()), objects)
 }
 
 #[test]
@@ -111,37 +86,23 @@ fn validate_and_the_planner_agree_on_every_fixture() {
         if in_case.is_empty() {
             // Nothing readable: the API server would refuse it too, and no planner ever sees it.
             if validated.is_empty() {
-                disagreements.push(format!(
-                    "{}: unreadable, but validate refuses nothing",
-                    case.display()
-                ));
+                disagreements.push(format!("{}: unreadable, but validate refuses nothing", case.display()));
             }
             continue;
         }
         for (_, kind, namespace, name) in in_case {
             compared += 1;
-            let offline = validated
-                .get(&format!("{kind}/{name}"))
-                .cloned()
-                .unwrap_or_default();
+            let offline = validated.get(&format!("{kind}/{name}")).cloned().unwrap_or_default();
             let planner = planner_verdict(&plan, kind, namespace.as_deref(), name);
             let agree = match &planner {
                 None => offline.is_empty(),
                 Some(reason) => offline.contains(reason),
             };
             if !agree {
-                disagreements.push(format!(
-                    "{}: {kind}/{name}: planner {planner:?}, validate {offline:?}",
-                    case.display()
-                ));
+                disagreements.push(format!("{}: {kind}/{name}: planner {planner:?}, validate {offline:?}", case.display()));
             }
         }
     }
     assert!(compared >= 60, "only {compared} objects compared");
-    assert!(
-        disagreements.is_empty(),
-        "{} disagreements:\n{}",
-        disagreements.len(),
-        disagreements.join("\n")
-    );
+    assert!(disagreements.is_empty(), "{} disagreements:\n{}", disagreements.len(), disagreements.join("\n"));
 }

@@ -13,20 +13,14 @@ const REGISTRATIONS_PER_VERIFIER: usize = 10;
 /// Writes one file per verifier: the verifier and its registrations (half test, half production), plus the two
 /// environments. Every registration has its own IPv4 /24 and IPv6 /48, so there is no overlap to report.
 fn generate(dir: &Path) {
-    let codes: Vec<String> = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/local_government.csv"),
-    )
-    .unwrap()
-    .lines()
-    .skip(1)
-    .map(|l| l.split(',').nth(3).unwrap().to_string())
-    .take(VERIFIERS)
-    .collect();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/environments.yaml"),
-        dir.join("environments.yaml"),
-    )
-    .unwrap();
+    let codes: Vec<String> = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/local_government.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(3).unwrap().to_string())
+        .take(VERIFIERS)
+        .collect();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/environments.yaml"), dir.join("environments.yaml")).unwrap();
     for (v, code) in codes.iter().enumerate() {
         let mut text = format!(
             "apiVersion: access.jpki.dev/v1alpha1\nkind: SignatureVerifier\nmetadata: {{name: lg-{code}}}\nspec:\n  displayName: 団体{code}\n  organizationType: LocalGovernment\n  lgCode: \"{code}\"\n  roles: [SignatureVerifier, UserAuthenticationVerifier]\n  namespace: verifier-{code}\n  agreement: {{effectiveDate: \"2026-04-01\"}}\n  procedure: {{confidentialityPledgeReceivedOn: \"2026-01-20\", testEnvironmentApplicationReceivedOn: \"2026-01-20\", verificationTestCompletedOn: \"2026-02-20\"}}\n"
@@ -34,11 +28,8 @@ fn generate(dir: &Path) {
         for r in 0..REGISTRATIONS_PER_VERIFIER {
             let k = v * REGISTRATIONS_PER_VERIFIER + r;
             let environment = if r % 2 == 0 { "Test" } else { "Production" };
-            let production = if environment == "Production" {
-                "  provisionMethods: {signing: Ocsp, userAuthentication: Crl}\n  officialSealAffixed: true\n"
-            } else {
-                ""
-            };
+            let production =
+                if environment == "Production" { "  provisionMethods: {signing: Ocsp, userAuthentication: Crl}\n  officialSealAffixed: true\n" } else { "" };
             write!(
                 text,
                 "---\napiVersion: access.jpki.dev/v1alpha1\nkind: AccessRegistration\nmetadata: {{name: reg-{r}, namespace: verifier-{code}}}\nspec:\n  verifierRef: lg-{code}\n  environment: {environment}\n  receivedOn: \"2026-03-01\"\n  connectionMethod: Lgwan\n  sourceCidrs: [\"10.{}.{}.0/24\", \"2001:db8:{:x}::/48\"]\n  accessStartDate: \"2026-04-01\"\n{production}",
@@ -81,19 +72,13 @@ fn validating_5000_registrations_costs_under_twice_parsing_them() {
     for _ in 0..5 {
         let (t, d) = timed(|| parse_only(dir.path()));
         (parse, documents) = (parse.min(t), d);
-        let (t, r) =
-            timed(|| jpki_access::cli::validate::validate_paths(&[dir.path().to_path_buf()]));
+        let (t, r) = timed(|| jpki_access::cli::validate::validate_paths(&[dir.path().to_path_buf()]));
         (validate, report) = (validate.min(t), Some(r));
     }
     let report = report.unwrap();
     assert_eq!(documents, VERIFIERS * (1 + REGISTRATIONS_PER_VERIFIER) + 2);
     assert_eq!(report.objects, documents);
-    assert_eq!(
-        (report.errors, report.warnings),
-        (0, 0),
-        "{:#?}",
-        &report.problems[..report.problems.len().min(5)]
-    );
+    assert_eq!((report.errors, report.warnings), (0, 0), "{:#?}", &report.problems[..report.problems.len().min(5)]);
     let ratio = validate.as_secs_f64() / parse.as_secs_f64();
     eprintln!(
         "validate of {} registrations: parse only {parse:?}, validate {validate:?}, ratio {ratio:.2} (best of 5 interleaved runs each)",

@@ -26,11 +26,7 @@ pub enum Incomplete {
     #[error("shard {0} named by the index is missing")]
     MissingShard(String),
     #[error("shard {name} has digest {found}, the index announces {expected}")]
-    ShardDigest {
-        name: String,
-        expected: String,
-        found: String,
-    },
+    ShardDigest { name: String, expected: String, found: String },
     #[error("the shards add up to {found}, the index announces {expected}")]
     SetDigest { expected: String, found: String },
     #[error("index field {0} is malformed")]
@@ -44,62 +40,29 @@ fn label<'a>(cm: &'a ConfigMap, key: &str) -> Option<&'a str> {
 /// Assembles the allowlist of `environment` from the ConfigMaps of its namespace.
 pub fn assemble(environment: &str, config_maps: &[ConfigMap]) -> Result<Allowlist, Incomplete> {
     let index_name = format!("jpki-allowlist-{environment}");
-    let by_name: HashMap<&str, &ConfigMap> = config_maps
-        .iter()
-        .filter_map(|c| Some((c.metadata.name.as_deref()?, c)))
-        .collect();
-    let index = by_name
-        .get(index_name.as_str())
-        .filter(|c| label(c, ALLOWLIST_LABEL) == Some("index"))
-        .ok_or_else(|| Incomplete::NoIndex(index_name.clone()))?;
+    let by_name: HashMap<&str, &ConfigMap> = config_maps.iter().filter_map(|c| Some((c.metadata.name.as_deref()?, c))).collect();
+    let index =
+        by_name.get(index_name.as_str()).filter(|c| label(c, ALLOWLIST_LABEL) == Some("index")).ok_or_else(|| Incomplete::NoIndex(index_name.clone()))?;
     let data = index.data.clone().unwrap_or_default();
-    let digest = data
-        .get("digest")
-        .cloned()
-        .ok_or(Incomplete::Malformed("digest"))?;
+    let digest = data.get("digest").cloned().ok_or(Incomplete::Malformed("digest"))?;
     let mut text = String::new();
-    for line in data
-        .get("shards")
-        .map(String::as_str)
-        .unwrap_or_default()
-        .lines()
-    {
+    for line in data.get("shards").map(String::as_str).unwrap_or_default().lines() {
         let mut fields = line.split_whitespace();
         let (Some(name), Some(expected)) = (fields.next(), fields.next()) else {
             return Err(Incomplete::Malformed("shards"));
         };
-        let shard = by_name
-            .get(name)
-            .ok_or_else(|| Incomplete::MissingShard(name.to_string()))?;
-        let cidrs = shard
-            .data
-            .as_ref()
-            .and_then(|d| d.get("cidrs"))
-            .cloned()
-            .unwrap_or_default();
-        let announced = shard
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(DIGEST_ANNOTATION))
-            .cloned()
-            .unwrap_or_default();
+        let shard = by_name.get(name).ok_or_else(|| Incomplete::MissingShard(name.to_string()))?;
+        let cidrs = shard.data.as_ref().and_then(|d| d.get("cidrs")).cloned().unwrap_or_default();
+        let announced = shard.metadata.annotations.as_ref().and_then(|a| a.get(DIGEST_ANNOTATION)).cloned().unwrap_or_default();
         let found = digest_bytes(cidrs.as_bytes());
         if found != expected || announced != expected {
-            return Err(Incomplete::ShardDigest {
-                name: name.to_string(),
-                expected: expected.to_string(),
-                found,
-            });
+            return Err(Incomplete::ShardDigest { name: name.to_string(), expected: expected.to_string(), found });
         }
         text.push_str(&cidrs);
     }
     let found = digest_bytes(text.as_bytes());
     if found != digest {
-        return Err(Incomplete::SetDigest {
-            expected: digest,
-            found,
-        });
+        return Err(Incomplete::SetDigest { expected: digest, found });
     }
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for line in text.lines() {
@@ -110,29 +73,16 @@ pub fn assemble(environment: &str, config_maps: &[ConfigMap]) -> Result<Allowlis
         }
     }
     let mut ports = Vec::new();
-    for line in data
-        .get("ports")
-        .map(String::as_str)
-        .unwrap_or_default()
-        .lines()
-    {
+    for line in data.get("ports").map(String::as_str).unwrap_or_default().lines() {
         let (protocol, port) = line.split_once('/').ok_or(Incomplete::Malformed("ports"))?;
         let protocol = match protocol {
             "TCP" => Protocol::Tcp,
             "UDP" => Protocol::Udp,
             _ => return Err(Incomplete::Malformed("ports")),
         };
-        ports.push(FirewallPort {
-            protocol,
-            port: port.parse().map_err(|_| Incomplete::Malformed("ports"))?,
-        });
+        ports.push(FirewallPort { protocol, port: port.parse().map_err(|_| Incomplete::Malformed("ports"))? });
     }
-    Ok(Allowlist {
-        digest,
-        v4,
-        v6,
-        ports,
-    })
+    Ok(Allowlist { digest, v4, v6, ports })
 }
 
 #[cfg(test)]
@@ -151,17 +101,7 @@ mod tests {
         .unwrap();
         env.spec.policy.max_cidrs_per_object = per_object;
         let nets: Vec<IpNet> = cidrs.iter().map(|c| c.parse().unwrap()).collect();
-        crate::planner::children::allowlist(&env, &nets, 1)
-            .0
-            .into_iter()
-            .map(|c| {
-                if let Child::ConfigMap(c) = c {
-                    c
-                } else {
-                    unreachable!()
-                }
-            })
-            .collect()
+        crate::planner::children::allowlist(&env, &nets, 1).0.into_iter().map(|c| if let Child::ConfigMap(c) = c { c } else { unreachable!() }).collect()
     }
 
     #[test]
@@ -170,42 +110,20 @@ mod tests {
         let a = assemble("production", &cms).unwrap();
         assert_eq!(a.v4.len() + a.v6.len(), 3);
         assert_eq!(a.v6[0].to_string(), "2001:db8::/48");
-        assert_eq!(
-            a.ports,
-            vec![FirewallPort {
-                protocol: Protocol::Tcp,
-                port: 443
-            }]
-        );
+        assert_eq!(a.ports, vec![FirewallPort { protocol: Protocol::Tcp, port: 443 }]);
     }
 
     #[test]
     fn a_half_written_set_is_refused() {
         let mut cms = published(&["192.0.2.0/28", "198.51.100.0/24", "2001:db8::/48"], 2);
-        let shard = cms
-            .iter()
-            .position(|c| c.metadata.name.as_deref() == Some("jpki-allowlist-production-1"))
-            .unwrap();
+        let shard = cms.iter().position(|c| c.metadata.name.as_deref() == Some("jpki-allowlist-production-1")).unwrap();
         let removed = cms.remove(shard);
-        assert_eq!(
-            assemble("production", &cms).unwrap_err(),
-            Incomplete::MissingShard("jpki-allowlist-production-1".into())
-        );
+        assert_eq!(assemble("production", &cms).unwrap_err(), Incomplete::MissingShard("jpki-allowlist-production-1".into()));
         // A shard whose content changed but whose index was not yet rewritten.
         let mut stale = removed;
-        stale
-            .data
-            .as_mut()
-            .unwrap()
-            .insert("cidrs".into(), "203.0.113.0/24\n".into());
+        stale.data.as_mut().unwrap().insert("cidrs".into(), "203.0.113.0/24\n".into());
         cms.push(stale);
-        assert!(matches!(
-            assemble("production", &cms),
-            Err(Incomplete::ShardDigest { .. })
-        ));
-        assert!(matches!(
-            assemble("test", &cms),
-            Err(Incomplete::NoIndex(_))
-        ));
+        assert!(matches!(assemble("production", &cms), Err(Incomplete::ShardDigest { .. })));
+        assert!(matches!(assemble("test", &cms), Err(Incomplete::NoIndex(_))));
     }
 }

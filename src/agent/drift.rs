@@ -38,11 +38,7 @@ impl Drift {
 
 impl std::fmt::Display for Drift {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} range(s) not in the allowlist, {} range(s) of the allowlist missing",
-            self.extra, self.missing
-        )?;
+        write!(f, "{} range(s) not in the allowlist, {} range(s) of the allowlist missing", self.extra, self.missing)?;
         if self.rules_changed {
             write!(f, ", sets/chains/rules changed")?;
         }
@@ -60,12 +56,8 @@ pub struct Listed {
 /// Reads `nft -j list table` output (with or without `-t`). Elements of every set of the table count: a rogue set
 /// is caught by the fingerprint, a rogue element of ours by the ranges.
 pub fn parse_listing(json: &str) -> Result<Listed, String> {
-    let doc: Value =
-        serde_json::from_str(json).map_err(|e| format!("nft listing is not JSON: {e}"))?;
-    let items = doc
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or("nft listing has no \"nftables\" array")?;
+    let doc: Value = serde_json::from_str(json).map_err(|e| format!("nft listing is not JSON: {e}"))?;
+    let items = doc.get("nftables").and_then(Value::as_array).ok_or("nft listing has no \"nftables\" array")?;
     let mut ranges = Vec::new();
     let mut shape = Vec::new();
     for item in items {
@@ -74,36 +66,19 @@ pub fn parse_listing(json: &str) -> Result<Listed, String> {
         }
         let mut item = item.clone();
         if let Some(set) = item.get_mut("set").and_then(Value::as_object_mut) {
-            for element in set
-                .remove("elem")
-                .and_then(|e| e.as_array().cloned())
-                .unwrap_or_default()
-            {
+            for element in set.remove("elem").and_then(|e| e.as_array().cloned()).unwrap_or_default() {
                 ranges.push(element_range(&element)?);
             }
         }
         strip_handles(&mut item);
         shape.push(item);
     }
-    Ok(Listed {
-        ranges: merge(ranges),
-        fingerprint: Value::Array(shape).to_string(),
-    })
+    Ok(Listed { ranges: merge(ranges), fingerprint: Value::Array(shape).to_string() })
 }
 
 /// Compares a full listing with the allowlist applied and the fingerprint recorded after that apply.
-pub fn compare(
-    listed: &Listed,
-    v4: &[Ipv4Net],
-    v6: &[Ipv6Net],
-    fingerprint: Option<&str>,
-) -> Drift {
-    let wanted = merge(
-        v4.iter()
-            .map(|n| interval(&IpNet::V4(*n)))
-            .chain(v6.iter().map(|n| interval(&IpNet::V6(*n))))
-            .collect(),
-    );
+pub fn compare(listed: &Listed, v4: &[Ipv4Net], v6: &[Ipv6Net], fingerprint: Option<&str>) -> Drift {
+    let wanted = merge(v4.iter().map(|n| interval(&IpNet::V4(*n))).chain(v6.iter().map(|n| interval(&IpNet::V6(*n)))).collect());
     Drift {
         extra: listed.ranges.iter().filter(|r| !wanted.contains(r)).count(),
         missing: wanted.iter().filter(|r| !listed.ranges.contains(r)).count(),
@@ -114,11 +89,8 @@ pub fn compare(
 /// One element: `"10.0.1.5"`, `{"prefix": {"addr", "len"}}`, `{"range": [lo, hi]}`, or any of them wrapped in
 /// `{"elem": {"val": ...}}` (elements with a timeout or comment).
 fn element_range(element: &Value) -> Result<(Family, u128, u128), String> {
-    let address = |v: &Value| -> Result<IpAddr, String> {
-        v.as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("unexpected set element address {v}"))
-    };
+    let address =
+        |v: &Value| -> Result<IpAddr, String> { v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| format!("unexpected set element address {v}")) };
     let of = |a: IpAddr| match a {
         IpAddr::V4(a) => (Family::V4, u128::from(u32::from(a))),
         IpAddr::V6(a) => (Family::V6, u128::from(a)),
@@ -128,24 +100,13 @@ fn element_range(element: &Value) -> Result<(Family, u128, u128), String> {
     }
     if let Some(prefix) = element.get("prefix") {
         let addr = address(&prefix["addr"])?;
-        let len = prefix["len"]
-            .as_u64()
-            .and_then(|l| u8::try_from(l).ok())
-            .ok_or("prefix without a length")?;
+        let len = prefix["len"].as_u64().and_then(|l| u8::try_from(l).ok()).ok_or("prefix without a length")?;
         let net = IpNet::new(addr, len).map_err(|e| format!("prefix {addr}/{len}: {e}"))?;
         return Ok(interval(&net.trunc()));
     }
-    if let Some([lo, hi]) = element
-        .get("range")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-    {
+    if let Some([lo, hi]) = element.get("range").and_then(Value::as_array).map(Vec::as_slice) {
         let ((f, lo), (g, hi)) = (of(address(lo)?), of(address(hi)?));
-        return if f == g {
-            Ok((f, lo, hi))
-        } else {
-            Err("range across address families".into())
-        };
+        return if f == g { Ok((f, lo, hi)) } else { Err("range across address families".into()) };
     }
     let (f, a) = of(address(element)?);
     Ok((f, a, a))
@@ -193,22 +154,12 @@ mod tests {
     fn nets(text: &[&str]) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
         let all: Vec<IpNet> = text.iter().map(|t| t.parse().unwrap()).collect();
         (
-            all.iter()
-                .filter_map(|n| if let IpNet::V4(n) = n { Some(*n) } else { None })
-                .collect(),
-            all.iter()
-                .filter_map(|n| if let IpNet::V6(n) = n { Some(*n) } else { None })
-                .collect(),
+            all.iter().filter_map(|n| if let IpNet::V4(n) = n { Some(*n) } else { None }).collect(),
+            all.iter().filter_map(|n| if let IpNet::V6(n) = n { Some(*n) } else { None }).collect(),
         )
     }
 
-    const APPLIED: [&str; 5] = [
-        "10.0.0.0/24",
-        "10.0.1.5/32",
-        "192.0.2.0/25",
-        "2001:db8::/48",
-        "2001:db8:1::10/128",
-    ];
+    const APPLIED: [&str; 5] = ["10.0.0.0/24", "10.0.1.5/32", "192.0.2.0/25", "2001:db8::/48", "2001:db8:1::10/128"];
 
     #[test]
     fn the_table_as_applied_shows_no_drift_and_the_terse_listing_has_the_same_fingerprint() {
@@ -224,43 +175,20 @@ mod tests {
             }
         }
         let fingerprint = parse_listing(&terse.to_string()).unwrap().fingerprint;
-        assert_eq!(
-            compare(&listed, &v4, &v6, Some(&fingerprint)),
-            Drift::default()
-        );
+        assert_eq!(compare(&listed, &v4, &v6, Some(&fingerprint)), Drift::default());
     }
 
     #[test]
     fn an_element_added_by_hand_is_extra_and_a_removed_one_missing() {
-        let rogue = LISTING.replace(
-            r#""10.0.1.5","#,
-            r#""10.0.1.5", {"range": ["172.16.0.1", "172.16.0.9"]},"#,
-        );
+        let rogue = LISTING.replace(r#""10.0.1.5","#, r#""10.0.1.5", {"range": ["172.16.0.1", "172.16.0.9"]},"#);
         let listed = parse_listing(&rogue).unwrap();
         let (v4, v6) = nets(&APPLIED);
         let drift = compare(&listed, &v4, &v6, None);
-        assert_eq!(
-            drift,
-            Drift {
-                extra: 1,
-                missing: 0,
-                rules_changed: false
-            }
-        );
-        assert_eq!(
-            drift.to_string(),
-            "1 range(s) not in the allowlist, 0 range(s) of the allowlist missing"
-        );
+        assert_eq!(drift, Drift { extra: 1, missing: 0, rules_changed: false });
+        assert_eq!(drift.to_string(), "1 range(s) not in the allowlist, 0 range(s) of the allowlist missing");
 
         let (v4, v6) = nets(&[&APPLIED[..], &["198.51.100.0/24"]].concat());
-        assert_eq!(
-            compare(&parse_listing(LISTING).unwrap(), &v4, &v6, None),
-            Drift {
-                extra: 0,
-                missing: 1,
-                rules_changed: false
-            }
-        );
+        assert_eq!(compare(&parse_listing(LISTING).unwrap(), &v4, &v6, None), Drift { extra: 0, missing: 1, rules_changed: false });
     }
 
     #[test]
@@ -269,21 +197,16 @@ mod tests {
         // neither of the two it has.
         let wider = LISTING.replace(r#""len": 24"#, r#""len": 23"#);
         let (v4, v6) = nets(&APPLIED);
-        assert_eq!(
-            compare(&parse_listing(&wider).unwrap(), &v4, &v6, None),
-            Drift {
-                extra: 1,
-                missing: 2,
-                rules_changed: false
-            }
-        );
+        assert_eq!(compare(&parse_listing(&wider).unwrap(), &v4, &v6, None), Drift { extra: 1, missing: 2, rules_changed: false });
     }
 
     #[test]
     fn the_same_addresses_in_other_forms_are_no_drift() {
         // The kernel may show two adjacent networks as one range or a /32 as an address.
-        let listing = LISTING
-            .replace(r#"{"prefix": {"addr": "10.0.0.0", "len": 24}}, "10.0.1.5""#, r#"{"range": ["10.0.0.0", "10.0.0.255"]}, {"elem": {"val": {"prefix": {"addr": "10.0.1.5", "len": 32}}, "comment": "x"}}"#);
+        let listing = LISTING.replace(
+            r#"{"prefix": {"addr": "10.0.0.0", "len": 24}}, "10.0.1.5""#,
+            r#"{"range": ["10.0.0.0", "10.0.0.255"]}, {"elem": {"val": {"prefix": {"addr": "10.0.1.5", "len": 32}}, "comment": "x"}}"#,
+        );
         let (v4, v6) = nets(&APPLIED);
         assert!(compare(&parse_listing(&listing).unwrap(), &v4, &v6, None).is_none());
     }
@@ -291,26 +214,18 @@ mod tests {
     #[test]
     fn a_rule_inserted_by_hand_changes_the_fingerprint() {
         let applied = parse_listing(LISTING).unwrap().fingerprint;
-        let inserted = LISTING.replace(r#"{"drop": null}]}}]}"#, r#"{"drop": null}]}}, {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 7, "expr": [{"accept": null}]}}]}"#);
-        let (v4, v6) = nets(&APPLIED);
-        assert_eq!(
-            compare(&parse_listing(&inserted).unwrap(), &v4, &v6, Some(&applied)),
-            Drift {
-                extra: 0,
-                missing: 0,
-                rules_changed: true
-            }
+        let inserted = LISTING.replace(
+            r#"{"drop": null}]}}]}"#,
+            r#"{"drop": null}]}}, {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 7, "expr": [{"accept": null}]}}]}"#,
         );
+        let (v4, v6) = nets(&APPLIED);
+        assert_eq!(compare(&parse_listing(&inserted).unwrap(), &v4, &v6, Some(&applied)), Drift { extra: 0, missing: 0, rules_changed: true });
     }
 
     #[test]
     fn malformed_listings_are_errors_not_silence() {
         assert!(parse_listing("not json").is_err());
         assert!(parse_listing("{}").is_err());
-        assert!(
-            parse_listing(&LISTING.replace("10.0.1.5", "10.0.1.x"))
-                .unwrap_err()
-                .contains("10.0.1.x")
-        );
+        assert!(parse_listing(&LISTING.replace("10.0.1.5", "10.0.1.x")).unwrap_err().contains("10.0.1.x"));
     }
 }

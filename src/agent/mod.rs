@@ -64,24 +64,19 @@ pub fn report_name(environment: &str, node: &str) -> String {
 pub async fn run(settings: Settings) -> Result<(), Error> {
     let client = Client::try_default().await.map_err(Error::Client)?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.namespace);
-    let config = watcher::Config::default().labels(&format!(
-        "{ENVIRONMENT_LABEL}={},{ALLOWLIST_LABEL}",
-        settings.environment
-    ));
+    let config = watcher::Config::default().labels(&format!("{ENVIRONMENT_LABEL}={},{ALLOWLIST_LABEL}", settings.environment));
     let (store, writer) = reflector::store();
     let changed = Arc::new(Notify::new());
     let poke = changed.clone();
-    let watch = reflector::reflector(writer, watcher(api.clone(), config))
-        .backoff(crate::controller::stores::watch_backoff(
-            Duration::from_secs(5),
-        ))
-        .for_each(move |event| {
+    let watch = reflector::reflector(writer, watcher(api.clone(), config)).backoff(crate::controller::stores::watch_backoff(Duration::from_secs(5))).for_each(
+        move |event| {
             if let Err(e) = &event {
                 tracing::warn!(error = %e, "watch error (rules stay as they are); retrying");
             }
             poke.notify_one();
             async {}
-        });
+        },
+    );
     tokio::spawn(watch);
     let ready = store.clone();
     let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -93,9 +88,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         poke.notify_one();
     });
 
-    let mut nft = Nft {
-        settings: settings.clone(),
-    };
+    let mut nft = Nft { settings: settings.clone() };
     let mut applied = nft.applied_digest().await;
     tracing::info!(environment = %settings.environment, node = %settings.node, applied = ?applied, "agent started; the kernel's rules are kept until a complete allowlist differs");
     let mut last_report: Option<serde_json::Value> = None;
@@ -131,23 +124,15 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         let mut error = None;
         let wanted = tag(&list);
         if verify && applied.as_deref() == Some(wanted.as_str()) {
-            match nft
-                .list(false)
-                .await
-                .and_then(|json| drift::parse_listing(&json))
-            {
+            match nft.list(false).await.and_then(|json| drift::parse_listing(&json)) {
                 Ok(listed) => {
                     let found = drift::compare(&listed, &list.v4, &list.v6, fingerprint.as_deref());
                     if found.is_none() {
                         fingerprint.get_or_insert(listed.fingerprint);
                     } else {
                         tracing::warn!(drift = %found, "the kernel's table differs from the allowlist applied (changed by hand?); replacing it");
-                        last_drift = format!(
-                            "{}: {found}; replaced",
-                            jiff::Timestamp::now()
-                                .round(jiff::Unit::Second)
-                                .unwrap_or_else(|_| jiff::Timestamp::now())
-                        );
+                        last_drift =
+                            format!("{}: {found}; replaced", jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()));
                         applied = None;
                     }
                 }
@@ -163,12 +148,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                     tracing::info!(digest = %list.digest, v4 = list.v4.len(), v6 = list.v6.len(), "applied");
                     applied = Some(wanted);
                     // The shape as applied, from a terse listing (no set elements, so no set dump).
-                    fingerprint = nft
-                        .list(true)
-                        .await
-                        .and_then(|json| drift::parse_listing(&json))
-                        .map(|l| l.fingerprint)
-                        .ok();
+                    fingerprint = nft.list(true).await.and_then(|json| drift::parse_listing(&json)).map(|l| l.fingerprint).ok();
                 }
                 Err(e) => {
                     tracing::error!(digest = %list.digest, error = %e, "apply failed; the previous rules stay in force");
@@ -186,14 +166,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         });
         if last_report.as_ref() != Some(&report) {
             let pp = PatchParams::apply(&format!("jpki-access-agent/{}", settings.node)).force();
-            match api
-                .patch(
-                    &report_name(&settings.environment, &settings.node),
-                    &pp,
-                    &Patch::Apply(&report),
-                )
-                .await
-            {
+            match api.patch(&report_name(&settings.environment, &settings.node), &pp, &Patch::Apply(&report)).await {
                 Ok(_) => last_report = Some(report),
                 Err(e) => tracing::warn!(error = %e, "report not written; will retry"),
             }
@@ -213,21 +186,8 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
 /// What the kernel must hold: the allowlist's digest and the filtered ports (a change of ports alone changes no
 /// digest, yet must be applied). Kept in the comment of the input chain.
 fn tag(list: &allowlist::Allowlist) -> String {
-    let mut ports: Vec<String> = list
-        .ports
-        .iter()
-        .map(|p| {
-            format!(
-                "{}/{}",
-                if p.protocol == crate::api::environment::Protocol::Udp {
-                    "UDP"
-                } else {
-                    "TCP"
-                },
-                p.port
-            )
-        })
-        .collect();
+    let mut ports: Vec<String> =
+        list.ports.iter().map(|p| format!("{}/{}", if p.protocol == crate::api::environment::Protocol::Udp { "UDP" } else { "TCP" }, p.port)).collect();
     ports.sort();
     format!("{} ports {}", list.digest, ports.join(","))
 }
@@ -259,38 +219,19 @@ impl Nft {
     /// The digest in the comment of our `input` chain: read without listing any set.
     async fn applied_digest(&self) -> Option<String> {
         let table = table_name(&self.settings.environment);
-        let out = self
-            .command(&["list", "chain", "inet", &table, "input"])
-            .output()
-            .await
-            .ok()?;
+        let out = self.command(&["list", "chain", "inet", &table, "input"]).output().await.ok()?;
         if !out.status.success() {
             return None;
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix("comment \"jpki-access digest "))
-            .map(|rest| rest.trim_end_matches('"').to_string())
+        text.lines().find_map(|l| l.trim().strip_prefix("comment \"jpki-access digest ")).map(|rest| rest.trim_end_matches('"').to_string())
     }
 
     async fn apply(&mut self, list: &allowlist::Allowlist) -> Result<(), String> {
-        let mut ruleset =
-            render_ruleset(&self.settings.environment, &list.v4, &list.v6, &list.ports);
+        let mut ruleset = render_ruleset(&self.settings.environment, &list.v4, &list.v6, &list.ports);
         // Tag the input chain with the digest, so the next start knows what is applied without a set dump.
-        ruleset = ruleset.replacen(
-            "\tchain input {\n",
-            &format!(
-                "\tchain input {{\n\t\tcomment \"jpki-access digest {}\"\n",
-                tag(list)
-            ),
-            1,
-        );
-        if self
-            .settings
-            .break_file
-            .as_ref()
-            .is_some_and(|f| f.exists())
-        {
+        ruleset = ruleset.replacen("\tchain input {\n", &format!("\tchain input {{\n\t\tcomment \"jpki-access digest {}\"\n", tag(list)), 1);
+        if self.settings.break_file.as_ref().is_some_and(|f| f.exists()) {
             ruleset.push_str("this line is broken on purpose (test hook)\n");
         }
         self.run(&ruleset).await
@@ -299,24 +240,12 @@ impl Nft {
     /// `nft -j list table` of our table; `terse` leaves out set elements.
     async fn list(&self, terse: bool) -> Result<String, String> {
         let table = table_name(&self.settings.environment);
-        let args: &[&str] = if terse {
-            &["-t", "-j", "list", "table", "inet", &table]
-        } else {
-            &["-j", "list", "table", "inet", &table]
-        };
-        let out = self
-            .command(args)
-            .output()
-            .await
-            .map_err(|e| format!("cannot run {}: {e}", self.settings.nft.display()))?;
+        let args: &[&str] = if terse { &["-t", "-j", "list", "table", "inet", &table] } else { &["-j", "list", "table", "inet", &table] };
+        let out = self.command(args).output().await.map_err(|e| format!("cannot run {}: {e}", self.settings.nft.display()))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" | "))
+            Err(String::from_utf8_lossy(&out.stderr).lines().take(3).collect::<Vec<_>>().join(" | "))
         }
     }
 
@@ -330,23 +259,9 @@ impl Nft {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.settings.nft.display()))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(ruleset.as_bytes())
-                .await
-                .map_err(|e| format!("writing to nft: {e}"))?;
+            stdin.write_all(ruleset.as_bytes()).await.map_err(|e| format!("writing to nft: {e}"))?;
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| format!("waiting for nft: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .take(5)
-                .collect::<Vec<_>>()
-                .join(" | "))
-        }
+        let out = child.wait_with_output().await.map_err(|e| format!("waiting for nft: {e}"))?;
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).lines().take(5).collect::<Vec<_>>().join(" | ")) }
     }
 }

@@ -38,10 +38,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct AccessApprovalSpec {
     /// Name of the AccessRegistration (same namespace) this decision is about.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub registration_ref: String,
     /// `metadata.uid` of that registration when it was decided on. A decision covers only that object: one filed
     /// again under the same name (a new uid) needs a decision of its own. `kubectl jpki approve` fills it in.

@@ -11,9 +11,7 @@ pub const GROUP: &str = "access.jpki.dev";
 pub const VERSION: &str = "v1alpha1";
 
 /// テスト環境 or 本番環境. Test access is registered on form A-08-1, production on A-11-2.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 pub enum Environment {
     /// テスト環境 (form A-08-1).
     Test,
@@ -37,9 +35,7 @@ impl std::fmt::Display for Environment {
 }
 
 /// 情報提供方式 (form A-11-1), chosen per certificate type.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 pub enum ProvisionMethod {
     /// CRL提供方式: the full revocation list, updated once a day.
     Crl,

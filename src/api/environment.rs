@@ -37,10 +37,7 @@ pub struct AccessEnvironmentSpec {
     #[x_kube(validation = kube::core::cel::Rule::new("self == oldSelf").message("environment is immutable"))]
     pub environment: Environment,
     /// Namespace of the revocation services (OCSP responder, CRL distribution).
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub service_namespace: String,
     /// Pods of the revocation services that the generated NetworkPolicies select.
     pub pod_selector: PodSelector,
@@ -72,19 +69,13 @@ pub struct PodSelector {
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     /// Short name, used in generated object names.
-    #[schemars(
-        length(min = 1, max = 32),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// Which provision method this endpoint serves (Crl or Ocsp).
     pub provision_method: ProvisionMethod,
     pub service: ServiceRef,
     /// Host name told to verifiers.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub host: String,
     /// Path prefix, starting with `/`.
     #[serde(default = "default_path")]
@@ -206,10 +197,7 @@ pub struct MassRevocationHold {
 #[serde(rename_all = "camelCase")]
 pub struct Firewall {
     /// Namespace of the allowlist ConfigMaps the agents read.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub allowlist_namespace: String,
     /// Destination ports the agents filter; other traffic is not their business.
     #[schemars(length(min = 1, max = 16))]

@@ -15,9 +15,7 @@ pub use cidr_string::CidrString;
 pub use common::{Environment, JstDate, ProvisionMethod, ProvisionMethods};
 pub use environment::{AccessEnvironment, AccessEnvironmentSpec};
 pub use record::{AccessRecord, AccessRecordSpec};
-pub use registration::{
-    AccessRegistration, AccessRegistrationSpec, ConnectionMethod, RegistrationPhase,
-};
+pub use registration::{AccessRegistration, AccessRegistrationSpec, ConnectionMethod, RegistrationPhase};
 pub use verifier::{OrganizationType, SignatureVerifier, SignatureVerifierSpec, VerifierRole};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -25,13 +23,7 @@ use kube::CustomResourceExt;
 
 /// Every CRD of the operator, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        SignatureVerifier::crd(),
-        AccessRegistration::crd(),
-        AccessApproval::crd(),
-        AccessEnvironment::crd(),
-        AccessRecord::crd(),
-    ]
+    vec![SignatureVerifier::crd(), AccessRegistration::crd(), AccessApproval::crd(), AccessEnvironment::crd(), AccessRecord::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream, exactly as committed in `crds/`.

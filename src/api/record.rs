@@ -65,19 +65,7 @@ pub struct RecordSubject {
     pub environment: Option<Environment>,
 }
 
-#[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
 pub enum SubjectKind {
     AccessRegistration,
     AccessEnvironment,
@@ -119,19 +107,7 @@ pub struct RecordEvent {
 
 /// Kinds of recorded facts. `Rejected`, `Withdrawn`, `Superseded`, `Expired` and `Deleted` end what came before
 /// them for good: the planner reads them (see `crate::domain::rules::records`).
-#[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
 pub enum RecordEventType {
     /// The registration was filed (its creation time; the author when the separation-of-duties annotation says).
     Filed,
@@ -173,10 +149,7 @@ impl RecordEventType {
 /// transition rule on map values, which the API server correlates by key.
 fn events_schema(generator: &mut SchemaGenerator) -> Schema {
     let mut event = generator.subschema_for::<RecordEvent>();
-    event.insert(
-        "x-kubernetes-validations".into(),
-        serde_json::json!([{"rule": "self == oldSelf", "message": "a recorded event is immutable"}]),
-    );
+    event.insert("x-kubernetes-validations".into(), serde_json::json!([{"rule": "self == oldSelf", "message": "a recorded event is immutable"}]));
     json_schema!({
         "type": "object",
         "maxProperties": MAX_EVENTS,

@@ -42,10 +42,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct AccessRegistrationSpec {
     /// Name of the SignatureVerifier filing this form; it must list this namespace. Immutable.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     #[x_kube(validation = kube::core::cel::Rule::new("self == oldSelf").message("verifierRef is immutable: file a new registration instead"))]
     pub verifier_ref: String,
     /// Test (A-08-1) or Production (A-11-2). Immutable.
@@ -57,10 +54,7 @@ pub struct AccessRegistrationSpec {
     /// The registration of the same verifier and environment this one replaces (A-13). It steps down at this
     /// registration's start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub supersedes: Option<String>,
     /// When J-LIS received the form; starts the setup lead time (7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,9 +77,7 @@ pub struct AccessRegistrationSpec {
     pub official_seal_affixed: Option<bool>,
 }
 
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum RegistrationReason {
     /// 初回.
     #[default]
@@ -108,19 +100,7 @@ pub enum ConnectionMethod {
 }
 
 /// Lifecycle phase of a registration, as the controller last decided it.
-#[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema)]
 pub enum RegistrationPhase {
     Invalid,
     PendingApproval,

@@ -66,10 +66,7 @@ pub struct SignatureVerifierSpec {
     #[x_kube(merge_strategy = kube::core::cel::ListMerge::Set)]
     pub roles: Vec<VerifierRole>,
     /// The only namespace whose AccessRegistrations may name this verifier.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: String,
     /// 協定書: the agreement with J-LIS. Production access may start no earlier than its effective date (第13条).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,19 +93,7 @@ pub enum OrganizationType {
     Other,
 }
 
-#[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema)]
 pub enum VerifierRole {
     /// 署名検証者: verifies signatures (署名用電子証明書).
     SignatureVerifier,

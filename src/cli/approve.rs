@@ -8,14 +8,7 @@ use crate::manifest::{Form, read_paths};
 use kube::ResourceExt;
 use std::path::Path;
 
-pub fn run(
-    path: &Path,
-    registration: Option<&str>,
-    by: &str,
-    reject: bool,
-    comment: Option<String>,
-    at: Option<jiff::Timestamp>,
-) -> i32 {
+pub fn run(path: &Path, registration: Option<&str>, by: &str, reject: bool, comment: Option<String>, at: Option<jiff::Timestamp>) -> i32 {
     let read = read_paths(&[path.to_path_buf()]);
     if let Some(p) = read.problems.first() {
         eprintln!(
@@ -31,45 +24,25 @@ pub fn run(
         .documents
         .iter()
         .filter_map(|d| match &d.form {
-            Form::Registration(r) if registration.is_none_or(|name| r.name_any() == name) => {
-                Some(r)
-            }
+            Form::Registration(r) if registration.is_none_or(|name| r.name_any() == name) => Some(r),
             _ => None,
         })
         .collect();
     let reg = match candidates.as_slice() {
         [one] => *one,
         [] => {
-            eprintln!(
-                "jpki-access approve: no AccessRegistration{} in {}",
-                registration
-                    .map(|n| format!(" named {n:?}"))
-                    .unwrap_or_default(),
-                path.display()
-            );
+            eprintln!("jpki-access approve: no AccessRegistration{} in {}", registration.map(|n| format!(" named {n:?}")).unwrap_or_default(), path.display());
             return 1;
         }
         many => {
             let names: Vec<String> = many.iter().map(|r| r.name_any()).collect();
-            eprintln!(
-                "jpki-access approve: {} holds several registrations ({}); choose one with --registration NAME",
-                path.display(),
-                names.join(", ")
-            );
+            eprintln!("jpki-access approve: {} holds several registrations ({}); choose one with --registration NAME", path.display(), names.join(", "));
             return 1;
         }
     };
-    let decision = if reject {
-        Decision::Rejected
-    } else {
-        Decision::Approved
-    };
+    let decision = if reject { Decision::Rejected } else { Decision::Approved };
     let at = at.unwrap_or_else(jiff::Timestamp::now);
-    match approval_for(reg, decision, by, at, comment).map(|a| {
-        serde_json::to_value(&a)
-            .map_err(|e| e.to_string())
-            .and_then(|v| crate::manifest::to_yaml(&v))
-    }) {
+    match approval_for(reg, decision, by, at, comment).map(|a| serde_json::to_value(&a).map_err(|e| e.to_string()).and_then(|v| crate::manifest::to_yaml(&v))) {
         Ok(Ok(yaml)) => {
             print!("{yaml}");
             0

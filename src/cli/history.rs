@@ -13,14 +13,8 @@ pub fn lines(records: &[AccessRecord], name: &str, namespace: Option<&str>) -> V
         .filter(|r| {
             let s = &r.spec.subject;
             match namespace {
-                Some(ns) => {
-                    s.kind == SubjectKind::AccessRegistration
-                        && s.namespace.as_deref() == Some(ns)
-                        && s.name == name
-                }
-                None => {
-                    s.kind == SubjectKind::AccessRegistration && s.verifier.as_deref() == Some(name)
-                }
+                Some(ns) => s.kind == SubjectKind::AccessRegistration && s.namespace.as_deref() == Some(ns) && s.name == name,
+                None => s.kind == SubjectKind::AccessRegistration && s.verifier.as_deref() == Some(name),
             }
         })
         .collect();
@@ -28,21 +22,14 @@ pub fn lines(records: &[AccessRecord], name: &str, namespace: Option<&str>) -> V
         return Vec::new();
     }
     // The holds of the environments these registrations are in.
-    let environments: Vec<_> = selected
-        .iter()
-        .filter_map(|r| r.spec.subject.environment)
-        .collect();
-    selected.extend(records.iter().filter(|r| {
-        r.spec.subject.kind == SubjectKind::AccessEnvironment
-            && r.spec
-                .subject
-                .environment
-                .is_some_and(|e| environments.contains(&e))
-    }));
-    let mut events: Vec<(jiff::Timestamp, &AccessRecord, &RecordEvent)> = selected
-        .iter()
-        .flat_map(|r| r.spec.events.values().map(move |e| (event_time(e), *r, e)))
-        .collect();
+    let environments: Vec<_> = selected.iter().filter_map(|r| r.spec.subject.environment).collect();
+    selected.extend(
+        records
+            .iter()
+            .filter(|r| r.spec.subject.kind == SubjectKind::AccessEnvironment && r.spec.subject.environment.is_some_and(|e| environments.contains(&e))),
+    );
+    let mut events: Vec<(jiff::Timestamp, &AccessRecord, &RecordEvent)> =
+        selected.iter().flat_map(|r| r.spec.events.values().map(move |e| (event_time(e), *r, e))).collect();
     events.sort_by(|a, b| (a.0, a.2.type_).cmp(&(b.0, b.2.type_)));
     events
         .into_iter()
@@ -52,11 +39,7 @@ pub fn lines(records: &[AccessRecord], name: &str, namespace: Option<&str>) -> V
                 Some(ns) => format!("{ns}/{} (uid {})", s.name, short_uid(&s.uid)),
                 None => format!("AccessEnvironment {}", s.name),
             };
-            let mut line = format!(
-                "{}  {:<13} {subject}",
-                at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                e.type_.as_str()
-            );
+            let mut line = format!("{}  {:<13} {subject}", at.strftime("%Y-%m-%dT%H:%M:%SZ"), e.type_.as_str());
             if let Some(actor) = &e.actor {
                 line.push_str(&format!("  by {actor}"));
             }

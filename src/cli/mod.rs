@@ -55,10 +55,8 @@ pub enum Command {
         debounce_ms: u64,
     },
     /// Run the firewall agent of one environment on this node: apply its allowlist to nftables, report the digest.
-    #[command(
-        after_help = "Runs as a DaemonSet on edge nodes (host network, NET_ADMIN only); reads the allowlist ConfigMaps of one \
-namespace and writes only its own report.\n\nExample:\n  jpki-access agent --environment production --namespace jpki-system --node $NODE_NAME"
-    )]
+    #[command(after_help = "Runs as a DaemonSet on edge nodes (host network, NET_ADMIN only); reads the allowlist ConfigMaps of one \
+namespace and writes only its own report.\n\nExample:\n  jpki-access agent --environment production --namespace jpki-system --node $NODE_NAME")]
     Agent {
         /// The AccessEnvironment (metadata.name) whose allowlist this node enforces.
         #[arg(long)]
@@ -85,19 +83,15 @@ namespace and writes only its own report.\n\nExample:\n  jpki-access agent --env
         break_file: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions (as committed in crds/).
-    #[command(
-        after_help = "Examples:\n  jpki-access crd | kubectl apply --server-side -f -\n  jpki-access crd --reference > docs/crd-reference.md"
-    )]
+    #[command(after_help = "Examples:\n  jpki-access crd | kubectl apply --server-side -f -\n  jpki-access crd --reference > docs/crd-reference.md")]
     Crd {
         /// Print the field reference (Markdown) instead of the CRDs.
         #[arg(long)]
         reference: bool,
     },
     /// Validate files and folders of forms offline, including the rules that relate forms to each other.
-    #[command(
-        after_help = "Prints each problem as `file:document: kind/name: field: message`; exits 1 when any form \
-is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access validate verifiers/ registrations/sapporo.yaml\n  jpki-access validate forms/ --output json | jq '.problems[]'"
-    )]
+    #[command(after_help = "Prints each problem as `file:document: kind/name: field: message`; exits 1 when any form \
+is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access validate verifiers/ registrations/sapporo.yaml\n  jpki-access validate forms/ --output json | jq '.problems[]'")]
     Validate {
         /// Files or folders (read recursively: *.yaml, *.yml).
         #[arg(required = true)]
@@ -200,20 +194,9 @@ pub enum OutputFormat {
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Controller {
-            lease_namespace,
-            lease_name,
-            identity,
-            no_leader_election,
-            listen,
-            clock_offset_seconds,
-            resync_seconds,
-            debounce_ms,
-        } => {
+        Command::Controller { lease_namespace, lease_name, identity, no_leader_election, listen, clock_offset_seconds, resync_seconds, debounce_ms } => {
             let identity = identity.unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/etc/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_else(|_| "controller".into());
+                let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "controller".into());
                 format!("{host}-{}", std::process::id())
             });
             let settings = crate::controller::Settings {
@@ -241,16 +224,7 @@ pub fn run(cli: Cli) -> i32 {
                 }
             }
         }
-        Command::Agent {
-            environment,
-            namespace,
-            node,
-            netns,
-            nft,
-            remove_on_exit,
-            resync_seconds,
-            break_file,
-        } => {
+        Command::Agent { environment, namespace, node, netns, nft, remove_on_exit, resync_seconds, break_file } => {
             let settings = crate::agent::Settings {
                 environment,
                 namespace,
@@ -261,12 +235,7 @@ pub fn run(cli: Cli) -> i32 {
                 resync: std::time::Duration::from_secs(resync_seconds.max(1)),
                 break_file,
             };
-            match tokio::runtime::Runtime::new()
-                .map_err(|e| e.to_string())
-                .and_then(|rt| {
-                    rt.block_on(crate::agent::run(settings))
-                        .map_err(|e| e.to_string())
-                }) {
+            match tokio::runtime::Runtime::new().map_err(|e| e.to_string()).and_then(|rt| rt.block_on(crate::agent::run(settings)).map_err(|e| e.to_string())) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("jpki-access agent: {e}");
@@ -288,53 +257,15 @@ pub fn run(cli: Cli) -> i32 {
                 1
             }
         },
-        Command::Validate {
-            paths,
-            output,
-            strict,
-            at,
-        } => validate::run(&paths, output, strict, at),
-        Command::Render {
-            paths,
-            env,
-            at,
-            format,
-        } => render::run(
-            &paths,
-            &env,
-            at.unwrap_or_else(jiff::Timestamp::now),
-            format,
-        ),
-        Command::Approve {
-            path,
-            registration,
-            by,
-            reject,
-            comment,
-            at,
-        } => approve::run(&path, registration.as_deref(), &by, reject, comment, at),
-        Command::Fleet {
-            scale,
-            companies,
-            out,
-            apply,
-            concurrency,
-            approved_at,
-        } => {
+        Command::Validate { paths, output, strict, at } => validate::run(&paths, output, strict, at),
+        Command::Render { paths, env, at, format } => render::run(&paths, &env, at.unwrap_or_else(jiff::Timestamp::now), format),
+        Command::Approve { path, registration, by, reject, comment, at } => approve::run(&path, registration.as_deref(), &by, reject, comment, at),
+        Command::Fleet { scale, companies, out, apply, concurrency, approved_at } => {
             if out.is_none() && !apply {
                 eprintln!("error: say where the fleet goes: --out FOLDER, --apply, or both");
                 return 2;
             }
-            fleet::run(
-                crate::fleet::FleetSettings {
-                    scale,
-                    companies,
-                    approved_at,
-                },
-                out.as_deref(),
-                apply,
-                concurrency,
-            )
+            fleet::run(crate::fleet::FleetSettings { scale, companies, approved_at }, out.as_deref(), apply, concurrency)
         }
     }
 }

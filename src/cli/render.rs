@@ -11,14 +11,9 @@ use std::path::PathBuf;
 pub fn plan_paths(paths: &[PathBuf], at: jiff::Timestamp) -> Result<Plan, Vec<String>> {
     let read = read_paths(paths);
     if !read.problems.is_empty() {
-        return Err(read
-            .problems
-            .iter()
-            .map(|p| format!("{}: {}: {}", p.origin, p.problem.field, p.problem.message))
-            .collect());
+        return Err(read.problems.iter().map(|p| format!("{}: {}: {}", p.origin, p.problem.field, p.problem.message)).collect());
     }
-    let (mut verifiers, mut registrations, mut approvals, mut environments, mut records) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut verifiers, mut registrations, mut approvals, mut environments, mut records) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for doc in read.documents {
         match doc.form {
             Form::Verifier(o) => verifiers.push(o),
@@ -28,32 +23,17 @@ pub fn plan_paths(paths: &[PathBuf], at: jiff::Timestamp) -> Result<Plan, Vec<St
             Form::Record(o) => records.push(o),
         }
     }
-    Ok(plan(
-        &Objects::of(&verifiers, &registrations, &approvals, &environments)
-            .with_records(&records)
-            .input(),
-        at,
-    ))
+    Ok(plan(&Objects::of(&verifiers, &registrations, &approvals, &environments).with_records(&records).input(), at))
 }
 
 /// The rendered text for one environment.
 pub fn render(plan: &Plan, env: &str, format: RenderFormat) -> Result<String, String> {
     let Some(e) = plan.environments.get(env) else {
         let known: Vec<&str> = plan.environments.keys().map(String::as_str).collect();
-        let ignored = plan
-            .ignored_environments
-            .get(env)
-            .map(|(reason, why)| format!(" (ignored, {reason}: {why})"))
-            .unwrap_or_default();
-        return Err(format!(
-            "no usable AccessEnvironment {env:?}{ignored}; the forms define: {}",
-            known.join(", ")
-        ));
+        let ignored = plan.ignored_environments.get(env).map(|(reason, why)| format!(" (ignored, {reason}: {why})")).unwrap_or_default();
+        return Err(format!("no usable AccessEnvironment {env:?}{ignored}; the forms define: {}", known.join(", ")));
     };
-    let registrations = plan
-        .registrations
-        .values()
-        .filter(|r| r.resolved.evaluation.environment == e.environment);
+    let registrations = plan.registrations.values().filter(|r| r.resolved.evaluation.environment == e.environment);
     let mut out = String::new();
     match format {
         RenderFormat::Yaml => {
@@ -86,9 +66,7 @@ pub fn run(paths: &[PathBuf], env: &str, at: jiff::Timestamp, format: RenderForm
             for p in problems {
                 eprintln!("{p}");
             }
-            eprintln!(
-                "jpki-access render: the forms could not be read; run `jpki-access validate` on them"
-            );
+            eprintln!("jpki-access render: the forms could not be read; run `jpki-access validate` on them");
             return 1;
         }
     };
@@ -104,11 +82,7 @@ pub fn run(paths: &[PathBuf], env: &str, at: jiff::Timestamp, format: RenderForm
             "{key}: {:?} ({}){}",
             r.resolved.phase,
             r.resolved.reason,
-            if r.resolved.message.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", r.resolved.message)
-            }
+            if r.resolved.message.is_empty() { String::new() } else { format!(": {}", r.resolved.message) }
         );
     }
     0

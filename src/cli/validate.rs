@@ -62,16 +62,9 @@ pub fn validate_paths(paths: &[PathBuf], now: jiff::Timestamp) -> Report {
 /// definitions, every single-object and cross-object rule of the rule engine, and the planner's verdict on
 /// conflicts between approved registrations. The fuzz targets call this on text without files.
 pub fn validate_read(read: ReadResult, now: jiff::Timestamp) -> Report {
-    let mut report = Report {
-        files: read.files,
-        objects: read.documents.len(),
-        other_documents: read.other_documents,
-        ..Default::default()
-    };
+    let mut report = Report { files: read.files, objects: read.documents.len(), other_documents: read.other_documents, ..Default::default() };
     for p in &read.problems {
-        report
-            .problems
-            .push(finding(&p.origin, p.object.clone(), None, &p.problem));
+        report.problems.push(finding(&p.origin, p.object.clone(), None, &p.problem));
     }
 
     // The first definition of an object wins; a second one with the same kind, namespace and name is an error.
@@ -79,11 +72,7 @@ pub fn validate_read(read: ReadResult, now: jiff::Timestamp) -> Report {
     let mut set = FormSet::default();
     for doc in &read.documents {
         let meta = doc.form.meta();
-        let key = ObjectKey {
-            kind: doc.form.kind(),
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone().unwrap_or_default(),
-        };
+        let key = ObjectKey { kind: doc.form.kind(), namespace: meta.namespace.clone(), name: meta.name.clone().unwrap_or_default() };
         if key.name.is_empty() {
             report.problems.push(finding(
                 &doc.origin,
@@ -122,21 +111,11 @@ pub fn validate_read(read: ReadResult, now: jiff::Timestamp) -> Report {
     };
     let plan = crate::planner::plan(&objects.input(), now);
     for reg in &set.registrations {
-        let Some(planned) = plan
-            .registrations
-            .get(&crate::planner::liveness::RegKey::of(reg))
-        else {
+        let Some(planned) = plan.registrations.get(&crate::planner::liveness::RegKey::of(reg)) else {
             continue;
         };
         if planned.resolved.phase == crate::api::RegistrationPhase::Conflict {
-            findings
-                .entry(ObjectKey::of(*reg))
-                .or_default()
-                .push(Problem::refusal(
-                    Reason::Conflict,
-                    "spec.sourceCidrs",
-                    planned.resolved.message.clone(),
-                ));
+            findings.entry(ObjectKey::of(*reg)).or_default().push(Problem::refusal(Reason::Conflict, "spec.sourceCidrs", planned.resolved.message.clone()));
         }
     }
     for (key, problems) in findings {
@@ -144,32 +123,16 @@ pub fn validate_read(read: ReadResult, now: jiff::Timestamp) -> Report {
             continue;
         };
         for problem in &problems {
-            report.problems.push(finding(
-                origin,
-                Some(format!("{}/{}", key.kind, key.name)),
-                key.namespace.clone(),
-                problem,
-            ));
+            report.problems.push(finding(origin, Some(format!("{}/{}", key.kind, key.name)), key.namespace.clone(), problem));
         }
     }
-    report
-        .problems
-        .sort_by(|a, b| (&a.file, a.document, &a.field).cmp(&(&b.file, b.document, &b.field)));
-    report.errors = report
-        .problems
-        .iter()
-        .filter(|p| p.severity == Severity::Error)
-        .count();
+    report.problems.sort_by(|a, b| (&a.file, a.document, &a.field).cmp(&(&b.file, b.document, &b.field)));
+    report.errors = report.problems.iter().filter(|p| p.severity == Severity::Error).count();
     report.warnings = report.problems.len() - report.errors;
     report
 }
 
-fn finding(
-    origin: &Origin,
-    object: Option<String>,
-    namespace: Option<String>,
-    problem: &Problem,
-) -> Finding {
+fn finding(origin: &Origin, object: Option<String>, namespace: Option<String>, problem: &Problem) -> Finding {
     Finding {
         file: origin.file.display().to_string(),
         document: origin.document,
@@ -182,12 +145,7 @@ fn finding(
     }
 }
 
-pub fn run(
-    paths: &[PathBuf],
-    output: OutputFormat,
-    strict: bool,
-    at: Option<jiff::Timestamp>,
-) -> i32 {
+pub fn run(paths: &[PathBuf], output: OutputFormat, strict: bool, at: Option<jiff::Timestamp>) -> i32 {
     let report = validate_paths(paths, at.unwrap_or_else(jiff::Timestamp::now));
     match output {
         OutputFormat::Text => {
@@ -207,9 +165,5 @@ pub fn run(
         "validated {} forms in {} files ({} other documents skipped): {} errors, {} warnings",
         report.objects, report.files, report.other_documents, report.errors, report.warnings
     );
-    if report.errors > 0 || (strict && report.warnings > 0) {
-        1
-    } else {
-        0
-    }
+    if report.errors > 0 || (strict && report.warnings > 0) { 1 } else { 0 }
 }

@@ -21,12 +21,8 @@ pub const FIELD_MANAGER: &str = "jpki-access";
 /// Fields the server adds (defaults, managedFields, resourceVersion) do not count as differences.
 pub fn json_includes(existing: &Value, desired: &Value) -> bool {
     match (existing, desired) {
-        (Value::Object(e), Value::Object(d)) => d
-            .iter()
-            .all(|(k, dv)| e.get(k).is_some_and(|ev| json_includes(ev, dv)) || dv.is_null()),
-        (Value::Array(e), Value::Array(d)) => {
-            e.len() == d.len() && e.iter().zip(d).all(|(ev, dv)| json_includes(ev, dv))
-        }
+        (Value::Object(e), Value::Object(d)) => d.iter().all(|(k, dv)| e.get(k).is_some_and(|ev| json_includes(ev, dv)) || dv.is_null()),
+        (Value::Array(e), Value::Array(d)) => e.len() == d.len() && e.iter().zip(d).all(|(ev, dv)| json_includes(ev, dv)),
         (e, d) => e == d,
     }
 }
@@ -39,15 +35,10 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn ready(&self, id: &str) -> bool {
-        self.failures
-            .get(id)
-            .is_none_or(|(_, at)| *at <= Instant::now())
+        self.failures.get(id).is_none_or(|(_, at)| *at <= Instant::now())
     }
     pub fn failed(&mut self, id: &str, error: &kube::Error) {
-        let entry = self
-            .failures
-            .entry(id.to_string())
-            .or_insert((0, Instant::now()));
+        let entry = self.failures.entry(id.to_string()).or_insert((0, Instant::now()));
         entry.0 += 1;
         entry.1 = Instant::now() + retry_delay(Failure::of(error), entry.0);
     }
@@ -57,11 +48,7 @@ impl Backoff {
     /// When the next retry is due (only retries still ahead: a past one was retried by the pass that just ran).
     pub fn next_retry(&self) -> Option<Instant> {
         let now = Instant::now();
-        self.failures
-            .values()
-            .map(|(_, at)| *at)
-            .filter(|at| *at > now)
-            .min()
+        self.failures.values().map(|(_, at)| *at).filter(|at| *at > now).min()
     }
     /// Forgets failures that a pass started at `pass_start` did not see again (the object was written, is right
     /// by now, or is gone), so they neither wake the loop nor linger.
@@ -92,13 +79,7 @@ fn id(child: &Child) -> String {
 /// [`id`] of a cached object, without copying it into a [`Child`] (a shard holds thousands of CIDRs).
 fn id_of<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     let m = obj.meta();
-    format!(
-        "{}/{}/{}/{}",
-        K::api_version(&()),
-        K::kind(&()),
-        m.namespace.as_deref().unwrap_or_default(),
-        m.name.as_deref().unwrap_or_default()
-    )
+    format!("{}/{}/{}/{}", K::api_version(&()), K::kind(&()), m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default())
 }
 
 /// Whether the cached object already holds everything `child` wants. ConfigMaps (a URL notice per registration,
@@ -107,14 +88,8 @@ fn id_of<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 fn already_there(stores: &Stores, child: &Child) -> bool {
     use kube::runtime::reflector::ObjectRef;
     if let Child::ConfigMap(desired) = child {
-        let (namespace, name) = (
-            desired.metadata.namespace.as_deref().unwrap_or_default(),
-            desired.metadata.name.as_deref().unwrap_or_default(),
-        );
-        return stores
-            .config_maps
-            .get(&ObjectRef::new(name).within(namespace))
-            .is_some_and(|e| config_map_includes(&e, desired));
+        let (namespace, name) = (desired.metadata.namespace.as_deref().unwrap_or_default(), desired.metadata.name.as_deref().unwrap_or_default());
+        return stores.config_maps.get(&ObjectRef::new(name).within(namespace)).is_some_and(|e| config_map_includes(&e, desired));
     }
     existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json()))
 }
@@ -122,13 +97,8 @@ fn already_there(stores: &Stores, child: &Child) -> bool {
 /// [`json_includes`] for ConfigMaps: desired data, labels and annotations among the existing ones (a key someone
 /// else added is no difference: our apply could not remove it), and the same owners. We never write binaryData.
 pub fn config_map_includes(existing: &ConfigMap, desired: &ConfigMap) -> bool {
-    fn subset(
-        d: &Option<std::collections::BTreeMap<String, String>>,
-        e: &Option<std::collections::BTreeMap<String, String>>,
-    ) -> bool {
-        d.iter()
-            .flatten()
-            .all(|(k, v)| e.as_ref().and_then(|e| e.get(k)) == Some(v))
+    fn subset(d: &Option<std::collections::BTreeMap<String, String>>, e: &Option<std::collections::BTreeMap<String, String>>) -> bool {
+        d.iter().flatten().all(|(k, v)| e.as_ref().and_then(|e| e.get(k)) == Some(v))
     }
     let (e, d) = (&existing.metadata, &desired.metadata);
     subset(&desired.data, &existing.data)
@@ -142,18 +112,9 @@ fn existing(stores: &Stores, child: &Child) -> Option<Value> {
     let (_, kind, namespace, name) = child.identity();
     use kube::runtime::reflector::ObjectRef;
     match kind.as_str() {
-        "ConfigMap" => stores
-            .config_maps
-            .get(&ObjectRef::new(&name).within(&namespace))
-            .and_then(|o| serde_json::to_value(&*o).ok()),
-        "NetworkPolicy" => stores
-            .network_policies
-            .get(&ObjectRef::new(&name).within(&namespace))
-            .and_then(|o| serde_json::to_value(&*o).ok()),
-        "Ingress" => stores
-            .ingresses
-            .get(&ObjectRef::new(&name).within(&namespace))
-            .and_then(|o| serde_json::to_value(&*o).ok()),
+        "ConfigMap" => stores.config_maps.get(&ObjectRef::new(&name).within(&namespace)).and_then(|o| serde_json::to_value(&*o).ok()),
+        "NetworkPolicy" => stores.network_policies.get(&ObjectRef::new(&name).within(&namespace)).and_then(|o| serde_json::to_value(&*o).ok()),
+        "Ingress" => stores.ingresses.get(&ObjectRef::new(&name).within(&namespace)).and_then(|o| serde_json::to_value(&*o).ok()),
         _ => None,
     }
 }
@@ -174,9 +135,7 @@ enum Failure {
 impl Failure {
     fn of(e: &kube::Error) -> Failure {
         match e {
-            kube::Error::Api(s) if s.code == 422 || s.code == 400 || s.code == 403 => {
-                Failure::Permanent
-            }
+            kube::Error::Api(s) if s.code == 422 || s.code == 400 || s.code == 403 => Failure::Permanent,
             kube::Error::Api(_) => Failure::Refused,
             _ => Failure::Unreachable,
         }
@@ -199,34 +158,12 @@ async fn apply_child(client: &Client, own: &OwnWrites, child: &Child) -> Result<
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let body = child.to_json();
     let written = match child {
-        Child::ConfigMap(_) => {
-            Api::<ConfigMap>::namespaced(client.clone(), &namespace)
-                .patch(&name, &pp, &Patch::Apply(&body))
-                .await?
-                .metadata
-        }
-        Child::NetworkPolicy(_) => {
-            Api::<NetworkPolicy>::namespaced(client.clone(), &namespace)
-                .patch(&name, &pp, &Patch::Apply(&body))
-                .await?
-                .metadata
-        }
-        Child::Ingress(_) => {
-            Api::<Ingress>::namespaced(client.clone(), &namespace)
-                .patch(&name, &pp, &Patch::Apply(&body))
-                .await?
-                .metadata
-        }
+        Child::ConfigMap(_) => Api::<ConfigMap>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
+        Child::NetworkPolicy(_) => Api::<NetworkPolicy>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
+        Child::Ingress(_) => Api::<Ingress>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
         Child::HttpRoute(_) => {
-            let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-                "gateway.networking.k8s.io",
-                "v1",
-                "HTTPRoute",
-            ));
-            Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &ar)
-                .patch(&name, &pp, &Patch::Apply(&body))
-                .await?
-                .metadata
+            let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"));
+            Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &ar).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata
         }
     };
     own.record(written.resource_version.as_deref());
@@ -243,11 +180,7 @@ fn write_order(child: &Child) -> u8 {
         "NetworkPolicy" if name.ends_with("-default-deny") => 2,
         "NetworkPolicy" => 0,
         "ConfigMap" => match child {
-            Child::ConfigMap(c)
-                if c.labels().get(ALLOWLIST_LABEL).map(String::as_str) == Some("index") =>
-            {
-                1
-            }
+            Child::ConfigMap(c) if c.labels().get(ALLOWLIST_LABEL).map(String::as_str) == Some("index") => 1,
             _ => 0,
         },
         _ => 3,
@@ -287,14 +220,9 @@ pub async fn apply_environment(
             }
             due.push((*child, key));
         }
-        let mut results = futures::stream::iter(due.into_iter().map(|(child, key)| async move {
-            (
-                child,
-                key,
-                apply_child(client, &stores.own_writes, child).await,
-            )
-        }))
-        .buffer_unordered(WRITE_CONCURRENCY);
+        let mut results =
+            futures::stream::iter(due.into_iter().map(|(child, key)| async move { (child, key, apply_child(client, &stores.own_writes, child).await) }))
+                .buffer_unordered(WRITE_CONCURRENCY);
         while let Some((child, key, result)) = results.next().await {
             match result {
                 Ok(()) => {
@@ -321,13 +249,7 @@ pub async fn apply_environment(
 pub const WRITE_CONCURRENCY: usize = 16;
 
 /// Writes the URL notices (children of registrations), several at a time: they are independent of each other.
-pub async fn apply_notices(
-    client: &Client,
-    stores: &Stores,
-    plan: &Plan,
-    backoff: &mut Backoff,
-    writes: &mut Writes,
-) {
+pub async fn apply_notices(client: &Client, stores: &Stores, plan: &Plan, backoff: &mut Backoff, writes: &mut Writes) {
     // Compared first, named only when different: naming every notice on every pass was a few allocations each.
     let due: Vec<(&Child, String)> = plan
         .registrations
@@ -337,10 +259,8 @@ pub async fn apply_notices(
         .map(|child| (child, id(child)))
         .filter(|(_, key)| backoff.ready(key))
         .collect();
-    let mut results = futures::stream::iter(due.into_iter().map(|(child, key)| async move {
-        (key, apply_child(client, &stores.own_writes, child).await)
-    }))
-    .buffer_unordered(WRITE_CONCURRENCY);
+    let mut results = futures::stream::iter(due.into_iter().map(|(child, key)| async move { (key, apply_child(client, &stores.own_writes, child).await) }))
+        .buffer_unordered(WRITE_CONCURRENCY);
     while let Some((key, result)) = results.next().await {
         match result {
             Ok(()) => {
@@ -358,27 +278,14 @@ pub async fn apply_notices(
 
 /// Deletes objects we manage that no plan wants any more (after everything new is in place). Environments whose
 /// writes failed keep their old objects until the new ones are written.
-pub async fn delete_stale(
-    client: &Client,
-    stores: &Stores,
-    plan: &Plan,
-    held_back: &BTreeSet<String>,
-    writes: &mut Writes,
-) {
-    let wanted: BTreeSet<String> = plan
-        .environments
-        .values()
-        .flat_map(|e| e.children.iter().map(id))
-        .collect();
+pub async fn delete_stale(client: &Client, stores: &Stores, plan: &Plan, held_back: &BTreeSet<String>, writes: &mut Writes) {
+    let wanted: BTreeSet<String> = plan.environments.values().flat_map(|e| e.children.iter().map(id)).collect();
     // URL notices by reference (one per registration: naming each as a string was most of this step).
     let notices: std::collections::HashSet<(&str, &str)> = plan
         .registrations
         .values()
         .filter_map(|r| match &r.notice {
-            Some(Child::ConfigMap(c)) => Some((
-                c.metadata.namespace.as_deref().unwrap_or_default(),
-                c.metadata.name.as_deref().unwrap_or_default(),
-            )),
+            Some(Child::ConfigMap(c)) => Some((c.metadata.namespace.as_deref().unwrap_or_default(), c.metadata.name.as_deref().unwrap_or_default())),
             _ => None,
         })
         .collect();
@@ -387,53 +294,31 @@ pub async fn delete_stale(
     // deleting its default-deny policy would open the services (fail closed, never fail open). A deleted
     // AccessEnvironment's objects go with it through their ownerReferences.
     let keep = |labels: &std::collections::BTreeMap<String, String>| {
-        labels
-            .get(ENVIRONMENT_LABEL)
-            .is_none_or(|e| held_back.contains(e) || !plan.environments.contains_key(e))
+        labels.get(ENVIRONMENT_LABEL).is_none_or(|e| held_back.contains(e) || !plan.environments.contains_key(e))
     };
     let dp = DeleteParams::default();
     for cm in stores.config_maps.state() {
-        if notices.contains(&(
-            cm.metadata.namespace.as_deref().unwrap_or_default(),
-            cm.metadata.name.as_deref().unwrap_or_default(),
-        )) {
+        if notices.contains(&(cm.metadata.namespace.as_deref().unwrap_or_default(), cm.metadata.name.as_deref().unwrap_or_default())) {
             continue;
         }
         let key = id_of(&*cm);
         if !wanted.contains(&key) && !keep(cm.labels()) {
-            let api =
-                Api::<ConfigMap>::namespaced(client.clone(), &cm.namespace().unwrap_or_default());
-            count_delete(
-                api.delete(&cm.name_any(), &dp).await.map(drop),
-                &key,
-                writes,
-            );
+            let api = Api::<ConfigMap>::namespaced(client.clone(), &cm.namespace().unwrap_or_default());
+            count_delete(api.delete(&cm.name_any(), &dp).await.map(drop), &key, writes);
         }
     }
     for np in stores.network_policies.state() {
         let key = id_of(&*np);
         if !wanted.contains(&key) && !keep(np.labels()) {
-            let api = Api::<NetworkPolicy>::namespaced(
-                client.clone(),
-                &np.namespace().unwrap_or_default(),
-            );
-            count_delete(
-                api.delete(&np.name_any(), &dp).await.map(drop),
-                &key,
-                writes,
-            );
+            let api = Api::<NetworkPolicy>::namespaced(client.clone(), &np.namespace().unwrap_or_default());
+            count_delete(api.delete(&np.name_any(), &dp).await.map(drop), &key, writes);
         }
     }
     for ing in stores.ingresses.state() {
         let key = id_of(&*ing);
         if !wanted.contains(&key) && !keep(ing.labels()) {
-            let api =
-                Api::<Ingress>::namespaced(client.clone(), &ing.namespace().unwrap_or_default());
-            count_delete(
-                api.delete(&ing.name_any(), &dp).await.map(drop),
-                &key,
-                writes,
-            );
+            let api = Api::<Ingress>::namespaced(client.clone(), &ing.namespace().unwrap_or_default());
+            count_delete(api.delete(&ing.name_any(), &dp).await.map(drop), &key, writes);
         }
     }
 }
@@ -451,34 +336,17 @@ fn count_delete(result: Result<(), kube::Error>, key: &str, writes: &mut Writes)
 
 /// The backoff key of an object's status.
 pub fn status_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}/status",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    )
+    format!("{}/{}/{}/status", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// Writes a status through `/status` (the caller has found it different from the stored one); records the written
 /// version so its watch echo does not start a pass.
-pub async fn patch_status<K>(
-    api: Api<K>,
-    own: &OwnWrites,
-    obj: &K,
-    status: &impl serde::Serialize,
-) -> Result<(), kube::Error>
+pub async fn patch_status<K>(api: Api<K>, own: &OwnWrites, obj: &K, status: &impl serde::Serialize) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let body = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
-    match api
-        .patch_status(
-            &obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-    {
+    match api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await {
         Ok(written) => {
             own.record(written.meta().resource_version.as_deref());
             Ok(())
@@ -489,12 +357,7 @@ where
 }
 
 /// Books the result of a status write; true when it was written.
-pub fn count_status(
-    key: &str,
-    result: Result<(), kube::Error>,
-    backoff: &mut Backoff,
-    writes: &mut Writes,
-) -> bool {
+pub fn count_status(key: &str, result: Result<(), kube::Error>, backoff: &mut Backoff, writes: &mut Writes) -> bool {
     match result {
         Ok(()) => {
             backoff.succeeded(key);
@@ -511,14 +374,7 @@ pub fn count_status(
 }
 
 /// Writes one status unless its key is backing off; true when it was written.
-pub async fn write_status<K>(
-    api: Api<K>,
-    own: &OwnWrites,
-    obj: &K,
-    status: &impl serde::Serialize,
-    backoff: &mut Backoff,
-    writes: &mut Writes,
-) -> bool
+pub async fn write_status<K>(api: Api<K>, own: &OwnWrites, obj: &K, status: &impl serde::Serialize, backoff: &mut Backoff, writes: &mut Writes) -> bool
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -531,17 +387,11 @@ where
 }
 
 /// Status of a registration, unchanged?
-pub fn registration_status_unchanged(
-    reg: &AccessRegistration,
-    desired: &crate::api::registration::AccessRegistrationStatus,
-) -> bool {
+pub fn registration_status_unchanged(reg: &AccessRegistration, desired: &crate::api::registration::AccessRegistrationStatus) -> bool {
     reg.status.as_ref() == Some(desired)
 }
 
-pub fn environment_status_unchanged(
-    env: &AccessEnvironment,
-    desired: &crate::api::environment::AccessEnvironmentStatus,
-) -> bool {
+pub fn environment_status_unchanged(env: &AccessEnvironment, desired: &crate::api::environment::AccessEnvironmentStatus) -> bool {
     env.status.as_ref() == Some(desired)
 }
 
@@ -555,10 +405,7 @@ mod tests {
     #[test]
     fn an_unreachable_server_is_retried_within_5s_however_long_it_was_down() {
         assert_eq!(retry_delay(Failure::Unreachable, 1), Duration::from_secs(1));
-        assert_eq!(
-            retry_delay(Failure::Unreachable, 40),
-            Duration::from_secs(5)
-        );
+        assert_eq!(retry_delay(Failure::Unreachable, 40), Duration::from_secs(5));
         assert_eq!(retry_delay(Failure::Refused, 40), Duration::from_secs(256));
         assert_eq!(retry_delay(Failure::Refused, 3), Duration::from_secs(4));
         assert_eq!(retry_delay(Failure::Permanent, 1), Duration::from_secs(300));
@@ -567,10 +414,8 @@ mod tests {
     #[test]
     fn a_cached_object_has_the_same_id_as_the_child_that_wrote_it() {
         use crate::planner::children::Child;
-        let cm: k8s_openapi::api::core::v1::ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": "n", "namespace": "ns"}})).unwrap();
-        let np: k8s_openapi::api::networking::v1::NetworkPolicy =
-            serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}})).unwrap();
+        let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({"metadata": {"name": "n", "namespace": "ns"}})).unwrap();
+        let np: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}})).unwrap();
         assert_eq!(super::id_of(&cm), "v1/ConfigMap/ns/n");
         assert_eq!(super::id_of(&cm), super::id(&Child::ConfigMap(cm)));
         assert_eq!(super::id_of(&np), super::id(&Child::NetworkPolicy(np)));
@@ -580,47 +425,23 @@ mod tests {
     fn config_maps_compare_like_json_inclusion() {
         use super::config_map_includes;
         use k8s_openapi::api::core::v1::ConfigMap;
-        let desired: ConfigMap = serde_json::from_value(
-            json!({"metadata": {"name": "n", "labels": {"a": "1"}, "annotations": {"d": "x"}},
-            "data": {"cidrs": "192.0.2.0/28\n"}}),
-        )
+        let desired: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "n", "labels": {"a": "1"}, "annotations": {"d": "x"}},
+            "data": {"cidrs": "192.0.2.0/28\n"}}))
         .unwrap();
         let mut existing = desired.clone();
-        existing
-            .metadata
-            .labels
-            .as_mut()
-            .unwrap()
-            .insert("added-by-someone".into(), "y".into());
+        existing.metadata.labels.as_mut().unwrap().insert("added-by-someone".into(), "y".into());
         existing.metadata.resource_version = Some("7".into());
-        existing
-            .data
-            .as_mut()
-            .unwrap()
-            .insert("added-by-someone".into(), "z".into());
-        assert!(
-            config_map_includes(&existing, &desired),
-            "extra labels, data keys and server fields are no difference"
-        );
-        assert!(super::json_includes(
-            &serde_json::to_value(&existing).unwrap(),
-            &serde_json::to_value(&desired).unwrap()
-        ));
-        for change in [
-            json!({"data": {"cidrs": "192.0.2.0/27\n"}}),
-            json!({"metadata": {"labels": {"a": "2"}}}),
-            json!({"metadata": {"annotations": null}}),
-        ] {
+        existing.data.as_mut().unwrap().insert("added-by-someone".into(), "z".into());
+        assert!(config_map_includes(&existing, &desired), "extra labels, data keys and server fields are no difference");
+        assert!(super::json_includes(&serde_json::to_value(&existing).unwrap(), &serde_json::to_value(&desired).unwrap()));
+        for change in [json!({"data": {"cidrs": "192.0.2.0/27\n"}}), json!({"metadata": {"labels": {"a": "2"}}}), json!({"metadata": {"annotations": null}})] {
             let mut e = serde_json::to_value(&existing).unwrap();
             json_patch_merge(&mut e, &change);
             let e: ConfigMap = serde_json::from_value(e).unwrap();
             assert!(!config_map_includes(&e, &desired), "{change}");
             assert_eq!(
                 config_map_includes(&e, &desired),
-                super::json_includes(
-                    &serde_json::to_value(&e).unwrap(),
-                    &serde_json::to_value(&desired).unwrap()
-                ),
+                super::json_includes(&serde_json::to_value(&e).unwrap(), &serde_json::to_value(&desired).unwrap()),
                 "agrees with JSON inclusion: {change}"
             );
         }
@@ -648,11 +469,7 @@ mod tests {
         assert!(json_includes(&existing, &desired));
         let changed = json!({"metadata": {"name": "a", "labels": {"x": "2"}}, "spec": {"ports": [{"port": 443}]}});
         assert!(!json_includes(&existing, &changed));
-        let longer =
-            json!({"metadata": {"name": "a"}, "spec": {"ports": [{"port": 443}, {"port": 80}]}});
-        assert!(
-            !json_includes(&existing, &longer),
-            "a list of another length differs"
-        );
+        let longer = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"port": 443}, {"port": 80}]}});
+        assert!(!json_includes(&existing, &longer), "a list of another length differs");
     }
 }

@@ -73,9 +73,7 @@ impl Default for Metrics {
         let m = Metrics {
             reconciles: Family::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
-            step_seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-            }),
+            step_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
             writes: Family::default(),
             planned: Family::default(),
             registrations: Family::default(),
@@ -85,56 +83,16 @@ impl Default for Metrics {
             is_leader: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "reconciles",
-            "Reconcile passes by result",
-            m.reconciles.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Duration of a reconcile pass",
-            m.reconcile_seconds.clone(),
-        );
-        registry.register(
-            "pass_step_duration_seconds",
-            "Duration of each step of a reconcile pass",
-            m.step_seconds.clone(),
-        );
-        registry.register(
-            "writes",
-            "Writes to the API server by operation",
-            m.writes.clone(),
-        );
-        registry.register(
-            "planned_objects",
-            "Registrations evaluated or planned, computed anew or reused from earlier passes",
-            m.planned.clone(),
-        );
-        registry.register(
-            "registrations",
-            "Registrations by environment and phase",
-            m.registrations.clone(),
-        );
-        registry.register(
-            "allowlist_cidrs",
-            "Published CIDRs per environment",
-            m.cidrs.clone(),
-        );
-        registry.register(
-            "overdue_setups",
-            "Registrations whose setup due date has passed",
-            m.overdue_setups.clone(),
-        );
-        registry.register(
-            "unreadable_objects",
-            "Stored objects that do not fit the types",
-            m.unreadable_objects.clone(),
-        );
-        registry.register(
-            "leader",
-            "1 while this replica holds the Lease",
-            m.is_leader.clone(),
-        );
+        registry.register("reconciles", "Reconcile passes by result", m.reconciles.clone());
+        registry.register("reconcile_duration_seconds", "Duration of a reconcile pass", m.reconcile_seconds.clone());
+        registry.register("pass_step_duration_seconds", "Duration of each step of a reconcile pass", m.step_seconds.clone());
+        registry.register("writes", "Writes to the API server by operation", m.writes.clone());
+        registry.register("planned_objects", "Registrations evaluated or planned, computed anew or reused from earlier passes", m.planned.clone());
+        registry.register("registrations", "Registrations by environment and phase", m.registrations.clone());
+        registry.register("allowlist_cidrs", "Published CIDRs per environment", m.cidrs.clone());
+        registry.register("overdue_setups", "Registrations whose setup due date has passed", m.overdue_setups.clone());
+        registry.register("unreadable_objects", "Stored objects that do not fit the types", m.unreadable_objects.clone());
+        registry.register("leader", "1 while this replica holds the Lease", m.is_leader.clone());
         Metrics { registry, ..m }
     }
 }

@@ -19,10 +19,7 @@ use apply::{Backoff, RouteMemory, Writes};
 use futures::StreamExt;
 use kube::Client;
 use kube::ResourceExt;
-use metrics::{
-    EnvironmentLabel, KindLabel, Metrics, PhaseLabel, PlannedLabel, ResultLabel, StepLabel,
-    WriteLabel,
-};
+use metrics::{EnvironmentLabel, KindLabel, Metrics, PhaseLabel, PlannedLabel, ResultLabel, StepLabel, WriteLabel};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,9 +48,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-            .checked_add(self.offset)
-            .unwrap_or(jiff::Timestamp::MAX)
+        jiff::Timestamp::now().checked_add(self.offset).unwrap_or(jiff::Timestamp::MAX)
     }
 }
 
@@ -68,9 +63,7 @@ pub struct Shared {
 pub enum Error {
     #[error("cannot reach the API server: {0}")]
     Client(#[source] kube::Error),
-    #[error(
-        "the CRDs of access.jpki.dev are not installed ({0}); install them with `jpki-access crd | kubectl apply --server-side -f -`"
-    )]
+    #[error("the CRDs of access.jpki.dev are not installed ({0}); install them with `jpki-access crd | kubectl apply --server-side -f -`")]
     MissingCrds(#[source] kube::Error),
     #[error("leader election: {0}")]
     Lease(String),
@@ -83,9 +76,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let client = Client::try_default().await.map_err(Error::Client)?;
     check_crds(&client).await?;
     let shared = Arc::new(Shared::default());
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| Error::Listen(settings.listen, e))?;
+    let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| Error::Listen(settings.listen, e))?;
     tokio::spawn(http::serve(listener, shared.clone()));
 
     let changed = Arc::new(Notify::new());
@@ -99,15 +90,14 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     // would wake it at once, forever).
     let (_always_leader, always_leader_rx) = tokio::sync::watch::channel(true);
     let (leader_rx, lease_task) = if settings.leader_election {
-        let manager =
-            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &settings.lease_name)
-                .with_namespace(&settings.lease_namespace)
-                .with_identity(&settings.identity)
-                .with_duration(15)
-                .with_grace(5)
-                .build()
-                .await
-                .map_err(|e| Error::Lease(e.to_string()))?;
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &settings.lease_name)
+            .with_namespace(&settings.lease_namespace)
+            .with_identity(&settings.identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await
+            .map_err(|e| Error::Lease(e.to_string()))?;
         let (rx, task) = manager.watch().await;
         (rx, Some(task))
     } else {
@@ -117,9 +107,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut reconciler = Reconciler {
         client: client.clone(),
         stores,
-        clock: Clock {
-            offset: settings.clock_offset,
-        },
+        clock: Clock { offset: settings.clock_offset },
         shared: shared.clone(),
         recorder: events::recorder(&client, &settings.identity),
         backoff: Backoff::default(),
@@ -163,10 +151,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         let relisting = reconciler.stores.relisting.now();
         if !relisting.is_empty() {
             // The end of the re-list wakes the loop again (a watch event).
-            tracing::info!(
-                ?relisting,
-                "caches are being re-listed; the pass waits for them"
-            );
+            tracing::info!(?relisting, "caches are being re-listed; the pass waits for them");
             wake_at = Instant::now() + settings.resync;
             was_relisting = true;
             continue;
@@ -178,9 +163,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         }
         last_pass_start = Instant::now();
         let next = reconciler.pass().await;
-        wake_at = next
-            .unwrap_or(Instant::now() + settings.resync)
-            .min(Instant::now() + settings.resync);
+        wake_at = next.unwrap_or(Instant::now() + settings.resync).min(Instant::now() + settings.resync);
     }
     tracing::info!("shutting down: in-flight work is done; releasing the Lease");
     drop(leader_rx);
@@ -198,10 +181,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
 
 async fn check_crds(client: &Client) -> Result<(), Error> {
     let api: kube::Api<crate::api::AccessEnvironment> = kube::Api::all(client.clone());
-    api.list(&kube::api::ListParams::default().limit(1))
-        .await
-        .map(drop)
-        .map_err(Error::MissingCrds)
+    api.list(&kube::api::ListParams::default().limit(1)).await.map(drop).map_err(Error::MissingCrds)
 }
 
 /// How long each step of a pass took, in order: logged with every pass that writes, and a histogram per step.
@@ -222,12 +202,7 @@ impl Steps {
 impl std::fmt::Display for Steps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, (name, took)) in self.0.iter().enumerate() {
-            write!(
-                f,
-                "{}{name}={:.1}ms",
-                if i == 0 { "" } else { " " },
-                took.as_secs_f64() * 1000.0
-            )?;
+            write!(f, "{}{name}={:.1}ms", if i == 0 { "" } else { " " }, took.as_secs_f64() * 1000.0)?;
         }
         Ok(())
     }
@@ -263,11 +238,7 @@ impl Reconciler {
         // The data plane first: an approval's allowlist and policies are written before every registration's
         // notice and status is planned.
         let previously_live = std::mem::take(&mut self.published_live);
-        let input = PlanInput {
-            published: Some(&snapshot.published),
-            previously_live: Some(&previously_live),
-            ..objects.input()
-        };
+        let input = PlanInput { published: Some(&snapshot.published), previously_live: Some(&previously_live), ..objects.input() };
         let first = plan_environments_with(&input, now, Some(&mut self.memo));
         // What stays true for an environment whose writes fail this time: the last one written.
         self.published_live = previously_live.clone();
@@ -275,24 +246,13 @@ impl Reconciler {
         let mut writes = Writes::default();
         let mut failed_environments = BTreeSet::new();
         for (name, env_plan) in &first.plan.environments {
-            if apply::apply_environment(
-                &self.client,
-                &self.stores,
-                env_plan,
-                &mut self.backoff,
-                &mut self.routes,
-                &mut writes,
-            )
-            .await
-            {
-                self.published_live
-                    .insert(name.clone(), env_plan.published_live.clone());
+            if apply::apply_environment(&self.client, &self.stores, env_plan, &mut self.backoff, &mut self.routes, &mut writes).await {
+                self.published_live.insert(name.clone(), env_plan.published_live.clone());
             } else {
                 failed_environments.insert(name.clone());
             }
         }
-        self.published_live
-            .retain(|name, _| first.plan.environments.contains_key(name));
+        self.published_live.retain(|name, _| first.plan.environments.contains_key(name));
         steps.mark("environments");
         let plan = first.finish_with(Some(&mut self.memo));
         steps.mark("plan registrations");
@@ -303,89 +263,38 @@ impl Reconciler {
             .filter(|u| u.kind == "AccessRegistration")
             .map(|u| format!("{}/{}", u.namespace.as_deref().unwrap_or_default(), u.name))
             .collect();
-        records::write_records(
-            &self.client,
-            &self.stores,
-            &plan,
-            &unreadable,
-            &mut self.backoff,
-            &mut writes,
-        )
-        .await;
-        records::write_approval_statuses(
-            &self.client,
-            &self.stores,
-            &objects.approvals,
-            &plan,
-            now,
-            &mut self.backoff,
-            &mut writes,
-        )
-        .await;
+        records::write_records(&self.client, &self.stores, &plan, &unreadable, &mut self.backoff, &mut writes).await;
+        records::write_approval_statuses(&self.client, &self.stores, &objects.approvals, &plan, now, &mut self.backoff, &mut writes).await;
         steps.mark("records");
-        apply::apply_notices(
-            &self.client,
-            &self.stores,
-            &plan,
-            &mut self.backoff,
-            &mut writes,
-        )
-        .await;
+        apply::apply_notices(&self.client, &self.stores, &plan, &mut self.backoff, &mut writes).await;
         steps.mark("notices");
-        apply::delete_stale(
-            &self.client,
-            &self.stores,
-            &plan,
-            &failed_environments,
-            &mut writes,
-        )
-        .await;
+        apply::delete_stale(&self.client, &self.stores, &plan, &failed_environments, &mut writes).await;
         steps.mark("stale");
 
         // Status tells the truth about the data plane: while an environment's writes fail, its registrations keep
         // the status they had (not Active before the rules are in place).
-        let env_names: std::collections::HashMap<_, _> = plan
-            .environments
-            .values()
-            .map(|e| (e.environment, e.name.clone()))
-            .collect();
+        let env_names: std::collections::HashMap<_, _> = plan.environments.values().map(|e| (e.environment, e.name.clone())).collect();
         let due: Vec<_> = objects
             .registrations
             .iter()
             .copied()
-            .filter_map(|reg| {
-                Some((
-                    reg,
-                    &plan
-                        .registrations
-                        .get(&crate::planner::liveness::RegKey::of(reg))?
-                        .status,
-                ))
-            })
-            .filter(|(reg, _)| {
-                !env_names
-                    .get(&reg.spec.environment)
-                    .is_some_and(|n| failed_environments.contains(n))
-            })
+            .filter_map(|reg| Some((reg, &plan.registrations.get(&crate::planner::liveness::RegKey::of(reg))?.status)))
+            .filter(|(reg, _)| !env_names.get(&reg.spec.environment).is_some_and(|n| failed_environments.contains(n)))
             .filter(|(reg, status)| !apply::registration_status_unchanged(reg, status))
             .map(|(reg, status)| (apply::status_key(reg), reg, status))
             .filter(|(key, _, _)| self.backoff.ready(key))
             .collect();
         // Independent writes, several in flight; each status is followed by its transition's Event.
         let (client, own, recorder) = (&self.client, &self.stores.own_writes, &self.recorder);
-        let mut results =
-            futures::stream::iter(due.into_iter().map(|(key, reg, status)| async move {
-                let api = kube::Api::<crate::api::AccessRegistration>::namespaced(
-                    client.clone(),
-                    &reg.namespace().unwrap_or_default(),
-                );
-                let result = apply::patch_status(api, own, reg, status).await;
-                if result.is_ok() {
-                    events::registration_transition(recorder, reg, status).await;
-                }
-                (key, result)
-            }))
-            .buffer_unordered(apply::WRITE_CONCURRENCY);
+        let mut results = futures::stream::iter(due.into_iter().map(|(key, reg, status)| async move {
+            let api = kube::Api::<crate::api::AccessRegistration>::namespaced(client.clone(), &reg.namespace().unwrap_or_default());
+            let result = apply::patch_status(api, own, reg, status).await;
+            if result.is_ok() {
+                events::registration_transition(recorder, reg, status).await;
+            }
+            (key, result)
+        }))
+        .buffer_unordered(apply::WRITE_CONCURRENCY);
         while let Some((key, result)) = results.next().await {
             apply::count_status(&key, result, &mut self.backoff, &mut writes);
         }
@@ -395,24 +304,11 @@ impl Reconciler {
                 continue;
             };
             let mut status = ep.status.clone();
-            status.agents_in_sync = self.stores.agents_in_sync(
-                &ep.name,
-                crate::planner::children::allowlist_namespace(env),
-                &ep.digest,
-            );
+            status.agents_in_sync = self.stores.agents_in_sync(&ep.name, crate::planner::children::allowlist_namespace(env), &ep.digest);
             if apply::environment_status_unchanged(env, &status) {
                 continue;
             }
-            if apply::write_status(
-                kube::Api::all(self.client.clone()),
-                &self.stores.own_writes,
-                env,
-                &status,
-                &mut self.backoff,
-                &mut writes,
-            )
-            .await
-            {
+            if apply::write_status(kube::Api::all(self.client.clone()), &self.stores.own_writes, env, &status, &mut self.backoff, &mut writes).await {
                 events::environment_transition(&self.recorder, env, &status).await;
             }
         }
@@ -425,44 +321,23 @@ impl Reconciler {
         });
         self.backoff.prune(started);
         self.stores.own_writes.prune();
-        [next_transition, self.backoff.next_retry()]
-            .into_iter()
-            .flatten()
-            .min()
+        [next_transition, self.backoff.next_retry()].into_iter().flatten().min()
     }
 
-    fn record(
-        &self,
-        plan: &crate::planner::Plan,
-        writes: &Writes,
-        steps: &Steps,
-        started: Instant,
-    ) {
+    fn record(&self, plan: &crate::planner::Plan, writes: &Writes, steps: &Steps, started: Instant) {
         let m = &self.shared.metrics;
         let result = if writes.failed > 0 { "error" } else { "ok" };
         m.reconciles.get_or_create(&ResultLabel { result }).inc();
         m.reconcile_seconds.observe(started.elapsed().as_secs_f64());
-        for (operation, n) in [
-            ("apply", writes.applied),
-            ("delete", writes.deleted),
-            ("status", writes.statuses),
-            ("record", writes.records),
-            ("failed", writes.failed),
-        ] {
-            m.writes
-                .get_or_create(&WriteLabel { operation })
-                .inc_by(n as u64);
+        for (operation, n) in
+            [("apply", writes.applied), ("delete", writes.deleted), ("status", writes.statuses), ("record", writes.records), ("failed", writes.failed)]
+        {
+            m.writes.get_or_create(&WriteLabel { operation }).inc_by(n as u64);
         }
         // Counted here first, then set: a label per registration was an allocation and a locked lookup each.
-        let mut phases: std::collections::BTreeMap<
-            (
-                crate::api::Environment,
-                crate::api::registration::RegistrationPhase,
-            ),
-            i64,
-        > = std::collections::BTreeMap::new();
-        let mut overdue: std::collections::BTreeMap<crate::api::Environment, i64> =
+        let mut phases: std::collections::BTreeMap<(crate::api::Environment, crate::api::registration::RegistrationPhase), i64> =
             std::collections::BTreeMap::new();
+        let mut overdue: std::collections::BTreeMap<crate::api::Environment, i64> = std::collections::BTreeMap::new();
         for r in plan.registrations.values() {
             let environment = r.resolved.evaluation.environment;
             *phases.entry((environment, r.resolved.phase)).or_default() += 1;
@@ -473,31 +348,16 @@ impl Reconciler {
         m.registrations.clear();
         m.overdue_setups.clear();
         for ((environment, phase), n) in phases {
-            m.registrations
-                .get_or_create(&PhaseLabel {
-                    environment: environment.to_string(),
-                    phase: format!("{phase:?}"),
-                })
-                .set(n);
+            m.registrations.get_or_create(&PhaseLabel { environment: environment.to_string(), phase: format!("{phase:?}") }).set(n);
         }
         for (environment, n) in overdue {
-            m.overdue_setups
-                .get_or_create(&EnvironmentLabel {
-                    environment: environment.to_string(),
-                })
-                .set(n);
+            m.overdue_setups.get_or_create(&EnvironmentLabel { environment: environment.to_string() }).set(n);
         }
         for e in plan.environments.values() {
-            m.cidrs
-                .get_or_create(&EnvironmentLabel {
-                    environment: e.name.clone(),
-                })
-                .set(e.cidrs.len() as i64);
+            m.cidrs.get_or_create(&EnvironmentLabel { environment: e.name.clone() }).set(e.cidrs.len() as i64);
         }
         for (step, took) in &steps.0 {
-            m.step_seconds
-                .get_or_create(&StepLabel { step })
-                .observe(took.as_secs_f64());
+            m.step_seconds.get_or_create(&StepLabel { step }).observe(took.as_secs_f64());
         }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let memo = self.memo.stats();
@@ -507,9 +367,7 @@ impl Reconciler {
             ("plan", "computed", memo.plans_computed),
             ("plan", "reused", memo.plans_reused),
         ] {
-            m.planned
-                .get_or_create(&PlannedLabel { work, result })
-                .inc_by(n as u64);
+            m.planned.get_or_create(&PlannedLabel { work, result }).inc_by(n as u64);
         }
         let reused = format!(
             "evaluations {}/{} plans {}/{}",
@@ -531,9 +389,7 @@ impl Reconciler {
         let m = &self.shared.metrics;
         m.unreadable_objects.clear();
         for u in &snapshot.unreadable {
-            m.unreadable_objects
-                .get_or_create(&KindLabel { kind: u.kind })
-                .inc();
+            m.unreadable_objects.get_or_create(&KindLabel { kind: u.kind }).inc();
             if self.reported_unreadable.insert(u.clone()) {
                 tracing::error!(kind = u.kind, namespace = ?u.namespace, name = %u.name, error = %u.error,
                     "stored object does not fit the types; it contributes nothing until fixed");

@@ -18,41 +18,14 @@ use kube::{Api, Client, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Creates or extends one record with `events`; records the written version.
-async fn write_record(
-    api: &Api<AccessRecord>,
-    own: &OwnWrites,
-    first: &RecordWrite,
-    events: BTreeMap<String, RecordEvent>,
-) -> Result<(), kube::Error> {
-    let record = AccessRecord::new(
-        &first.name,
-        AccessRecordSpec {
-            subject: first.subject.clone(),
-            events: events.clone(),
-        },
-    );
-    let written = match api
-        .create(
-            &PostParams {
-                field_manager: Some(super::apply::FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &record,
-        )
-        .await
-    {
+async fn write_record(api: &Api<AccessRecord>, own: &OwnWrites, first: &RecordWrite, events: BTreeMap<String, RecordEvent>) -> Result<(), kube::Error> {
+    let record = AccessRecord::new(&first.name, AccessRecordSpec { subject: first.subject.clone(), events: events.clone() });
+    let written = match api.create(&PostParams { field_manager: Some(super::apply::FIELD_MANAGER.into()), ..Default::default() }, &record).await {
         Ok(written) => written,
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let patch = serde_json::json!({"spec": {"events": events}});
-            api.patch(
-                &first.name,
-                &PatchParams {
-                    field_manager: Some(super::apply::FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &Patch::Merge(&patch),
-            )
-            .await?
+            api.patch(&first.name, &PatchParams { field_manager: Some(super::apply::FIELD_MANAGER.into()), ..Default::default() }, &Patch::Merge(&patch))
+                .await?
         }
         Err(e) => return Err(e),
     };
@@ -62,37 +35,20 @@ async fn write_record(
 
 /// Writes the plan's new facts, one request per record, several records at a time. `unreadable` names
 /// registrations the types cannot read: they are not gone, so no `Deleted` fact is written for them.
-pub async fn write_records(
-    client: &Client,
-    stores: &Stores,
-    plan: &Plan,
-    unreadable: &BTreeSet<String>,
-    backoff: &mut Backoff,
-    writes: &mut Writes,
-) {
+pub async fn write_records(client: &Client, stores: &Stores, plan: &Plan, unreadable: &BTreeSet<String>, backoff: &mut Backoff, writes: &mut Writes) {
     let mut by_record: BTreeMap<&str, Vec<&RecordWrite>> = BTreeMap::new();
     for w in &plan.records {
         let gone_but_unreadable = w.event.type_ == crate::api::record::RecordEventType::Deleted
-            && unreadable.contains(&format!(
-                "{}/{}",
-                w.subject.namespace.as_deref().unwrap_or_default(),
-                w.subject.name
-            ));
+            && unreadable.contains(&format!("{}/{}", w.subject.namespace.as_deref().unwrap_or_default(), w.subject.name));
         if !gone_but_unreadable {
             by_record.entry(w.name.as_str()).or_default().push(w);
         }
     }
     let api: Api<AccessRecord> = Api::all(client.clone());
-    let due: Vec<_> = by_record
-        .into_iter()
-        .filter(|(name, _)| backoff.ready(&record_key(name)))
-        .collect();
+    let due: Vec<_> = by_record.into_iter().filter(|(name, _)| backoff.ready(&record_key(name))).collect();
     let (api, own) = (&api, &stores.own_writes);
     let mut results = futures::stream::iter(due.into_iter().map(|(name, ws)| async move {
-        let events: BTreeMap<String, RecordEvent> = ws
-            .iter()
-            .map(|w| (w.key.clone(), w.event.clone()))
-            .collect();
+        let events: BTreeMap<String, RecordEvent> = ws.iter().map(|w| (w.key.clone(), w.event.clone())).collect();
         (name, ws.len(), write_record(api, own, ws[0], events).await)
     }))
     .buffer_unordered(WRITE_CONCURRENCY);
@@ -117,33 +73,14 @@ fn record_key(name: &str) -> String {
 }
 
 /// The status an approval should have: condition `Accepted` with the rule engine's reason.
-pub fn approval_status(
-    approval: &AccessApproval,
-    plan: &Plan,
-    now: jiff::Timestamp,
-) -> Option<AccessApprovalStatus> {
-    let id = (
-        approval.namespace().unwrap_or_default(),
-        approval.name_any(),
-    );
+pub fn approval_status(approval: &AccessApproval, plan: &Plan, now: jiff::Timestamp) -> Option<AccessApprovalStatus> {
+    let id = (approval.namespace().unwrap_or_default(), approval.name_any());
     let verdict = plan.approvals.get(&id)?;
-    let previous = approval
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let previous = approval.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let generation = approval.metadata.generation;
     Some(AccessApprovalStatus {
         observed_generation: generation,
-        conditions: vec![condition(
-            "Accepted",
-            verdict.accepted,
-            verdict.reason.as_str(),
-            &verdict.message,
-            generation,
-            previous,
-            now,
-        )],
+        conditions: vec![condition("Accepted", verdict.accepted, verdict.reason.as_str(), &verdict.message, generation, previous, now)],
     })
 }
 
@@ -166,8 +103,7 @@ pub async fn write_approval_statuses(
         .collect();
     let own = &stores.own_writes;
     let mut results = futures::stream::iter(due.into_iter().map(|(key, a, status)| async move {
-        let api: Api<AccessApproval> =
-            Api::namespaced(client.clone(), &a.namespace().unwrap_or_default());
+        let api: Api<AccessApproval> = Api::namespaced(client.clone(), &a.namespace().unwrap_or_default());
         (key, patch_status(api, own, a, &status).await)
     }))
     .buffer_unordered(WRITE_CONCURRENCY);

@@ -3,12 +3,8 @@
 //! Every watch uses `DeserializeGuard`, so an object stored before a schema change that no longer fits the types
 //! is reported and skipped instead of ending the stream for everyone else.
 
-use crate::api::{
-    AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, SignatureVerifier,
-};
-use crate::planner::children::{
-    ALLOWLIST_LABEL, DIGEST_ANNOTATION, ENVIRONMENT_LABEL, MANAGED_BY, baseline_name,
-};
+use crate::api::{AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, SignatureVerifier};
+use crate::planner::children::{ALLOWLIST_LABEL, DIGEST_ANNOTATION, ENVIRONMENT_LABEL, MANAGED_BY, baseline_name};
 use crate::planner::hold::{Baseline, PublishedAllowlist};
 use futures::{Stream, StreamExt};
 use ipnet::IpNet;
@@ -72,10 +68,7 @@ impl Relisting {
     }
     /// The watches whose caches are being rebuilt now.
     pub fn now(&self) -> Vec<&'static str> {
-        self.0
-            .lock()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+        self.0.lock().map(|s| s.iter().copied().collect()).unwrap_or_default()
     }
 }
 
@@ -157,36 +150,11 @@ fn split<K: Resource<DynamicType = ()> + Clone>(
 impl Stores {
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
-        split(
-            "SignatureVerifier",
-            &self.verifiers,
-            &mut s.verifiers,
-            &mut s.unreadable,
-        );
-        split(
-            "AccessRegistration",
-            &self.registrations,
-            &mut s.registrations,
-            &mut s.unreadable,
-        );
-        split(
-            "AccessApproval",
-            &self.approvals,
-            &mut s.approvals,
-            &mut s.unreadable,
-        );
-        split(
-            "AccessEnvironment",
-            &self.environments,
-            &mut s.environments,
-            &mut s.unreadable,
-        );
-        split(
-            "AccessRecord",
-            &self.records,
-            &mut s.records,
-            &mut s.unreadable,
-        );
+        split("SignatureVerifier", &self.verifiers, &mut s.verifiers, &mut s.unreadable);
+        split("AccessRegistration", &self.registrations, &mut s.registrations, &mut s.unreadable);
+        split("AccessApproval", &self.approvals, &mut s.approvals, &mut s.unreadable);
+        split("AccessEnvironment", &self.environments, &mut s.environments, &mut s.unreadable);
+        split("AccessRecord", &self.records, &mut s.records, &mut s.unreadable);
         s.unreadable.sort();
         s.published = self.published_allowlists();
         s
@@ -196,33 +164,18 @@ impl Stores {
     fn shard_cidrs(&self, index: &ConfigMap) -> Option<Vec<IpNet>> {
         let data = index.data.as_ref()?;
         let mut cidrs = Vec::new();
-        for line in data
-            .get("shards")
-            .map(String::as_str)
-            .unwrap_or_default()
-            .lines()
-        {
+        for line in data.get("shards").map(String::as_str).unwrap_or_default().lines() {
             let mut fields = line.split_whitespace();
             let (Some(name), Some(digest)) = (fields.next(), fields.next()) else {
                 continue;
             };
             // By key, not by a scan: the cache holds a URL notice per registration besides the shards.
-            let shard = self.config_maps.get(
-                &reflector::ObjectRef::new(name)
-                    .within(index.metadata.namespace.as_deref().unwrap_or_default()),
-            )?;
+            let shard = self.config_maps.get(&reflector::ObjectRef::new(name).within(index.metadata.namespace.as_deref().unwrap_or_default()))?;
             if annotation(&*shard, DIGEST_ANNOTATION) != Some(digest) {
                 return None;
             }
             cidrs.extend(
-                shard
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("cidrs"))
-                    .map(String::as_str)
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|l| l.parse::<IpNet>().ok()),
+                shard.data.as_ref().and_then(|d| d.get("cidrs")).map(String::as_str).unwrap_or_default().lines().filter_map(|l| l.parse::<IpNet>().ok()),
             );
         }
         Some(cidrs)
@@ -233,11 +186,7 @@ impl Stores {
     pub fn published_allowlists(&self) -> BTreeMap<String, PublishedAllowlist> {
         let mut out = BTreeMap::new();
         let all = self.config_maps.state();
-        for index in all
-            .iter()
-            .map(|c| &**c)
-            .filter(|c| label(*c, ALLOWLIST_LABEL) == Some("index"))
-        {
+        for index in all.iter().map(|c| &**c).filter(|c| label(*c, ALLOWLIST_LABEL) == Some("index")) {
             let Some(env) = label(index, ENVIRONMENT_LABEL) else {
                 continue;
             };
@@ -246,30 +195,21 @@ impl Stores {
             };
             let data = index.data.clone().unwrap_or_default();
             let namespace = index.metadata.namespace.as_deref().unwrap_or_default();
-            let baseline = self
-                .config_maps
-                .get(&reflector::ObjectRef::new(&baseline_name(env)).within(namespace))
-                .and_then(|b| {
-                    let data = b.data.as_ref()?;
-                    Some(Baseline {
-                        cidrs: self.shard_cidrs(&b)?,
-                        since: data.get("since")?.parse().ok()?,
-                        affected_registrations: data
-                            .get("affectedRegistrations")
-                            .and_then(|n| n.parse().ok())
-                            .unwrap_or(0),
-                        holding: data.get("holding").cloned(),
-                    })
-                });
+            let baseline = self.config_maps.get(&reflector::ObjectRef::new(&baseline_name(env)).within(namespace)).and_then(|b| {
+                let data = b.data.as_ref()?;
+                Some(Baseline {
+                    cidrs: self.shard_cidrs(&b)?,
+                    since: data.get("since")?.parse().ok()?,
+                    affected_registrations: data.get("affectedRegistrations").and_then(|n| n.parse().ok()).unwrap_or(0),
+                    holding: data.get("holding").cloned(),
+                })
+            });
             out.insert(
                 env.to_string(),
                 PublishedAllowlist {
                     digest: data.get("digest").cloned().unwrap_or_default(),
                     cidrs,
-                    live_registrations: data
-                        .get("liveRegistrations")
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0),
+                    live_registrations: data.get("liveRegistrations").and_then(|n| n.parse().ok()).unwrap_or(0),
                     baseline,
                 },
             );
@@ -280,34 +220,17 @@ impl Stores {
     /// "in sync/total" of the agents that report for `environment` (None when no agent reports). Only reports in the
     /// environment's allowlist namespace count: that is where its agents may write (the chart's admission policy),
     /// so a report elsewhere is a stray, not an agent.
-    pub fn agents_in_sync(
-        &self,
-        environment: &str,
-        namespace: &str,
-        digest: &str,
-    ) -> Option<String> {
+    pub fn agents_in_sync(&self, environment: &str, namespace: &str, digest: &str) -> Option<String> {
         let reports: Vec<_> = self
             .agent_reports
             .state()
             .into_iter()
-            .filter(|r| {
-                label(&**r, crate::agent::REPORT_LABEL) == Some(environment)
-                    && r.metadata.namespace.as_deref() == Some(namespace)
-            })
+            .filter(|r| label(&**r, crate::agent::REPORT_LABEL) == Some(environment) && r.metadata.namespace.as_deref() == Some(namespace))
             .collect();
         if reports.is_empty() {
             return None;
         }
-        let in_sync = reports
-            .iter()
-            .filter(|r| {
-                r.data
-                    .as_ref()
-                    .and_then(|d| d.get("appliedDigest"))
-                    .map(String::as_str)
-                    == Some(digest)
-            })
-            .count();
+        let in_sync = reports.iter().filter(|r| r.data.as_ref().and_then(|d| d.get("appliedDigest")).map(String::as_str) == Some(digest)).count();
         Some(format!("{in_sync}/{}", reports.len()))
     }
 
@@ -332,11 +255,7 @@ fn label<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
 }
 
 fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
-    obj.meta()
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
+    obj.meta().annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 /// The watches' backoff: exponential from 0.8 s with jitter, like kube-runtime's default (client-go's), but capped at
@@ -371,75 +290,52 @@ where
     // managedFields are often the larger part of an object and the planner never reads them: drop them before
     // they reach the cache (kube.rs "watcher memory improvements").
     let expired = relisting.clone();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, config).modify(|o| o.meta_mut().managed_fields = None),
-    )
-    // "Too old resource version" (410, as when the API server comes back with a fresh watch cache): the watcher
-    // re-lists on its next poll. Like client-go, re-list at once: only other errors go through the backoff.
-    .filter(move |event| {
-        let is_expired =
-            matches!(event, Err(watcher::Error::WatchError(status)) if status.code == 410);
-        if is_expired {
-            tracing::info!(
-                watch = name,
-                "watch expired (too old resource version); re-listing"
-            );
-            expired.mark(name, true);
-        }
-        std::future::ready(!is_expired)
-    })
-    .backoff(watch_backoff(std::time::Duration::from_secs(2)))
-    .map(move |event| {
-        match &event {
-            // A failing watch changes nothing in the cache: no pass.
-            Err(e) => {
-                tracing::warn!(watch = name, error = %e, "watch error; retrying with backoff");
-                return;
+    let stream = reflector::reflector(writer, watcher(api, config).modify(|o| o.meta_mut().managed_fields = None))
+        // "Too old resource version" (410, as when the API server comes back with a fresh watch cache): the watcher
+        // re-lists on its next poll. Like client-go, re-list at once: only other errors go through the backoff.
+        .filter(move |event| {
+            let is_expired = matches!(event, Err(watcher::Error::WatchError(status)) if status.code == 410);
+            if is_expired {
+                tracing::info!(watch = name, "watch expired (too old resource version); re-listing");
+                expired.mark(name, true);
             }
-            Ok(watcher::Event::Init) => relisting.mark(name, true),
-            Ok(watcher::Event::InitDone) => relisting.mark(name, false),
-            Ok(watcher::Event::Apply(obj)) if own.take(obj.meta().resource_version.as_deref()) => {
-                return;
+            std::future::ready(!is_expired)
+        })
+        .backoff(watch_backoff(std::time::Duration::from_secs(2)))
+        .map(move |event| {
+            match &event {
+                // A failing watch changes nothing in the cache: no pass.
+                Err(e) => {
+                    tracing::warn!(watch = name, error = %e, "watch error; retrying with backoff");
+                    return;
+                }
+                Ok(watcher::Event::Init) => relisting.mark(name, true),
+                Ok(watcher::Event::InitDone) => relisting.mark(name, false),
+                Ok(watcher::Event::Apply(obj)) if own.take(obj.meta().resource_version.as_deref()) => {
+                    return;
+                }
+                Ok(_) => {}
             }
-            Ok(_) => {}
-        }
-        changed.notify_one();
-    });
+            changed.notify_one();
+        });
     (reader, stream)
 }
 
 /// Starts the watches; returns the caches and one stream that drives them all.
-pub fn start(
-    client: &Client,
-    changed: Arc<Notify>,
-) -> (Stores, impl Stream<Item = ()> + Send + 'static) {
+pub fn start(client: &Client, changed: Arc<Notify>) -> (Stores, impl Stream<Item = ()> + Send + 'static) {
     let own_writes = Arc::new(OwnWrites::default());
     let relisting = Arc::new(Relisting::default());
     let shared = (changed, own_writes.clone(), relisting.clone());
     macro_rules! reflect {
         ($name:expr, $api:expr, $config:expr) => {
-            reflect(
-                $name,
-                $api,
-                $config,
-                shared.0.clone(),
-                shared.1.clone(),
-                shared.2.clone(),
-            )
+            reflect($name, $api, $config, shared.0.clone(), shared.1.clone(), shared.2.clone())
         };
     }
     // Small pages keep the relist peak low (kube.rs "watcher memory improvements").
-    let ours = watcher::Config::default()
-        .labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
-        .page_size(500);
+    let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).page_size(500);
     let forms = watcher::Config::default().page_size(500);
     let (verifiers, s1) = reflect!("SignatureVerifier", Api::all(client.clone()), forms.clone());
-    let (registrations, s2) = reflect!(
-        "AccessRegistration",
-        Api::all(client.clone()),
-        forms.clone()
-    );
+    let (registrations, s2) = reflect!("AccessRegistration", Api::all(client.clone()), forms.clone());
     let (approvals, s3) = reflect!("AccessApproval", Api::all(client.clone()), forms.clone());
     let (environments, s4) = reflect!("AccessEnvironment", Api::all(client.clone()), forms.clone());
     let (records, s9) = reflect!("AccessRecord", Api::all(client.clone()), forms);
@@ -448,31 +344,9 @@ pub fn start(
     let (ingresses, s7) = reflect!("Ingress", Api::all(client.clone()), ours);
     let reports = watcher::Config::default().labels(crate::agent::REPORT_LABEL);
     let (agent_reports, s8) = reflect!("agent report", Api::all(client.clone()), reports);
-    let stream = futures::stream::select_all(vec![
-        s1.boxed(),
-        s2.boxed(),
-        s3.boxed(),
-        s4.boxed(),
-        s5.boxed(),
-        s6.boxed(),
-        s7.boxed(),
-        s8.boxed(),
-        s9.boxed(),
-    ]);
+    let stream = futures::stream::select_all(vec![s1.boxed(), s2.boxed(), s3.boxed(), s4.boxed(), s5.boxed(), s6.boxed(), s7.boxed(), s8.boxed(), s9.boxed()]);
     (
-        Stores {
-            own_writes,
-            relisting,
-            verifiers,
-            registrations,
-            approvals,
-            environments,
-            records,
-            config_maps,
-            network_policies,
-            ingresses,
-            agent_reports,
-        },
+        Stores { own_writes, relisting, verifiers, registrations, approvals, environments, records, config_maps, network_policies, ingresses, agent_reports },
         stream,
     )
 }

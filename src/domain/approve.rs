@@ -42,12 +42,7 @@ pub fn approval_for(
     at: jiff::Timestamp,
     comment: Option<String>,
 ) -> Result<AccessApproval, ApproveError> {
-    let uid = reg
-        .metadata
-        .uid
-        .clone()
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| ApproveError::NotStored(reg.name_any()))?;
+    let uid = reg.metadata.uid.clone().filter(|u| !u.is_empty()).ok_or_else(|| ApproveError::NotStored(reg.name_any()))?;
     let digest = registration_digest(reg)?;
     let suffix = match decision {
         Decision::Approved => "approved",
@@ -58,22 +53,12 @@ pub fn approval_for(
     // same content filed again as a new object, gets a new name.
     let hex = super::digest::digest_bytes(format!("{uid}\n{digest}").as_bytes());
     let hex = hex.trim_start_matches("sha256:");
-    let name = format!(
-        "{}-{suffix}-{}",
-        truncate_name(&reg.name_any(), 253 - 10 - suffix.len()),
-        &hex[..8]
-    );
+    let name = format!("{}-{suffix}-{}", truncate_name(&reg.name_any(), 253 - 10 - suffix.len()), &hex[..8]);
     Ok(AccessApproval {
         metadata: ObjectMeta {
             name: Some(name),
             namespace: reg.namespace(),
-            labels: Some(
-                [(
-                    "access.jpki.dev/registration".to_string(),
-                    truncate_name(&reg.name_any(), 63),
-                )]
-                .into(),
-            ),
+            labels: Some([("access.jpki.dev/registration".to_string(), truncate_name(&reg.name_any(), 63))].into()),
             ..Default::default()
         },
         spec: AccessApprovalSpec {
@@ -91,9 +76,5 @@ pub fn approval_for(
 }
 
 fn truncate_name(name: &str, max: usize) -> String {
-    name.chars()
-        .take(max)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_string()
+    name.chars().take(max).collect::<String>().trim_end_matches('-').to_string()
 }

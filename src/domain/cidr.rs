@@ -59,10 +59,7 @@ pub struct CidrPolicy {
 impl CidrPolicy {
     /// The floor [`parse_cidr`] applies when no environment policy is known: nothing broader than an IPv4 /8 or an
     /// IPv6 /16 is plausible as the source network of one organisation.
-    pub const ABSOLUTE_FLOOR: CidrPolicy = CidrPolicy {
-        min_prefix_length_v4: 8,
-        min_prefix_length_v6: 16,
-    };
+    pub const ABSOLUTE_FLOOR: CidrPolicy = CidrPolicy { min_prefix_length_v4: 8, min_prefix_length_v6: 16 };
 
     /// The minimum prefix length for `family`.
     pub fn min_prefix_length(&self, family: Family) -> u8 {
@@ -76,10 +73,7 @@ impl CidrPolicy {
 impl Default for CidrPolicy {
     /// /24 for IPv4 and /48 for IPv6, the usual smallest routed blocks, matching the CRD's defaults.
     fn default() -> Self {
-        CidrPolicy {
-            min_prefix_length_v4: 24,
-            min_prefix_length_v6: 48,
-        }
+        CidrPolicy { min_prefix_length_v4: 24, min_prefix_length_v6: 48 }
     }
 }
 
@@ -87,9 +81,7 @@ impl Default for CidrPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
     /// Not an IP network at all.
-    #[error(
-        "{text:?} is not a CIDR ({reason}); write a network such as 192.0.2.0/24 or 2001:db8::/48"
-    )]
+    #[error("{text:?} is not a CIDR ({reason}); write a network such as 192.0.2.0/24 or 2001:db8::/48")]
     NotCidr {
         /// The text as given.
         text: String,
@@ -105,9 +97,7 @@ pub enum CidrError {
         suggestion: String,
     },
     /// An IPv4 octet with a leading zero, which some tools read as octal.
-    #[error(
-        "{text} has a leading zero in an IPv4 octet, which some tools read as octal; write {suggestion}"
-    )]
+    #[error("{text} has a leading zero in an IPv4 octet, which some tools read as octal; write {suggestion}")]
     LeadingZeroOctet {
         /// The text as given.
         text: String,
@@ -123,9 +113,7 @@ pub enum CidrError {
         suggestion: String,
     },
     /// An IPv6 zone ID such as `%eth0`, which only means something on one host.
-    #[error(
-        "{text} has an IPv6 zone ID (%{zone}), which only has a meaning on one host; remove it and give a global address"
-    )]
+    #[error("{text} has an IPv6 zone ID (%{zone}), which only has a meaning on one host; remove it and give a global address")]
     ZoneId {
         /// The text as given.
         text: String,
@@ -166,9 +154,7 @@ pub enum CidrError {
         address: String,
     },
     /// IPv6 spelled other than lower case, without leading zeros and with the longest zero run compressed.
-    #[error(
-        "{text} is not in canonical IPv6 form; write {canonical} (lower case, no leading zeros, :: for the longest run of zeros)"
-    )]
+    #[error("{text} is not in canonical IPv6 form; write {canonical} (lower case, no leading zeros, :: for the longest run of zeros)")]
     NonCanonicalIpv6 {
         /// The text as given.
         text: String,
@@ -176,18 +162,13 @@ pub enum CidrError {
         canonical: String,
     },
     /// `/0`: every address of the family.
-    #[error(
-        "{net} would allow every {} address; list the source networks actually used",
-        Family::of(net)
-    )]
+    #[error("{net} would allow every {} address; list the source networks actually used", Family::of(net))]
     AllAddresses {
         /// The network.
         net: IpNet,
     },
     /// Overlaps a range that can never be the source of remote traffic.
-    #[error(
-        "{net} overlaps {range} ({name}), which can never be a source network; give the public or LGWAN addresses your systems connect from"
-    )]
+    #[error("{net} overlaps {range} ({name}), which can never be a source network; give the public or LGWAN addresses your systems connect from")]
     ForbiddenRange {
         /// The network.
         net: IpNet,
@@ -197,9 +178,7 @@ pub enum CidrError {
         name: &'static str,
     },
     /// Broader than [`CidrPolicy::ABSOLUTE_FLOOR`].
-    #[error(
-        "{net} is broader than /{floor}, the broadest {family} network ever accepted; list the narrower networks actually used"
-    )]
+    #[error("{net} is broader than /{floor}, the broadest {family} network ever accepted; list the narrower networks actually used")]
     BroaderThanFloor {
         /// The network.
         net: IpNet,
@@ -227,10 +206,7 @@ const fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> IpNet {
 }
 
 const fn v6(first: u16, last: u16, len: u8) -> IpNet {
-    IpNet::V6(Ipv6Net::new_assert(
-        Ipv6Addr::new(first, 0, 0, 0, 0, 0, 0, last),
-        len,
-    ))
+    IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(first, 0, 0, 0, 0, 0, 0, last), len))
 }
 
 /// Ranges no source network may overlap, decided against IANA's special-purpose address registries (RFC 6890;
@@ -251,10 +227,7 @@ const fn v6(first: u16, last: u16, len: u8) -> IpNet {
 /// are never routed (so admitting one admits nobody) and which the examples and users' own test forms use.
 const FORBIDDEN: [(IpNet, &str); 20] = [
     (v4(0, 0, 0, 0, 8), "unspecified, \"this network\""),
-    (
-        v4(100, 64, 0, 0, 10),
-        "shared address space of carrier-grade NAT (RFC 6598)",
-    ),
+    (v4(100, 64, 0, 0, 10), "shared address space of carrier-grade NAT (RFC 6598)"),
     (v4(127, 0, 0, 0, 8), "loopback"),
     (v4(169, 254, 0, 0, 16), "link-local"),
     (v4(192, 0, 0, 0, 24), "IETF protocol assignments"),
@@ -267,35 +240,11 @@ const FORBIDDEN: [(IpNet, &str); 20] = [
     (v6(0, 1, 128), "loopback"),
     // Typed inside it, an address is refused as an IPv4-mapped spelling; this entry refuses the networks that
     // contain it (::fffe:0:0/95 … ::8000:0:0/81, narrow enough to pass the floor yet clear of :: and ::1).
-    (
-        IpNet::V6(Ipv6Net::new_assert(
-            Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0),
-            96,
-        )),
-        "IPv4-mapped",
-    ),
+    (IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96)), "IPv4-mapped"),
     (v6(0, 0, 96), "IPv4-compatible (deprecated, RFC 4291)"),
-    (
-        IpNet::V6(Ipv6Net::new_assert(
-            Ipv6Addr::new(0x0064, 0xff9b, 0, 0, 0, 0, 0, 0),
-            96,
-        )),
-        "NAT64 well-known prefix (an IPv4 address in disguise)",
-    ),
-    (
-        IpNet::V6(Ipv6Net::new_assert(
-            Ipv6Addr::new(0x0064, 0xff9b, 1, 0, 0, 0, 0, 0),
-            48,
-        )),
-        "NAT64 local-use prefix",
-    ),
-    (
-        IpNet::V6(Ipv6Net::new_assert(
-            Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
-            23,
-        )),
-        "IETF protocol assignments (Teredo among them)",
-    ),
+    (IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0x0064, 0xff9b, 0, 0, 0, 0, 0, 0), 96)), "NAT64 well-known prefix (an IPv4 address in disguise)"),
+    (IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0x0064, 0xff9b, 1, 0, 0, 0, 0, 0), 48)), "NAT64 local-use prefix"),
+    (IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23)), "IETF protocol assignments (Teredo among them)"),
     (v6(0x2002, 0, 16), "6to4 (an IPv4 address in disguise)"),
     (v6(0xfe80, 0, 10), "link-local"),
     (v6(0xff00, 0, 8), "multicast"),
@@ -325,21 +274,14 @@ pub fn check_policy(net: &IpNet, policy: &CidrPolicy) -> Result<(), CidrError> {
     let family = Family::of(net);
     let min = policy.min_prefix_length(family);
     if net.prefix_len() < min {
-        return Err(CidrError::BroaderThanPolicy {
-            net: *net,
-            family,
-            min,
-        });
+        return Err(CidrError::BroaderThanPolicy { net: *net, family, min });
     }
     Ok(())
 }
 
 /// Syntax and canonical form, without judging which addresses are allowed.
 fn parse_canonical(text: &str) -> Result<IpNet, CidrError> {
-    let not_cidr = |reason| CidrError::NotCidr {
-        text: text.to_string(),
-        reason,
-    };
+    let not_cidr = |reason| CidrError::NotCidr { text: text.to_string(), reason };
     if text.is_empty() {
         return Err(not_cidr("it is empty"));
     }
@@ -347,9 +289,7 @@ fn parse_canonical(text: &str) -> Result<IpNet, CidrError> {
         return Err(not_cidr("it contains spaces or control characters"));
     }
     if !text.is_ascii() {
-        return Err(not_cidr(
-            "it contains non-ASCII characters, such as full-width digits",
-        ));
+        return Err(not_cidr("it contains non-ASCII characters, such as full-width digits"));
     }
     let (addr_text, prefix_text) = match text.split_once('/') {
         Some((a, p)) => (a, Some(p)),
@@ -362,31 +302,17 @@ fn parse_canonical(text: &str) -> Result<IpNet, CidrError> {
     let mut octet_had_leading_zero = false;
     let addr = if addr_text.contains(':') {
         if let Some((_, zone)) = addr_text.split_once('%') {
-            return Err(CidrError::ZoneId {
-                text: text.to_string(),
-                zone: zone.to_string(),
-            });
+            return Err(CidrError::ZoneId { text: text.to_string(), zone: zone.to_string() });
         }
-        let a: Ipv6Addr = addr_text
-            .parse()
-            .map_err(|_| not_cidr("the part before '/' is not an IPv6 address"))?;
+        let a: Ipv6Addr = addr_text.parse().map_err(|_| not_cidr("the part before '/' is not an IPv6 address"))?;
         if let Some(mapped) = a.to_ipv4_mapped() {
             // Offer the IPv4 network only when the typed prefix covers the whole ::ffff:0:0/96 part.
             let v4_len = match prefix_text {
                 None => Some(32),
-                Some(p) => p
-                    .parse::<u8>()
-                    .ok()
-                    .and_then(|l| l.checked_sub(96))
-                    .filter(|l| *l <= 32),
+                Some(p) => p.parse::<u8>().ok().and_then(|l| l.checked_sub(96)).filter(|l| *l <= 32),
             };
-            let suggestion = v4_len
-                .and_then(|l| Ipv4Net::new(mapped, l).ok())
-                .map(|n| n.trunc().to_string());
-            return Err(CidrError::Ipv4Mapped {
-                text: text.to_string(),
-                suggestion,
-            });
+            let suggestion = v4_len.and_then(|l| Ipv4Net::new(mapped, l).ok()).map(|n| n.trunc().to_string());
+            return Err(CidrError::Ipv4Mapped { text: text.to_string(), suggestion });
         }
         IpAddr::V6(a)
     } else {
@@ -394,23 +320,14 @@ fn parse_canonical(text: &str) -> Result<IpNet, CidrError> {
         octet_had_leading_zero = leading_zero;
         IpAddr::V4(a)
     };
-    let family = if addr.is_ipv4() {
-        Family::V4
-    } else {
-        Family::V6
-    };
+    let family = if addr.is_ipv4() { Family::V4 } else { Family::V6 };
     let max = family.max_prefix_len();
 
     let Some(prefix_text) = prefix_text else {
-        return Err(CidrError::MissingPrefixLength {
-            text: text.to_string(),
-            suggestion: format!("{addr}/{max}"),
-        });
+        return Err(CidrError::MissingPrefixLength { text: text.to_string(), suggestion: format!("{addr}/{max}") });
     };
     if prefix_text.is_empty() || !prefix_text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(not_cidr(
-            "the prefix length after '/' must be a decimal number such as 24",
-        ));
+        return Err(not_cidr("the prefix length after '/' must be a decimal number such as 24"));
     }
     let stripped = match prefix_text.trim_start_matches('0') {
         "" => "0",
@@ -419,41 +336,20 @@ fn parse_canonical(text: &str) -> Result<IpNet, CidrError> {
     // `addr` prints without leading zeros (and in canonical IPv6), so it is the right thing to suggest.
     let suggestion = format!("{addr}/{stripped}");
     if octet_had_leading_zero {
-        return Err(CidrError::LeadingZeroOctet {
-            text: text.to_string(),
-            suggestion,
-        });
+        return Err(CidrError::LeadingZeroOctet { text: text.to_string(), suggestion });
     }
     if stripped.len() != prefix_text.len() {
-        return Err(CidrError::LeadingZeroPrefixLength {
-            text: text.to_string(),
-            suggestion,
-        });
+        return Err(CidrError::LeadingZeroPrefixLength { text: text.to_string(), suggestion });
     }
-    let out_of_range = || CidrError::PrefixLengthOutOfRange {
-        text: text.to_string(),
-        family,
-        found: prefix_text.to_string(),
-    };
-    let len = prefix_text
-        .parse::<u8>()
-        .ok()
-        .filter(|l| *l <= max)
-        .ok_or_else(out_of_range)?;
+    let out_of_range = || CidrError::PrefixLengthOutOfRange { text: text.to_string(), family, found: prefix_text.to_string() };
+    let len = prefix_text.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(out_of_range)?;
     let net = IpNet::new(addr, len).map_err(|_| out_of_range())?;
 
     if net.addr() != net.network() {
-        return Err(CidrError::HostBitsSet {
-            text: text.to_string(),
-            canonical: net.trunc().to_string(),
-            address: addr.to_string(),
-        });
+        return Err(CidrError::HostBitsSet { text: text.to_string(), canonical: net.trunc().to_string(), address: addr.to_string() });
     }
     if family == Family::V6 && addr_text != addr.to_string() {
-        return Err(CidrError::NonCanonicalIpv6 {
-            text: text.to_string(),
-            canonical: net.to_string(),
-        });
+        return Err(CidrError::NonCanonicalIpv6 { text: text.to_string(), canonical: net.to_string() });
     }
     Ok(net)
 }
@@ -471,16 +367,12 @@ fn parse_ipv4_strict(text: &str) -> Result<(Ipv4Addr, bool), &'static str> {
     let mut parts = text.split('.');
     let mut leading_zero = false;
     for slot in &mut octets {
-        let part = parts
-            .next()
-            .ok_or("an IPv4 address has four numbers separated by dots")?;
+        let part = parts.next().ok_or("an IPv4 address has four numbers separated by dots")?;
         if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
             return Err("each part of an IPv4 address must be a number from 0 to 255");
         }
         leading_zero |= part.len() > 1 && part.starts_with('0');
-        *slot = part
-            .parse()
-            .map_err(|_| "each part of an IPv4 address must be a number from 0 to 255")?;
+        *slot = part.parse().map_err(|_| "each part of an IPv4 address must be a number from 0 to 255")?;
     }
     if parts.next().is_some() {
         return Err("an IPv4 address has four numbers separated by dots");
@@ -496,10 +388,7 @@ fn forbidden_overlap(net: &IpNet) -> Option<(IpNet, &'static str)> {
         let (f, s, e) = interval(range);
         f == family && s <= end && start <= e
     });
-    let containing = overlapping
-        .clone()
-        .filter(|(range, _)| range.contains(net))
-        .max_by_key(|(r, _)| r.prefix_len());
+    let containing = overlapping.clone().filter(|(range, _)| range.contains(net)).max_by_key(|(r, _)| r.prefix_len());
     containing.or_else(|| overlapping.clone().next()).copied()
 }
 
@@ -507,16 +396,8 @@ fn forbidden_overlap(net: &IpNet) -> Option<(IpNet, &'static str)> {
 /// `0..=u128::MAX` tagged [`Family::V6`]. Host bits are ignored (`192.0.2.1/24` gives the bounds of 192.0.2.0/24).
 pub fn interval(net: &IpNet) -> (Family, u128, u128) {
     match net {
-        IpNet::V4(n) => (
-            Family::V4,
-            u128::from(u32::from(n.network())),
-            u128::from(u32::from(n.broadcast())),
-        ),
-        IpNet::V6(n) => (
-            Family::V6,
-            u128::from(n.network()),
-            u128::from(n.broadcast()),
-        ),
+        IpNet::V4(n) => (Family::V4, u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast()))),
+        IpNet::V6(n) => (Family::V6, u128::from(n.network()), u128::from(n.broadcast())),
     }
 }
 
@@ -552,10 +433,7 @@ pub fn overlaps_within(nets: &[IpNet]) -> Vec<(usize, usize, Overlap)> {
     // Open networks as (family, start, end, index); each one contains the one above it.
     let mut open: Vec<(Family, u128, u128, usize)> = Vec::new();
     for &(family, start, std::cmp::Reverse(end), index) in &order {
-        while open
-            .last()
-            .is_some_and(|&(f, _, e, _)| f != family || e < start)
-        {
+        while open.last().is_some_and(|&(f, _, e, _)| f != family || e < start) {
             open.pop();
         }
         for &(_, outer_start, outer_end, outer) in &open {
@@ -580,11 +458,7 @@ mod tests {
 
     /// The variant's name, read from its Debug form (`NotCidr { .. }` → `NotCidr`).
     fn kind(e: &CidrError) -> String {
-        format!("{e:?}")
-            .split([' ', '{', '('])
-            .next()
-            .unwrap_or_default()
-            .to_string()
+        format!("{e:?}").split([' ', '{', '(']).next().unwrap_or_default().to_string()
     }
 
     /// (input, expected variant, a fragment the message must contain)
@@ -602,137 +476,57 @@ mod tests {
         ("192.0.2.0/+24", "NotCidr", "decimal number"),
         ("192.0.2.0/24/24", "NotCidr", "more than one '/'"),
         ("2001:db8:::/48", "NotCidr", "not an IPv6 address"),
-        (
-            "192.0.2.1",
-            "MissingPrefixLength",
-            "add one, e.g. 192.0.2.1/32",
-        ),
+        ("192.0.2.1", "MissingPrefixLength", "add one, e.g. 192.0.2.1/32"),
         ("2001:db8::1", "MissingPrefixLength", "e.g. 2001:db8::1/128"),
         ("010.0.0.0/8", "LeadingZeroOctet", "write 10.0.0.0/8"),
         ("192.0.02.0/024", "LeadingZeroOctet", "write 192.0.2.0/24"),
-        (
-            "192.0.2.0/024",
-            "LeadingZeroPrefixLength",
-            "write 192.0.2.0/24",
-        ),
-        (
-            "2001:db8::/048",
-            "LeadingZeroPrefixLength",
-            "write 2001:db8::/48",
-        ),
+        ("192.0.2.0/024", "LeadingZeroPrefixLength", "write 192.0.2.0/24"),
+        ("2001:db8::/048", "LeadingZeroPrefixLength", "write 2001:db8::/48"),
         ("fe80::1%eth0/64", "ZoneId", "(%eth0)"),
         ("fe80::1%2", "ZoneId", "remove it"),
-        (
-            "::ffff:192.0.2.0/120",
-            "Ipv4Mapped",
-            "write the IPv4 network 192.0.2.0/24 instead",
-        ),
+        ("::ffff:192.0.2.0/120", "Ipv4Mapped", "write the IPv4 network 192.0.2.0/24 instead"),
         ("::ffff:c000:200/120", "Ipv4Mapped", "192.0.2.0/24"),
         ("::ffff:192.0.2.1", "Ipv4Mapped", "192.0.2.1/32"),
-        (
-            "192.0.2.0/33",
-            "PrefixLengthOutOfRange",
-            "/33 is out of range for IPv4 (/0 to /32)",
-        ),
+        ("192.0.2.0/33", "PrefixLengthOutOfRange", "/33 is out of range for IPv4 (/0 to /32)"),
         ("192.0.2.0/4294967296", "PrefixLengthOutOfRange", "IPv4"),
-        (
-            "2001:db8::/129",
-            "PrefixLengthOutOfRange",
-            "IPv6 (/0 to /128)",
-        ),
-        (
-            "192.0.2.1/24",
-            "HostBitsSet",
-            "192.0.2.1/24 has host bits set; did you mean 192.0.2.0/24?",
-        ),
+        ("2001:db8::/129", "PrefixLengthOutOfRange", "IPv6 (/0 to /128)"),
+        ("192.0.2.1/24", "HostBitsSet", "192.0.2.1/24 has host bits set; did you mean 192.0.2.0/24?"),
         ("192.0.2.1/24", "HostBitsSet", "write 192.0.2.1/32"),
-        (
-            "2001:db8::1/64",
-            "HostBitsSet",
-            "did you mean 2001:db8::/64?",
-        ),
-        (
-            "2001:DB8:0::1/48",
-            "HostBitsSet",
-            "did you mean 2001:db8::/48?",
-        ),
+        ("2001:db8::1/64", "HostBitsSet", "did you mean 2001:db8::/64?"),
+        ("2001:DB8:0::1/48", "HostBitsSet", "did you mean 2001:db8::/48?"),
         ("2001:DB8::/32", "NonCanonicalIpv6", "write 2001:db8::/32"),
         ("2001:0db8::/32", "NonCanonicalIpv6", "write 2001:db8::/32"),
-        (
-            "2001:db8:0:0:0:0:0:0/32",
-            "NonCanonicalIpv6",
-            "write 2001:db8::/32",
-        ),
-        (
-            "2001:db8::1:0:0:0/80",
-            "NonCanonicalIpv6",
-            "write 2001:db8:0:0:1::/80",
-        ),
+        ("2001:db8:0:0:0:0:0:0/32", "NonCanonicalIpv6", "write 2001:db8::/32"),
+        ("2001:db8::1:0:0:0/80", "NonCanonicalIpv6", "write 2001:db8:0:0:1::/80"),
         ("0.0.0.0/0", "AllAddresses", "every IPv4 address"),
         ("::/0", "AllAddresses", "every IPv6 address"),
-        (
-            "0.0.0.0/8",
-            "ForbiddenRange",
-            "0.0.0.0/8 (unspecified, \"this network\")",
-        ),
+        ("0.0.0.0/8", "ForbiddenRange", "0.0.0.0/8 (unspecified, \"this network\")"),
         ("0.0.0.0/32", "ForbiddenRange", "unspecified"),
         ("127.0.0.1/32", "ForbiddenRange", "127.0.0.0/8 (loopback)"),
         ("126.0.0.0/7", "ForbiddenRange", "loopback"),
-        (
-            "169.254.10.0/24",
-            "ForbiddenRange",
-            "169.254.0.0/16 (link-local)",
-        ),
+        ("169.254.10.0/24", "ForbiddenRange", "169.254.0.0/16 (link-local)"),
         ("239.1.2.0/24", "ForbiddenRange", "224.0.0.0/4 (multicast)"),
-        (
-            "255.255.255.255/32",
-            "ForbiddenRange",
-            "255.255.255.255/32 (limited broadcast)",
-        ),
+        ("255.255.255.255/32", "ForbiddenRange", "255.255.255.255/32 (limited broadcast)"),
         ("250.1.0.0/16", "ForbiddenRange", "240.0.0.0/4 (reserved)"),
         ("::/128", "ForbiddenRange", "::/128 (unspecified)"),
         ("::1/128", "ForbiddenRange", "::1/128 (loopback)"),
         ("::/16", "ForbiddenRange", "::/128 (unspecified)"),
         // Found writing the `cidr` fuzz target's property: these contain every IPv4-mapped address, yet were accepted.
-        (
-            "::fffe:0:0/95",
-            "ForbiddenRange",
-            "::ffff:0.0.0.0/96 (IPv4-mapped)",
-        ),
+        ("::fffe:0:0/95", "ForbiddenRange", "::ffff:0.0.0.0/96 (IPv4-mapped)"),
         ("::8000:0:0/81", "ForbiddenRange", "IPv4-mapped"),
         ("fe80::/64", "ForbiddenRange", "fe80::/10 (link-local)"),
         ("fe80::/9", "ForbiddenRange", "fe80::/10 (link-local)"),
         ("ff02::/16", "ForbiddenRange", "ff00::/8 (multicast)"),
-        (
-            "8.0.0.0/7",
-            "BroaderThanFloor",
-            "8.0.0.0/7 is broader than /8, the broadest IPv4 network",
-        ),
-        (
-            "2400::/15",
-            "BroaderThanFloor",
-            "broader than /16, the broadest IPv6 network",
-        ),
+        ("8.0.0.0/7", "BroaderThanFloor", "8.0.0.0/7 is broader than /8, the broadest IPv4 network"),
+        ("2400::/15", "BroaderThanFloor", "broader than /16, the broadest IPv6 network"),
         // Special-purpose ranges (issue 17): never one organisation's own source.
-        (
-            "100.64.0.0/24",
-            "ForbiddenRange",
-            "100.64.0.0/10 (shared address space of carrier-grade NAT (RFC 6598))",
-        ),
+        ("100.64.0.0/24", "ForbiddenRange", "100.64.0.0/10 (shared address space of carrier-grade NAT (RFC 6598))"),
         ("100.0.0.0/8", "ForbiddenRange", "shared address space"),
         ("198.18.0.0/24", "ForbiddenRange", "benchmarking"),
         ("198.19.255.0/24", "ForbiddenRange", "benchmarking"),
-        (
-            "192.0.0.0/29",
-            "ForbiddenRange",
-            "IETF protocol assignments",
-        ),
+        ("192.0.0.0/29", "ForbiddenRange", "IETF protocol assignments"),
         ("192.88.99.0/24", "ForbiddenRange", "6to4 relay"),
-        (
-            "64:ff9b::c000:200/120",
-            "ForbiddenRange",
-            "64:ff9b::/96 (NAT64 well-known prefix",
-        ),
+        ("64:ff9b::c000:200/120", "ForbiddenRange", "64:ff9b::/96 (NAT64 well-known prefix"),
         ("64:ff9b:1::/48", "ForbiddenRange", "NAT64 local-use"),
         ("::c000:200/120", "ForbiddenRange", "::/96 (IPv4-compatible"),
         ("2001::/32", "ForbiddenRange", "Teredo"),
@@ -745,10 +539,7 @@ mod tests {
             let err = parse_cidr(text).expect_err(text);
             assert_eq!(kind(&err), expected, "{text:?}: {err}");
             let msg = err.to_string();
-            assert!(
-                msg.contains(fragment),
-                "{text:?}: {msg:?} lacks {fragment:?}"
-            );
+            assert!(msg.contains(fragment), "{text:?}: {msg:?} lacks {fragment:?}");
         }
     }
 
@@ -774,28 +565,11 @@ mod tests {
     #[test]
     fn policy_refuses_broader_prefixes() {
         let policy = CidrPolicy::default();
-        assert_eq!(
-            policy,
-            CidrPolicy {
-                min_prefix_length_v4: 24,
-                min_prefix_length_v6: 48
-            }
-        );
+        assert_eq!(policy, CidrPolicy { min_prefix_length_v4: 24, min_prefix_length_v6: 48 });
         let broad = parse_cidr("203.0.0.0/16").unwrap();
         let err = check_policy(&broad, &policy).unwrap_err();
-        assert_eq!(
-            err,
-            CidrError::BroaderThanPolicy {
-                net: broad,
-                family: Family::V4,
-                min: 24
-            }
-        );
-        assert!(
-            err.to_string()
-                .contains("IPv4 networks must be /24 or narrower"),
-            "{err}"
-        );
+        assert_eq!(err, CidrError::BroaderThanPolicy { net: broad, family: Family::V4, min: 24 });
+        assert!(err.to_string().contains("IPv4 networks must be /24 or narrower"), "{err}");
         assert!(check_policy(&parse_cidr("192.0.2.0/24").unwrap(), &policy).is_ok());
         assert!(check_policy(&parse_cidr("192.0.2.7/32").unwrap(), &policy).is_ok());
         assert!(check_policy(&parse_cidr("2001:db8::/32").unwrap(), &policy).is_err());
@@ -808,35 +582,18 @@ mod tests {
     #[test]
     fn intervals() {
         let net = |s: &str| s.parse::<IpNet>().unwrap();
-        assert_eq!(
-            interval(&net("192.0.2.0/24")),
-            (Family::V4, 0xc000_0200, 0xc000_02ff)
-        );
-        assert_eq!(
-            interval(&net("192.0.2.1/24")),
-            (Family::V4, 0xc000_0200, 0xc000_02ff)
-        );
+        assert_eq!(interval(&net("192.0.2.0/24")), (Family::V4, 0xc000_0200, 0xc000_02ff));
+        assert_eq!(interval(&net("192.0.2.1/24")), (Family::V4, 0xc000_0200, 0xc000_02ff));
         assert_eq!(interval(&net("::/0")), (Family::V6, 0, u128::MAX));
-        assert_eq!(
-            interval(&net("0.0.0.0/0")),
-            (Family::V4, 0, u128::from(u32::MAX))
-        );
+        assert_eq!(interval(&net("0.0.0.0/0")), (Family::V4, 0, u128::from(u32::MAX)));
     }
 
     #[test]
     fn overlaps_convention() {
-        let nets: Vec<IpNet> = [
-            "192.0.2.0/28",
-            "192.0.2.0/24",
-            "2001:db8::/48",
-            "192.0.2.0/28",
-            "10.0.0.0/8",
-            "2001:db8::/56",
-            "::/0",
-        ]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
+        let nets: Vec<IpNet> = ["192.0.2.0/28", "192.0.2.0/24", "2001:db8::/48", "192.0.2.0/28", "10.0.0.0/8", "2001:db8::/56", "::/0"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         assert_eq!(
             overlaps_within(&nets),
             vec![
@@ -854,17 +611,11 @@ mod tests {
     #[test]
     fn overlaps_scale_beyond_quadratic() {
         // 200,000 disjoint /32s plus one /8 over all of them: a pairwise check would need 2·10¹⁰ comparisons.
-        let mut nets: Vec<IpNet> = (0..200_000u32)
-            .map(|i| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::from(0x0a00_0000 + i * 7), 32)))
-            .collect();
+        let mut nets: Vec<IpNet> = (0..200_000u32).map(|i| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::from(0x0a00_0000 + i * 7), 32))).collect();
         nets.push(v4(10, 0, 0, 0, 8));
         let found = overlaps_within(&nets);
         assert_eq!(found.len(), 200_000);
-        assert!(
-            found
-                .iter()
-                .all(|&(_, j, ref k)| j == 200_000 && *k == Overlap::ContainedBy)
-        );
+        assert!(found.iter().all(|&(_, j, ref k)| j == 200_000 && *k == Overlap::ContainedBy));
     }
 
     fn naive(nets: &[IpNet]) -> Vec<(usize, usize, Overlap)> {
@@ -886,10 +637,8 @@ mod tests {
 
     fn any_net() -> impl Strategy<Value = IpNet> {
         prop_oneof![
-            (any::<u32>(), 8u8..=32)
-                .prop_map(|(a, l)| IpNet::V4(Ipv4Net::new_assert(a.into(), l).trunc())),
-            (any::<u128>(), 16u8..=128)
-                .prop_map(|(a, l)| IpNet::V6(Ipv6Net::new_assert(a.into(), l).trunc())),
+            (any::<u32>(), 8u8..=32).prop_map(|(a, l)| IpNet::V4(Ipv4Net::new_assert(a.into(), l).trunc())),
+            (any::<u128>(), 16u8..=128).prop_map(|(a, l)| IpNet::V6(Ipv6Net::new_assert(a.into(), l).trunc())),
             // Inside 2001:db8::/32, so that long prefixes and the dense part of the spelling rules get exercised.
             (any::<u64>(), 32u8..=128).prop_map(|(a, l)| {
                 let addr = (0x2001_0db8u128 << 96) | u128::from(a) << (a % 64);
@@ -904,13 +653,7 @@ mod tests {
             if is_v4 {
                 IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(10, bits, 0, 0), 8 + extra).trunc())
             } else {
-                IpNet::V6(
-                    Ipv6Net::new_assert(
-                        Ipv6Addr::new(0x2001, 0xdb8, u16::from(bits) << 8, 0, 0, 0, 0, 0),
-                        32 + extra,
-                    )
-                    .trunc(),
-                )
+                IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0xdb8, u16::from(bits) << 8, 0, 0, 0, 0, 0), 32 + extra).trunc())
             }
         })
     }

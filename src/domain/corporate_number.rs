@@ -23,9 +23,7 @@ pub enum CorporateNumberError {
         found: usize,
     },
     /// 13 characters, but not all of them are the ASCII digits 0-9 (full-width digits are refused too).
-    #[error(
-        "must contain only the digits 0-9 (法人番号; write full-width digits as 0-9, without hyphens)"
-    )]
+    #[error("must contain only the digits 0-9 (法人番号; write full-width digits as 0-9, without hyphens)")]
     NotDigits,
     /// The first digit does not match the check digit computed from the other twelve.
     #[error(
@@ -77,11 +75,7 @@ pub fn validate_corporate_number(number: &str) -> Result<(), CorporateNumberErro
     }
     let [found, base @ ..] = digits;
     let expected = check_digit(base);
-    if expected == found {
-        Ok(())
-    } else {
-        Err(CorporateNumberError::WrongCheckDigit { expected, found })
-    }
+    if expected == found { Ok(()) } else { Err(CorporateNumberError::WrongCheckDigit { expected, found }) }
 }
 
 #[cfg(test)]
@@ -111,34 +105,13 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(
-            validate_corporate_number(""),
-            Err(CorporateNumberError::WrongLength { found: 0 })
-        );
-        assert_eq!(
-            validate_corporate_number("700001205000"),
-            Err(CorporateNumberError::WrongLength { found: 12 })
-        );
-        assert_eq!(
-            validate_corporate_number("7-000012-050002"),
-            Err(CorporateNumberError::WrongLength { found: 15 })
-        );
-        assert_eq!(
-            validate_corporate_number("７００００１２０５０００２"),
-            Err(CorporateNumberError::NotDigits)
-        );
-        assert_eq!(
-            validate_corporate_number("700001205000x"),
-            Err(CorporateNumberError::NotDigits)
-        );
+        assert_eq!(validate_corporate_number(""), Err(CorporateNumberError::WrongLength { found: 0 }));
+        assert_eq!(validate_corporate_number("700001205000"), Err(CorporateNumberError::WrongLength { found: 12 }));
+        assert_eq!(validate_corporate_number("7-000012-050002"), Err(CorporateNumberError::WrongLength { found: 15 }));
+        assert_eq!(validate_corporate_number("７００００１２０５０００２"), Err(CorporateNumberError::NotDigits));
+        assert_eq!(validate_corporate_number("700001205000x"), Err(CorporateNumberError::NotDigits));
         let err = validate_corporate_number("1000012050002").unwrap_err();
-        assert_eq!(
-            err,
-            CorporateNumberError::WrongCheckDigit {
-                expected: 7,
-                found: 1
-            }
-        );
+        assert_eq!(err, CorporateNumberError::WrongCheckDigit { expected: 7, found: 1 });
         let msg = err.to_string();
         assert!(msg.contains("is 1 but should be 7"), "{msg}");
         assert!(msg.contains("法人番号"), "{msg}");
@@ -146,14 +119,7 @@ mod tests {
 
     #[test]
     fn messages() {
-        assert_eq!(
-            CorporateNumberError::WrongLength { found: 12 }.to_string(),
-            "must be exactly 13 digits (法人番号, e.g. 7000012050002), got 12 characters"
-        );
-        assert!(
-            CorporateNumberError::NotDigits
-                .to_string()
-                .contains("法人番号")
-        );
+        assert_eq!(CorporateNumberError::WrongLength { found: 12 }.to_string(), "must be exactly 13 digits (法人番号, e.g. 7000012050002), got 12 characters");
+        assert!(CorporateNumberError::NotDigits.to_string().contains("法人番号"));
     }
 }

@@ -9,9 +9,7 @@ use super::cidr::{CidrPolicy, overlaps_within};
 use super::forms::{self, ValidRegistration};
 use super::problem::Problem;
 use super::rules::{self, Reason, decisions};
-use crate::api::{
-    AccessApproval, AccessEnvironment, AccessRegistration, Environment, SignatureVerifier,
-};
+use crate::api::{AccessApproval, AccessEnvironment, AccessRegistration, Environment, SignatureVerifier};
 use ipnet::IpNet;
 use kube::ResourceExt;
 use std::collections::{BTreeMap, HashMap};
@@ -26,11 +24,7 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn of<K: kube::Resource<DynamicType = ()>>(obj: &K) -> Self {
-        ObjectKey {
-            kind: leak_kind::<K>(),
-            namespace: obj.meta().namespace.clone(),
-            name: obj.meta().name.clone().unwrap_or_default(),
-        }
+        ObjectKey { kind: leak_kind::<K>(), namespace: obj.meta().namespace.clone(), name: obj.meta().name.clone().unwrap_or_default() }
     }
 }
 
@@ -69,37 +63,19 @@ pub type Findings = BTreeMap<ObjectKey, Vec<Problem>>;
 /// carry no records, so no recorded fact applies.
 pub fn validate_set(set: &FormSet<'_>, now: jiff::Timestamp) -> Findings {
     let mut findings = Findings::new();
-    let mut add =
-        |key: ObjectKey, problems: Vec<Problem>| findings.entry(key).or_default().extend(problems);
+    let mut add = |key: ObjectKey, problems: Vec<Problem>| findings.entry(key).or_default().extend(problems);
 
     let in_force = rules::environments_in_force(&set.environments);
     for env in &set.environments {
-        add(
-            ObjectKey::of(*env),
-            in_force
-                .problems
-                .get(&env.name_any())
-                .cloned()
-                .unwrap_or_default(),
-        );
+        add(ObjectKey::of(*env), in_force.problems.get(&env.name_any()).cloned().unwrap_or_default());
     }
-    let objects = rules::Objects {
-        verifiers: &set.verifiers,
-        registrations: &set.registrations,
-        approvals: &set.approvals,
-        records: &[],
-    };
+    let objects = rules::Objects { verifiers: &set.verifiers, registrations: &set.registrations, approvals: &set.approvals, records: &[] };
     let mut verifier_checks = HashMap::new();
-    let ctx = rules::Context::new(
-        objects,
-        in_force.rules.clone(),
-        !set.environments.is_empty(),
-        |v| {
-            let checked = forms::check_verifier(&v.spec);
-            verifier_checks.insert(v.name_any(), checked.problems);
-            checked.value
-        },
-    );
+    let ctx = rules::Context::new(objects, in_force.rules.clone(), !set.environments.is_empty(), |v| {
+        let checked = forms::check_verifier(&v.spec);
+        verifier_checks.insert(v.name_any(), checked.problems);
+        checked.value
+    });
     for v in &set.verifiers {
         let mut problems = verifier_checks.remove(&v.name_any()).unwrap_or_default();
         problems.extend(rules::verifier_problems(&v.name_any(), &ctx));
@@ -112,15 +88,7 @@ pub fn validate_set(set: &FormSet<'_>, now: jiff::Timestamp) -> Findings {
         // Without any AccessEnvironment among the files, CIDRs are judged against the absolute floor only.
         let problems = judged.problems;
         // The overlap rule looks at every registration whose form is valid, approved or not.
-        if let Some(valid) = forms::check_registration(
-            &reg.spec,
-            &judged
-                .rules
-                .map(|r| r.cidr_policy)
-                .unwrap_or(CidrPolicy::ABSOLUTE_FLOOR),
-        )
-        .value
-        {
+        if let Some(valid) = forms::check_registration(&reg.spec, &judged.rules.map(|r| r.cidr_policy).unwrap_or(CidrPolicy::ABSOLUTE_FLOOR)).value {
             valid_registrations.push((reg, valid));
         }
         add(ObjectKey::of(*reg), problems);
@@ -128,29 +96,16 @@ pub fn validate_set(set: &FormSet<'_>, now: jiff::Timestamp) -> Findings {
 
     for approval in &set.approvals {
         let checked = forms::check_approval(&approval.spec);
-        let mut problems: Vec<Problem> = checked
-            .problems
-            .into_iter()
-            .filter(|p| !p.is_error())
-            .collect();
+        let mut problems: Vec<Problem> = checked.problems.into_iter().filter(|p| !p.is_error()).collect();
         let namespace = approval.namespace().unwrap_or_default();
-        let verdict = match ctx
-            .registrations
-            .get(&(namespace.as_str(), approval.spec.registration_ref.as_str()))
-        {
+        let verdict = match ctx.registrations.get(&(namespace.as_str(), approval.spec.registration_ref.as_str())) {
             None => decisions::not_found(approval),
-            Some(reg) => decisions::decide(reg, &ctx)
-                .verdicts
-                .into_iter()
-                .find(|v| v.name == approval.name_any())
-                .unwrap_or_else(|| decisions::not_found(approval)),
+            Some(reg) => {
+                decisions::decide(reg, &ctx).verdicts.into_iter().find(|v| v.name == approval.name_any()).unwrap_or_else(|| decisions::not_found(approval))
+            }
         };
         if !verdict.accepted {
-            let (field, message) = verdict
-                .message
-                .split_once(": ")
-                .map(|(f, m)| (f.to_string(), m.to_string()))
-                .unwrap_or_default();
+            let (field, message) = verdict.message.split_once(": ").map(|(f, m)| (f.to_string(), m.to_string())).unwrap_or_default();
             problems.push(Problem::refusal(verdict.reason, field, message));
         }
         add(ObjectKey::of(*approval), problems);
@@ -166,18 +121,12 @@ pub fn validate_set(set: &FormSet<'_>, now: jiff::Timestamp) -> Findings {
 /// Overlapping CIDRs of different verifiers in one environment: both registrations are told with whom. The
 /// controller keeps the CIDRs with the registration approved first and holds the other in Conflict (the planner
 /// decides that, and `validate` reports it); before any approval this is a warning.
-fn overlap_rules(
-    valid: &[(&AccessRegistration, ValidRegistration)],
-) -> Vec<(ObjectKey, Vec<Problem>)> {
+fn overlap_rules(valid: &[(&AccessRegistration, ValidRegistration)]) -> Vec<(ObjectKey, Vec<Problem>)> {
     let mut out = Vec::new();
     for environment in [Environment::Test, Environment::Production] {
         let mut nets: Vec<IpNet> = Vec::new();
         let mut owners: Vec<(usize, usize)> = Vec::new(); // (registration index, cidr index)
-        for (ri, (_, v)) in valid
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, v))| v.environment == environment)
-        {
+        for (ri, (_, v)) in valid.iter().enumerate().filter(|(_, (_, v))| v.environment == environment) {
             for (ci, net) in v.cidrs.iter().enumerate() {
                 nets.push(*net);
                 owners.push((ri, ci));
@@ -189,10 +138,7 @@ fn overlap_rules(
             if reg_a.spec.verifier_ref == reg_b.spec.verifier_ref {
                 continue; // one verifier's own registrations may overlap (e.g. during a supersession)
             }
-            for (me, mine, other, theirs) in [
-                (reg_a, (ca, nets[a]), reg_b, nets[b]),
-                (reg_b, (cb, nets[b]), reg_a, nets[a]),
-            ] {
+            for (me, mine, other, theirs) in [(reg_a, (ca, nets[a]), reg_b, nets[b]), (reg_b, (cb, nets[b]), reg_a, nets[a])] {
                 out.push((ObjectKey::of(me), vec![Problem::notice(Reason::Conflict, format!("spec.sourceCidrs[{}]", mine.0), format!(
                     "{} overlaps {theirs} of {}/{} (verifier {}) in {environment}: if their access windows overlap, the registration approved first keeps it and the other is held in Conflict",
                     mine.1, other.namespace().unwrap_or_default(), other.name_any(), other.spec.verifier_ref

@@ -24,9 +24,7 @@ const FORMAT_HINT: &str = "YYYY-MM-DD, e.g. 2026-04-01";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DateError {
     /// Not ten characters of the shape `DDDD-DD-DD` with ASCII digits.
-    #[error(
-        "{text:?} is not a date in the form {FORMAT_HINT} (four-digit year, two-digit month and day)"
-    )]
+    #[error("{text:?} is not a date in the form {FORMAT_HINT} (four-digit year, two-digit month and day)")]
     WrongFormat {
         /// The text as given.
         text: String,
@@ -38,9 +36,7 @@ pub enum DateError {
         text: String,
     },
     /// Month 00 or 13-99.
-    #[error(
-        "{text} has month {month:02}, which does not exist; write a month from 01 to 12 ({FORMAT_HINT})"
-    )]
+    #[error("{text} has month {month:02}, which does not exist; write a month from 01 to 12 ({FORMAT_HINT})")]
     MonthOutOfRange {
         /// The text as given.
         text: String,
@@ -48,9 +44,7 @@ pub enum DateError {
         month: u8,
     },
     /// Day 00, or a day past the end of that month (2026-02-30, 2026-04-31, 2027-02-29).
-    #[error(
-        "{text} is not a calendar date: {year:04}-{month:02} has days 01 to {days_in_month} ({FORMAT_HINT})"
-    )]
+    #[error("{text} is not a calendar date: {year:04}-{month:02} has days 01 to {days_in_month} ({FORMAT_HINT})")]
     DayOutOfRange {
         /// The text as given.
         text: String,
@@ -68,9 +62,7 @@ pub enum DateError {
 /// Parses a date written exactly as `YYYY-MM-DD` (ASCII digits, zero-padded, no time or offset, no surrounding
 /// whitespace) and checks that it is a real calendar date: `2026-02-30` is refused, `2028-02-29` is accepted.
 pub fn parse_jst_date(text: &str) -> Result<Date, DateError> {
-    let wrong_format = || DateError::WrongFormat {
-        text: text.to_string(),
-    };
+    let wrong_format = || DateError::WrongFormat { text: text.to_string() };
     let bytes = text.as_bytes();
     // Checking the shape byte by byte refuses signs, extra digits, full-width digits and `2026-4-1` alike, which
     // a general-purpose parser would either accept or report less clearly.
@@ -82,38 +74,23 @@ pub fn parse_jst_date(text: &str) -> Result<Date, DateError> {
     if !shape_ok {
         return Err(wrong_format());
     }
-    let number = |range: std::ops::Range<usize>| -> u16 {
-        bytes[range]
-            .iter()
-            .fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'))
-    };
+    let number = |range: std::ops::Range<usize>| -> u16 { bytes[range].iter().fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0')) };
     let (year, month, day) = (number(0..4), number(5..7), number(8..10));
     // At most 9999, 99 and 99, so these conversions cannot fail.
     let year = i16::try_from(year).map_err(|_| wrong_format())?;
     let month = u8::try_from(month).map_err(|_| wrong_format())?;
     let day = u8::try_from(day).map_err(|_| wrong_format())?;
     if year == 0 {
-        return Err(DateError::YearOutOfRange {
-            text: text.to_string(),
-        });
+        return Err(DateError::YearOutOfRange { text: text.to_string() });
     }
     if !(1..=12).contains(&month) {
-        return Err(DateError::MonthOutOfRange {
-            text: text.to_string(),
-            month,
-        });
+        return Err(DateError::MonthOutOfRange { text: text.to_string(), month });
     }
     let month_i8 = i8::try_from(month).map_err(|_| wrong_format())?;
     let first = Date::new(year, month_i8, 1).map_err(|_| wrong_format())?;
     let days_in_month = u8::try_from(first.days_in_month()).map_err(|_| wrong_format())?;
     if day == 0 || day > days_in_month {
-        return Err(DateError::DayOutOfRange {
-            text: text.to_string(),
-            year,
-            month,
-            day,
-            days_in_month,
-        });
+        return Err(DateError::DayOutOfRange { text: text.to_string(), year, month, day, days_in_month });
     }
     let day_i8 = i8::try_from(day).map_err(|_| wrong_format())?;
     Date::new(year, month_i8, day_i8).map_err(|_| wrong_format())
@@ -124,8 +101,7 @@ pub fn parse_jst_date(text: &str) -> Result<Date, DateError> {
 /// For dates at the very edge of jiff's range (around year −9999) the instant does not exist and the earliest
 /// representable instant is returned instead; such dates cannot come out of [`parse_jst_date`].
 pub fn start_of_day_jst(date: Date) -> Timestamp {
-    JST.to_timestamp(date.to_datetime(Time::midnight()))
-        .unwrap_or(Timestamp::MIN)
+    JST.to_timestamp(date.to_datetime(Time::midnight())).unwrap_or(Timestamp::MIN)
 }
 
 /// The instant access granted "until `date`" ends: 00:00 JST of the following day, so the whole of `date` in
@@ -136,9 +112,7 @@ pub fn start_of_day_jst(date: Date) -> Timestamp {
 pub fn end_of_day_jst(date: Date) -> Timestamp {
     // Computed from the start of the day rather than from `date.tomorrow()`, so the last representable date
     // still gets an end; JST has no DST, so every day is exactly 24 hours long.
-    start_of_day_jst(date)
-        .checked_add(jiff::SignedDuration::from_hours(24))
-        .unwrap_or(Timestamp::MAX)
+    start_of_day_jst(date).checked_add(jiff::SignedDuration::from_hours(24)).unwrap_or(Timestamp::MAX)
 }
 
 /// The calendar date in Japan at `instant`.
@@ -181,47 +155,17 @@ mod tests {
     #[test]
     fn refuses_impossible_dates() {
         let err = parse_jst_date("2026-02-30").unwrap_err();
-        assert_eq!(
-            err,
-            DateError::DayOutOfRange {
-                text: "2026-02-30".into(),
-                year: 2026,
-                month: 2,
-                day: 30,
-                days_in_month: 28
-            }
-        );
+        assert_eq!(err, DateError::DayOutOfRange { text: "2026-02-30".into(), year: 2026, month: 2, day: 30, days_in_month: 28 });
         let msg = err.to_string();
         assert!(msg.contains("2026-02 has days 01 to 28"), "{msg}");
         assert!(msg.contains("YYYY-MM-DD"), "{msg}");
-        assert!(matches!(
-            parse_jst_date("2027-02-29"),
-            Err(DateError::DayOutOfRange { .. })
-        ));
-        assert!(matches!(
-            parse_jst_date("1900-02-29"),
-            Err(DateError::DayOutOfRange { .. })
-        ));
-        assert!(matches!(
-            parse_jst_date("2026-04-31"),
-            Err(DateError::DayOutOfRange { .. })
-        ));
-        assert!(matches!(
-            parse_jst_date("2026-04-00"),
-            Err(DateError::DayOutOfRange { .. })
-        ));
-        assert!(matches!(
-            parse_jst_date("2026-13-01"),
-            Err(DateError::MonthOutOfRange { month: 13, .. })
-        ));
-        assert!(matches!(
-            parse_jst_date("2026-00-10"),
-            Err(DateError::MonthOutOfRange { month: 0, .. })
-        ));
-        assert!(matches!(
-            parse_jst_date("0000-01-01"),
-            Err(DateError::YearOutOfRange { .. })
-        ));
+        assert!(matches!(parse_jst_date("2027-02-29"), Err(DateError::DayOutOfRange { .. })));
+        assert!(matches!(parse_jst_date("1900-02-29"), Err(DateError::DayOutOfRange { .. })));
+        assert!(matches!(parse_jst_date("2026-04-31"), Err(DateError::DayOutOfRange { .. })));
+        assert!(matches!(parse_jst_date("2026-04-00"), Err(DateError::DayOutOfRange { .. })));
+        assert!(matches!(parse_jst_date("2026-13-01"), Err(DateError::MonthOutOfRange { month: 13, .. })));
+        assert!(matches!(parse_jst_date("2026-00-10"), Err(DateError::MonthOutOfRange { month: 0, .. })));
+        assert!(matches!(parse_jst_date("0000-01-01"), Err(DateError::YearOutOfRange { .. })));
     }
 
     #[test]
@@ -254,46 +198,27 @@ mod tests {
         assert_eq!(start_of_day_jst(d), ts("2026-03-31T15:00:00Z"));
         assert_eq!(end_of_day_jst(d), ts("2026-04-01T15:00:00Z"));
         // Across a month and a leap day.
-        assert_eq!(
-            end_of_day_jst(date(2028, 2, 28)),
-            start_of_day_jst(date(2028, 2, 29))
-        );
-        assert_eq!(
-            end_of_day_jst(date(2026, 12, 31)),
-            ts("2026-12-31T15:00:00Z")
-        );
+        assert_eq!(end_of_day_jst(date(2028, 2, 28)), start_of_day_jst(date(2028, 2, 29)));
+        assert_eq!(end_of_day_jst(date(2026, 12, 31)), ts("2026-12-31T15:00:00Z"));
     }
 
     #[test]
     fn jst_date_at_the_utc_boundary() {
-        assert_eq!(
-            jst_date_of(ts("2026-03-31T14:59:59.999999999Z")),
-            date(2026, 3, 31)
-        );
+        assert_eq!(jst_date_of(ts("2026-03-31T14:59:59.999999999Z")), date(2026, 3, 31));
         assert_eq!(jst_date_of(ts("2026-03-31T15:00:00Z")), date(2026, 4, 1));
         assert_eq!(jst_date_of(ts("2026-04-01T00:00:00Z")), date(2026, 4, 1));
         assert_eq!(jst_date_of(ts("2026-04-01T14:59:59Z")), date(2026, 4, 1));
         assert_eq!(jst_date_of(ts("2026-04-01T15:00:00Z")), date(2026, 4, 2));
         // An offset in the input does not matter, only the instant.
-        assert_eq!(
-            jst_date_of(ts("2026-04-01T00:00:00+09:00")),
-            date(2026, 4, 1)
-        );
+        assert_eq!(jst_date_of(ts("2026-04-01T00:00:00+09:00")), date(2026, 4, 1));
     }
 
     #[test]
     fn date_round_trips_through_its_day() {
-        for d in [
-            date(2026, 4, 1),
-            date(2028, 2, 29),
-            date(1970, 1, 1),
-            date(2099, 12, 31),
-        ] {
+        for d in [date(2026, 4, 1), date(2028, 2, 29), date(1970, 1, 1), date(2099, 12, 31)] {
             assert_eq!(jst_date_of(start_of_day_jst(d)), d);
             assert_eq!(jst_date_of(end_of_day_jst(d)), add_days(d, 1));
-            let last_instant = end_of_day_jst(d)
-                .checked_sub(jiff::SignedDuration::from_nanos(1))
-                .unwrap();
+            let last_instant = end_of_day_jst(d).checked_sub(jiff::SignedDuration::from_nanos(1)).unwrap();
             assert_eq!(jst_date_of(last_instant), d);
         }
     }

@@ -26,9 +26,7 @@ pub enum LgCodeError {
         found: usize,
     },
     /// Six characters, but not all of them are the ASCII digits 0-9 (full-width digits are refused too).
-    #[error(
-        "must contain only the digits 0-9 (全国地方公共団体コード; write full-width digits as 0-9)"
-    )]
+    #[error("must contain only the digits 0-9 (全国地方公共団体コード; write full-width digits as 0-9)")]
     NotDigits,
     /// The sixth digit does not match the check digit computed from the first five.
     #[error(
@@ -52,11 +50,7 @@ fn plural(n: usize) -> &'static str {
 /// Each element is expected to be a digit value 0-9. Larger values do not panic; they simply take part in the
 /// weighted sum, so the result is still a digit 0-9.
 pub fn check_digit(first_five: [u8; 5]) -> u8 {
-    let sum: u32 = first_five
-        .iter()
-        .zip(WEIGHTS)
-        .map(|(&d, w)| u32::from(d) * w)
-        .sum();
+    let sum: u32 = first_five.iter().zip(WEIGHTS).map(|(&d, w)| u32::from(d) * w).sum();
     let remainder = sum % 11;
     // (11 - r) is 1..=11; "the last digit" of it is mod 10, which turns 10 into 0 and 11 into 1.
     let check = (11 - remainder) % 10;
@@ -84,11 +78,7 @@ pub fn validate_lg_code(code: &str) -> Result<(), LgCodeError> {
     }
     let [d1, d2, d3, d4, d5, found] = digits;
     let expected = check_digit([d1, d2, d3, d4, d5]);
-    if expected == found {
-        Ok(())
-    } else {
-        Err(LgCodeError::WrongCheckDigit { expected, found })
-    }
+    if expected == found { Ok(()) } else { Err(LgCodeError::WrongCheckDigit { expected, found }) }
 }
 
 #[cfg(test)]
@@ -130,44 +120,20 @@ mod tests {
 
     #[test]
     fn wrong_length_counts_characters() {
-        assert_eq!(
-            validate_lg_code(""),
-            Err(LgCodeError::WrongLength { found: 0 })
-        );
-        assert_eq!(
-            validate_lg_code("01100"),
-            Err(LgCodeError::WrongLength { found: 5 })
-        );
-        assert_eq!(
-            validate_lg_code("0110020"),
-            Err(LgCodeError::WrongLength { found: 7 })
-        );
-        assert_eq!(
-            validate_lg_code(" 011002"),
-            Err(LgCodeError::WrongLength { found: 7 })
-        );
+        assert_eq!(validate_lg_code(""), Err(LgCodeError::WrongLength { found: 0 }));
+        assert_eq!(validate_lg_code("01100"), Err(LgCodeError::WrongLength { found: 5 }));
+        assert_eq!(validate_lg_code("0110020"), Err(LgCodeError::WrongLength { found: 7 }));
+        assert_eq!(validate_lg_code(" 011002"), Err(LgCodeError::WrongLength { found: 7 }));
         // Six full-width characters are 18 bytes; the length is still 6, so the digit check refuses them.
-        assert_eq!(
-            validate_lg_code("０１１００２"),
-            Err(LgCodeError::NotDigits)
-        );
-        assert_eq!(
-            validate_lg_code("札幌市"),
-            Err(LgCodeError::WrongLength { found: 3 })
-        );
+        assert_eq!(validate_lg_code("０１１００２"), Err(LgCodeError::NotDigits));
+        assert_eq!(validate_lg_code("札幌市"), Err(LgCodeError::WrongLength { found: 3 }));
     }
 
     #[test]
     fn non_digits_are_refused() {
         for code in ["01100a", "-11002", "+11002", "01 002", "0110０2", "١٢٣٤٥٦"] {
             let err = validate_lg_code(code);
-            assert!(
-                matches!(
-                    err,
-                    Err(LgCodeError::NotDigits) | Err(LgCodeError::WrongLength { .. })
-                ),
-                "{code}: {err:?}"
-            );
+            assert!(matches!(err, Err(LgCodeError::NotDigits) | Err(LgCodeError::WrongLength { .. })), "{code}: {err:?}");
         }
         assert_eq!(validate_lg_code("01100a"), Err(LgCodeError::NotDigits));
     }
@@ -175,13 +141,7 @@ mod tests {
     #[test]
     fn wrong_check_digit_names_the_expected_digit() {
         let err = validate_lg_code("011003").unwrap_err();
-        assert_eq!(
-            err,
-            LgCodeError::WrongCheckDigit {
-                expected: 2,
-                found: 3
-            }
-        );
+        assert_eq!(err, LgCodeError::WrongCheckDigit { expected: 2, found: 3 });
         let msg = err.to_string();
         assert!(msg.contains("check digit is 3 but should be 2"), "{msg}");
         assert!(msg.contains("全国地方公共団体コード"), "{msg}");
@@ -193,15 +153,7 @@ mod tests {
             LgCodeError::WrongLength { found: 5 }.to_string(),
             "must be exactly 6 digits (全国地方公共団体コード, e.g. 131016 for 千代田区), got 5 characters"
         );
-        assert!(
-            LgCodeError::WrongLength { found: 1 }
-                .to_string()
-                .ends_with("got 1 character")
-        );
-        assert!(
-            LgCodeError::NotDigits
-                .to_string()
-                .starts_with("must contain only the digits 0-9")
-        );
+        assert!(LgCodeError::WrongLength { found: 1 }.to_string().ends_with("got 1 character"));
+        assert!(LgCodeError::NotDigits.to_string().starts_with("must contain only the digits 0-9"));
     }
 }

@@ -26,42 +26,22 @@ pub struct Problem {
 impl Problem {
     /// A field-level error of one object ([`Reason::ValidationFailed`]).
     pub fn error(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            severity: Severity::Error,
-            reason: Reason::ValidationFailed,
-            field: field.into(),
-            message: message.into(),
-        }
+        Problem { severity: Severity::Error, reason: Reason::ValidationFailed, field: field.into(), message: message.into() }
     }
 
     /// A field-level warning ([`Reason::Warning`]).
     pub fn warning(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            severity: Severity::Warning,
-            reason: Reason::Warning,
-            field: field.into(),
-            message: message.into(),
-        }
+        Problem { severity: Severity::Warning, reason: Reason::Warning, field: field.into(), message: message.into() }
     }
 
     /// A rule of the rule engine that refuses the object (or keeps it waiting), with its typed reason.
     pub fn refusal(reason: Reason, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            severity: Severity::Error,
-            reason,
-            field: field.into(),
-            message: message.into(),
-        }
+        Problem { severity: Severity::Error, reason, field: field.into(), message: message.into() }
     }
 
     /// A rule's finding that refuses nothing.
     pub fn notice(reason: Reason, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            severity: Severity::Warning,
-            reason,
-            field: field.into(),
-            message: message.into(),
-        }
+        Problem { severity: Severity::Warning, reason, field: field.into(), message: message.into() }
     }
 
     pub fn is_error(&self) -> bool {

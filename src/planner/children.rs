@@ -8,9 +8,8 @@ use crate::domain::digest::digest_bytes;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec, NetworkPolicy,
+    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -38,12 +37,7 @@ impl Child {
     pub fn identity(&self) -> (String, String, String, String) {
         fn of<K: Resource<DynamicType = ()>>(o: &K) -> (String, String, String, String) {
             let m = o.meta();
-            (
-                K::api_version(&()).into(),
-                K::kind(&()).into(),
-                m.namespace.clone().unwrap_or_default(),
-                m.name.clone().unwrap_or_default(),
-            )
+            (K::api_version(&()).into(), K::kind(&()).into(), m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
         }
         match self {
             Child::NetworkPolicy(o) => of(o),
@@ -52,10 +46,7 @@ impl Child {
             Child::HttpRoute(v) => (
                 "gateway.networking.k8s.io/v1".into(),
                 "HTTPRoute".into(),
-                v["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .into(),
+                v["metadata"]["namespace"].as_str().unwrap_or_default().into(),
                 v["metadata"]["name"].as_str().unwrap_or_default().into(),
             ),
         }
@@ -80,10 +71,7 @@ impl Child {
 
 /// Labels on everything we create for an environment.
 pub fn labels(environment: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        (ENVIRONMENT_LABEL.to_string(), environment.to_string()),
-    ])
+    BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()), (ENVIRONMENT_LABEL.to_string(), environment.to_string())])
 }
 
 /// A controller reference to the owning object, when it has been stored (offline renders have no uid).
@@ -91,19 +79,8 @@ pub fn owner<K: Resource<DynamicType = ()>>(obj: &K) -> Option<Vec<OwnerReferenc
     obj.controller_owner_ref(&()).map(|r| vec![r])
 }
 
-fn meta(
-    name: String,
-    namespace: &str,
-    environment: &str,
-    owners: Option<Vec<OwnerReference>>,
-) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: Some(namespace.to_string()),
-        labels: Some(labels(environment)),
-        owner_references: owners,
-        ..Default::default()
-    }
+fn meta(name: String, namespace: &str, environment: &str, owners: Option<Vec<OwnerReference>>) -> ObjectMeta {
+    ObjectMeta { name: Some(name), namespace: Some(namespace.to_string()), labels: Some(labels(environment)), owner_references: owners, ..Default::default() }
 }
 
 /// Splits the aggregated set into shards of at most `per_object` CIDRs (IPv4 first, each family in address order).
@@ -166,76 +143,31 @@ pub fn cidr_text(cidrs: &[IpNet]) -> String {
 
 /// Ports the NetworkPolicies open: the endpoints' pod ports, TCP, deduplicated and sorted.
 fn policy_ports(env: &AccessEnvironment) -> Vec<NetworkPolicyPort> {
-    let mut ports: Vec<i32> = env
-        .spec
-        .endpoints
-        .iter()
-        .map(|e| e.service.target_port.unwrap_or(e.service.port))
-        .collect();
+    let mut ports: Vec<i32> = env.spec.endpoints.iter().map(|e| e.service.target_port.unwrap_or(e.service.port)).collect();
     ports.sort_unstable();
     ports.dedup();
-    ports
-        .into_iter()
-        .map(|p| NetworkPolicyPort {
-            protocol: Some("TCP".into()),
-            port: Some(IntOrString::Int(p)),
-            end_port: None,
-        })
-        .collect()
+    ports.into_iter().map(|p| NetworkPolicyPort { protocol: Some("TCP".into()), port: Some(IntOrString::Int(p)), end_port: None }).collect()
 }
 
 /// Default-deny plus one allow policy per shard.
 pub fn network_policies(env: &AccessEnvironment, cidrs: &[IpNet]) -> Vec<Child> {
     let name = env.metadata.name.clone().unwrap_or_default();
     let namespace = &env.spec.service_namespace;
-    let selector = LabelSelector {
-        match_labels: Some(env.spec.pod_selector.match_labels.clone()),
-        match_expressions: None,
-    };
+    let selector = LabelSelector { match_labels: Some(env.spec.pod_selector.match_labels.clone()), match_expressions: None };
     let owners = owner(env);
     let mut out = vec![Child::NetworkPolicy(NetworkPolicy {
-        metadata: meta(
-            format!("jpki-{name}-default-deny"),
-            namespace,
-            &name,
-            owners.clone(),
-        ),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(selector.clone()),
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: None,
-            egress: None,
-        }),
+        metadata: meta(format!("jpki-{name}-default-deny"), namespace, &name, owners.clone()),
+        spec: Some(NetworkPolicySpec { pod_selector: Some(selector.clone()), policy_types: Some(vec!["Ingress".into()]), ingress: None, egress: None }),
     })];
     let ports = policy_ports(env);
-    for (i, shard) in shards(cidrs, env.spec.policy.max_cidrs_per_object as usize)
-        .into_iter()
-        .enumerate()
-    {
-        let from = shard
-            .iter()
-            .map(|c| NetworkPolicyPeer {
-                ip_block: Some(IPBlock {
-                    cidr: c.to_string(),
-                    except: None,
-                }),
-                ..Default::default()
-            })
-            .collect();
+    for (i, shard) in shards(cidrs, env.spec.policy.max_cidrs_per_object as usize).into_iter().enumerate() {
+        let from = shard.iter().map(|c| NetworkPolicyPeer { ip_block: Some(IPBlock { cidr: c.to_string(), except: None }), ..Default::default() }).collect();
         out.push(Child::NetworkPolicy(NetworkPolicy {
-            metadata: meta(
-                format!("jpki-{name}-allow-{i}"),
-                namespace,
-                &name,
-                owners.clone(),
-            ),
+            metadata: meta(format!("jpki-{name}-allow-{i}"), namespace, &name, owners.clone()),
             spec: Some(NetworkPolicySpec {
                 pod_selector: Some(selector.clone()),
                 policy_types: Some(vec!["Ingress".into()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(from),
-                    ports: Some(ports.clone()),
-                }]),
+                ingress: Some(vec![NetworkPolicyIngressRule { from: Some(from), ports: Some(ports.clone()) }]),
                 egress: None,
             }),
         }));
@@ -245,32 +177,13 @@ pub fn network_policies(env: &AccessEnvironment, cidrs: &[IpNet]) -> Vec<Child> 
 
 /// Where the allowlist lives: the firewall's namespace, else the services' namespace.
 pub fn allowlist_namespace(env: &AccessEnvironment) -> &str {
-    env.spec
-        .firewall
-        .as_ref()
-        .map(|f| f.allowlist_namespace.as_str())
-        .unwrap_or(&env.spec.service_namespace)
+    env.spec.firewall.as_ref().map(|f| f.allowlist_namespace.as_str()).unwrap_or(&env.spec.service_namespace)
 }
 
 /// `TCP/443` lines: the ports the firewall agents filter.
 pub fn firewall_ports_text(firewall: Option<&Firewall>) -> String {
     let mut lines: Vec<String> = firewall
-        .map(|f| {
-            f.ports
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}/{}",
-                        if p.protocol == Protocol::Udp {
-                            "UDP"
-                        } else {
-                            "TCP"
-                        },
-                        p.port
-                    )
-                })
-                .collect()
-        })
+        .map(|f| f.ports.iter().map(|p| format!("{}/{}", if p.protocol == Protocol::Udp { "UDP" } else { "TCP" }, p.port)).collect())
         .unwrap_or_default();
     lines.sort();
     lines.dedup();
@@ -279,88 +192,44 @@ pub fn firewall_ports_text(firewall: Option<&Firewall>) -> String {
 
 /// Shards of `cidrs` named `<prefix>-<n>` with the `ALLOWLIST_LABEL` value `label`; returns them and the index lines
 /// (`name digest count`).
-fn shard_maps(
-    env: &AccessEnvironment,
-    cidrs: &[IpNet],
-    prefix: &str,
-    label: &str,
-) -> (Vec<Child>, String) {
+fn shard_maps(env: &AccessEnvironment, cidrs: &[IpNet], prefix: &str, label: &str) -> (Vec<Child>, String) {
     let name = env.metadata.name.clone().unwrap_or_default();
     let namespace = allowlist_namespace(env);
     let owners = owner(env);
     let mut out = Vec::new();
     let mut index_lines = String::new();
-    for (i, shard) in shards(cidrs, env.spec.policy.max_cidrs_per_object as usize)
-        .into_iter()
-        .enumerate()
-    {
+    for (i, shard) in shards(cidrs, env.spec.policy.max_cidrs_per_object as usize).into_iter().enumerate() {
         let text = cidr_text(shard);
         let shard_digest = digest_bytes(text.as_bytes());
         let shard_name = format!("{prefix}-{i}");
         index_lines.push_str(&format!("{shard_name} {shard_digest} {}\n", shard.len()));
         let mut m = meta(shard_name, namespace, &name, owners.clone());
-        m.labels
-            .get_or_insert_default()
-            .insert(ALLOWLIST_LABEL.into(), label.into());
-        m.annotations = Some(BTreeMap::from([(
-            DIGEST_ANNOTATION.to_string(),
-            shard_digest,
-        )]));
-        out.push(Child::ConfigMap(ConfigMap {
-            metadata: m,
-            data: Some(BTreeMap::from([("cidrs".to_string(), text)])),
-            ..Default::default()
-        }));
+        m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), label.into());
+        m.annotations = Some(BTreeMap::from([(DIGEST_ANNOTATION.to_string(), shard_digest)]));
+        out.push(Child::ConfigMap(ConfigMap { metadata: m, data: Some(BTreeMap::from([("cidrs".to_string(), text)])), ..Default::default() }));
     }
     (out, index_lines)
 }
 
 /// The allowlist shards and their index. The index names every shard with its digest and announces the digest of
 /// the whole set, so a reader applies only a complete, consistent set.
-pub fn allowlist(
-    env: &AccessEnvironment,
-    cidrs: &[IpNet],
-    live_registrations: usize,
-) -> (Vec<Child>, String) {
+pub fn allowlist(env: &AccessEnvironment, cidrs: &[IpNet], live_registrations: usize) -> (Vec<Child>, String) {
     let name = env.metadata.name.clone().unwrap_or_default();
     let namespace = allowlist_namespace(env);
     let digest = digest_bytes(cidr_text(cidrs).as_bytes());
     let (mut out, index_lines) = shard_maps(env, cidrs, &format!("jpki-allowlist-{name}"), "shard");
-    let mut m = meta(
-        format!("jpki-allowlist-{name}"),
-        namespace,
-        &name,
-        owner(env),
-    );
-    m.labels
-        .get_or_insert_default()
-        .insert(ALLOWLIST_LABEL.into(), "index".into());
-    m.annotations = Some(BTreeMap::from([(
-        DIGEST_ANNOTATION.to_string(),
-        digest.clone(),
-    )]));
+    let mut m = meta(format!("jpki-allowlist-{name}"), namespace, &name, owner(env));
+    m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), "index".into());
+    m.annotations = Some(BTreeMap::from([(DIGEST_ANNOTATION.to_string(), digest.clone())]));
     let data = BTreeMap::from([
         ("environment".to_string(), name.clone()),
         ("digest".to_string(), digest.clone()),
         ("cidrCount".to_string(), cidrs.len().to_string()),
-        (
-            "liveRegistrations".to_string(),
-            live_registrations.to_string(),
-        ),
+        ("liveRegistrations".to_string(), live_registrations.to_string()),
         ("shards".to_string(), index_lines),
-        (
-            "ports".to_string(),
-            firewall_ports_text(env.spec.firewall.as_ref()),
-        ),
+        ("ports".to_string(), firewall_ports_text(env.spec.firewall.as_ref())),
     ]);
-    out.insert(
-        0,
-        Child::ConfigMap(ConfigMap {
-            metadata: m,
-            data: Some(data),
-            ..Default::default()
-        }),
-    );
+    out.insert(0, Child::ConfigMap(ConfigMap { metadata: m, data: Some(data), ..Default::default() }));
     (out, digest)
 }
 
@@ -372,33 +241,18 @@ pub fn hold_baseline(env: &AccessEnvironment, baseline: &super::hold::Baseline) 
     let prefix = baseline_name(&name);
     let (mut out, index_lines) = shard_maps(env, &baseline.cidrs, &prefix, "baseline-shard");
     let mut m = meta(prefix, allowlist_namespace(env), &name, owner(env));
-    m.labels
-        .get_or_insert_default()
-        .insert(ALLOWLIST_LABEL.into(), "baseline-index".into());
+    m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), "baseline-index".into());
     let mut data = BTreeMap::from([
         ("environment".to_string(), name.clone()),
         ("digest".to_string(), baseline.digest()),
-        (
-            "since".to_string(),
-            baseline.since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        ),
-        (
-            "affectedRegistrations".to_string(),
-            baseline.affected_registrations.to_string(),
-        ),
+        ("since".to_string(), baseline.since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        ("affectedRegistrations".to_string(), baseline.affected_registrations.to_string()),
         ("shards".to_string(), index_lines),
     ]);
     if let Some(holding) = &baseline.holding {
         data.insert("holding".to_string(), holding.clone());
     }
-    out.insert(
-        0,
-        Child::ConfigMap(ConfigMap {
-            metadata: m,
-            data: Some(data),
-            ..Default::default()
-        }),
-    );
+    out.insert(0, Child::ConfigMap(ConfigMap { metadata: m, data: Some(data), ..Default::default() }));
     out
 }
 
@@ -428,13 +282,9 @@ pub fn routes(env: &AccessEnvironment) -> Vec<Child> {
                 if let Some(section) = &gateway.section_name {
                     parent["sectionName"] = json!(section);
                 }
-                let mut metadata =
-                    serde_json::to_value(meta(object_name, namespace, &name, owners.clone()))
-                        .unwrap_or_default();
+                let mut metadata = serde_json::to_value(meta(object_name, namespace, &name, owners.clone())).unwrap_or_default();
                 if metadata.get("ownerReferences").is_some_and(|o| o.is_null()) {
-                    metadata
-                        .as_object_mut()
-                        .map(|m| m.remove("ownerReferences"));
+                    metadata.as_object_mut().map(|m| m.remove("ownerReferences"));
                 }
                 return Some(Child::HttpRoute(json!({
                     "apiVersion": "gateway.networking.k8s.io/v1",
@@ -464,10 +314,7 @@ pub fn routes(env: &AccessEnvironment) -> Vec<Child> {
                                 backend: IngressBackend {
                                     service: Some(IngressServiceBackend {
                                         name: e.service.name.clone(),
-                                        port: Some(ServiceBackendPort {
-                                            number: Some(e.service.port),
-                                            name: None,
-                                        }),
+                                        port: Some(ServiceBackendPort { number: Some(e.service.port), name: None }),
                                     }),
                                     resource: None,
                                 },

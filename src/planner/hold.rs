@@ -57,12 +57,7 @@ impl Baseline {
     fn of(cidrs: Vec<IpNet>, since: Timestamp) -> Self {
         // Whole seconds, as stored, so a baseline read back equals the one planned.
         let since = Timestamp::from_second(since.as_second()).unwrap_or(since);
-        Baseline {
-            cidrs,
-            since,
-            affected_registrations: 0,
-            holding: None,
-        }
+        Baseline { cidrs, since, affected_registrations: 0, holding: None }
     }
     pub fn digest(&self) -> String {
         digest_bytes(cidr_text(&self.cidrs).as_bytes())
@@ -140,10 +135,7 @@ fn losing(previously_live: &LiveSet, live: &LiveSet) -> BTreeSet<String> {
     previously_live
         .iter()
         .filter(|(uid, before)| {
-            let now = live
-                .get(*uid)
-                .map(|n| sorted_aggregate(n))
-                .unwrap_or_default();
+            let now = live.get(*uid).map(|n| sorted_aggregate(n)).unwrap_or_default();
             removed(&sorted_aggregate(before), &now) > 0
         })
         .map(|(uid, _)| uid.clone())
@@ -152,15 +144,7 @@ fn losing(previously_live: &LiveSet, live: &LiveSet) -> BTreeSet<String> {
 
 /// Decides whether to hold, and what the baseline is now.
 pub fn decide(input: HoldInput<'_>) -> HoldOutcome {
-    let HoldInput {
-        policy,
-        published,
-        previously_live,
-        live,
-        next,
-        release,
-        now,
-    } = input;
+    let HoldInput { policy, published, previously_live, live, next, release, now } = input;
     let Some(policy) = policy else {
         return HoldOutcome {
             publish: next,
@@ -179,31 +163,22 @@ pub fn decide(input: HoldInput<'_>) -> HoldOutcome {
         (Some(_), None) => Baseline::of(registration_cidrs(previously_live), now),
         (None, None) => Baseline::of(registration_cidrs(live), now),
     };
-    let window = policy
-        .window_hours
-        .map(|h| jiff::SignedDuration::from_hours(i64::from(h)));
+    let window = policy.window_hours.map(|h| jiff::SignedDuration::from_hours(i64::from(h)));
     if let Some(window) = window
         && baseline.holding.is_none()
-        && baseline
-            .since
-            .checked_add(window)
-            .is_ok_and(|end| now >= end)
+        && baseline.since.checked_add(window).is_ok_and(|end| now >= end)
     {
         baseline = Baseline::of(registration_cidrs(previously_live), now);
     }
     let losers = losing(previously_live, live);
     // After a restart the previous set comes from statuses; registrations the index counted but no status shows
     // (deleted meanwhile) count as losers too.
-    let unseen = published.map_or(0, |p| {
-        p.live_registrations.saturating_sub(previously_live.len())
-    });
+    let unseen = published.map_or(0, |p| p.live_registrations.saturating_sub(previously_live.len()));
     let affected = baseline.affected_registrations + losers.len() + unseen;
     let removed_cidrs = removed(&baseline.cidrs, &next);
     let percent = usize::try_from(policy.percent).unwrap_or(100);
     let min = usize::try_from(policy.min_cidrs).unwrap_or(0).max(1);
-    let mass = removed_cidrs * 100 >= percent * baseline.cidrs.len().max(1)
-        && removed_cidrs >= min
-        && affected >= 2;
+    let mass = removed_cidrs * 100 >= percent * baseline.cidrs.len().max(1) && removed_cidrs >= min && affected >= 2;
     let held_digest = digest_bytes(cidr_text(&next).as_bytes());
     if !mass {
         baseline.affected_registrations = affected;
@@ -240,29 +215,11 @@ pub fn decide(input: HoldInput<'_>) -> HoldOutcome {
         entry.extend(previously_live[uid].iter().copied());
         *entry = sorted_aggregate(entry);
     }
-    let held: BTreeSet<String> = losers
-        .into_iter()
-        .filter(|uid| !live.contains_key(uid))
-        .collect();
+    let held: BTreeSet<String> = losers.into_iter().filter(|uid| !live.contains_key(uid)).collect();
     baseline.holding = Some(held_digest.clone());
-    let hold = Hold {
-        held_digest,
-        removed_cidrs,
-        baseline_cidrs: baseline.cidrs.len(),
-        affected_registrations: affected,
-    };
-    let recorded_live = published_live
-        .len()
-        .max(published.map_or(0, |p| p.live_registrations));
-    HoldOutcome {
-        publish: sorted_aggregate(&union),
-        hold: Some(hold),
-        baseline: Some(baseline),
-        released: None,
-        held,
-        recorded_live,
-        published_live,
-    }
+    let hold = Hold { held_digest, removed_cidrs, baseline_cidrs: baseline.cidrs.len(), affected_registrations: affected };
+    let recorded_live = published_live.len().max(published.map_or(0, |p| p.live_registrations));
+    HoldOutcome { publish: sorted_aggregate(&union), hold: Some(hold), baseline: Some(baseline), released: None, held, recorded_live, published_live }
 }
 
 /// Aggregated, IPv4 before IPv6, each in address order.

@@ -4,9 +4,7 @@
 //! narrowed by the current spec (DESIGN §3 rule 1), with its access window in JST (rule 8) and its place in line.
 
 use crate::api::registration::PendingDifference;
-use crate::api::{
-    AccessRegistration, CidrString, Environment, JstDate, ProvisionMethod, ProvisionMethods,
-};
+use crate::api::{AccessRegistration, CidrString, Environment, JstDate, ProvisionMethod, ProvisionMethods};
 use crate::domain::cidr::interval;
 use crate::domain::date::{add_days, end_of_day_jst, start_of_day_jst};
 use crate::domain::forms::{ApprovedTerms, ValidRegistration};
@@ -33,10 +31,7 @@ pub struct RegKey {
 
 impl RegKey {
     pub fn of(reg: &AccessRegistration) -> Self {
-        RegKey {
-            namespace: reg.namespace().unwrap_or_default(),
-            name: reg.name_any(),
-        }
+        RegKey { namespace: reg.namespace().unwrap_or_default(), name: reg.name_any() }
     }
 }
 
@@ -55,15 +50,8 @@ pub struct Refusal {
 
 impl Refusal {
     fn of(problem: &Problem) -> Self {
-        let message = if problem.field.is_empty() {
-            problem.message.clone()
-        } else {
-            format!("{}: {}", problem.field, problem.message)
-        };
-        Refusal {
-            reason: problem.reason,
-            message,
-        }
+        let message = if problem.field.is_empty() { problem.message.clone() } else { format!("{}: {}", problem.field, problem.message) };
+        Refusal { reason: problem.reason, message }
     }
 }
 
@@ -125,10 +113,7 @@ pub fn evaluate(reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp) -> 
         environment: reg.spec.environment,
         supersedes: None,
         generation: reg.metadata.generation,
-        standing: Standing::PendingApproval(Refusal {
-            reason: Reason::AwaitingApproval,
-            message: String::new(),
-        }),
+        standing: Standing::PendingApproval(Refusal { reason: Reason::AwaitingApproval, message: String::new() }),
         pending: None,
         setup_due: None,
         wake_ups: Vec::new(),
@@ -137,50 +122,28 @@ pub fn evaluate(reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp) -> 
     };
     let decisions = decide(reg, ctx);
     out.approvals = decisions.verdicts.clone();
-    if let Some(terminal) = reg
-        .metadata
-        .uid
-        .as_deref()
-        .and_then(|uid| ctx.records.terminal(uid))
-    {
+    if let Some(terminal) = reg.metadata.uid.as_deref().and_then(|uid| ctx.records.terminal(uid)) {
         out.standing = Standing::Ended(terminal);
         return out;
     }
-    let approved_start = decisions
-        .in_force
-        .as_ref()
-        .and_then(|b| b.valid.approved.as_ref().map(|t| t.start));
+    let approved_start = decisions.in_force.as_ref().and_then(|b| b.valid.approved.as_ref().map(|t| t.start));
     let judged = judge_registration_with(reg, ctx, now, approved_start);
     out.problems = judged.problems.clone();
     out.wake_ups = judged.wake_ups.clone();
-    out.setup_due = judged
-        .valid
-        .as_ref()
-        .and_then(|v| v.received_on)
-        .map(|d| add_days(d, SETUP_LEAD_TIME_DAYS));
+    out.setup_due = judged.valid.as_ref().and_then(|v| v.received_on).map(|d| add_days(d, SETUP_LEAD_TIME_DAYS));
     if let Some(problem) = judged.refusal() {
         out.standing = Standing::Invalid(Refusal::of(problem));
         return out;
     }
     let Some(valid) = judged.valid else {
-        out.standing = Standing::Invalid(Refusal {
-            reason: Reason::ValidationFailed,
-            message: "invalid".into(),
-        });
+        out.standing = Standing::Invalid(Refusal { reason: Reason::ValidationFailed, message: "invalid".into() });
         return out;
     };
     let Some(in_force) = &decisions.in_force else {
-        out.standing = Standing::PendingApproval(Refusal {
-            reason: Reason::AwaitingApproval,
-            message: "no AccessApproval of this registration yet".into(),
-        });
+        out.standing = Standing::PendingApproval(Refusal { reason: Reason::AwaitingApproval, message: "no AccessApproval of this registration yet".into() });
         return out;
     };
-    let decided = Decided {
-        approval: in_force.name.to_string(),
-        decided_at: in_force.decided_at,
-        decided_by: in_force.approval.spec.approved_by.clone(),
-    };
+    let decided = Decided { approval: in_force.name.to_string(), decided_at: in_force.decided_at, decided_by: in_force.approval.spec.approved_by.clone() };
     out.standing = match &in_force.valid.approved {
         None => Standing::Rejected(decided),
         Some(terms) => {
@@ -197,16 +160,7 @@ pub fn evaluate(reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp) -> 
 /// added by a later approval gets that approval's time, so it cannot take over what another verifier was approved
 /// for in between; a rejection starts every place anew.
 fn places_in_line(run: &[Bound<'_>], live: &[IpNet], newest: Timestamp) -> Vec<Timestamp> {
-    let approved: Vec<Vec<IpNet>> = run
-        .iter()
-        .map(|b| {
-            b.valid
-                .approved
-                .as_ref()
-                .map(|t| IpNet::aggregate(&t.cidrs))
-                .unwrap_or_default()
-        })
-        .collect();
+    let approved: Vec<Vec<IpNet>> = run.iter().map(|b| b.valid.approved.as_ref().map(|t| IpNet::aggregate(&t.cidrs)).unwrap_or_default()).collect();
     live.iter()
         .map(|net| {
             let mut since = newest;
@@ -224,12 +178,7 @@ fn places_in_line(run: &[Bound<'_>], live: &[IpNet], newest: Timestamp) -> Vec<T
 /// Approved content narrowed by the current spec: networks in both, the later start, the earlier end, per certificate
 /// type the approved provision method unless the spec dropped it. What the spec asks beyond the approval is recorded
 /// as the pending difference (it waits for a new approval).
-fn narrow(
-    terms: &ApprovedTerms,
-    spec: &ValidRegistration,
-    spec_supersedes: &Option<String>,
-    out: &mut Evaluation,
-) -> Window {
+fn narrow(terms: &ApprovedTerms, spec: &ValidRegistration, spec_supersedes: &Option<String>, out: &mut Evaluation) -> Window {
     let approved = IpNet::aggregate(&terms.cidrs);
     let mut live = Vec::new();
     let mut added = Vec::new();
@@ -255,13 +204,9 @@ fn narrow(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let (provision_methods, methods_pending) =
-        narrow_methods(&terms.provision_methods, &spec.provision_methods);
+    let (provision_methods, methods_pending) = narrow_methods(&terms.provision_methods, &spec.provision_methods);
     // A supersession takes effect only as approved: the successor must name the predecessor its approval names.
-    out.supersedes = terms
-        .supersedes
-        .clone()
-        .filter(|approved| spec_supersedes.as_ref() == Some(approved));
+    out.supersedes = terms.supersedes.clone().filter(|approved| spec_supersedes.as_ref() == Some(approved));
     let pending = PendingDifference {
         added_cidrs: added,
         earlier_start_date: (spec.start < terms.start).then(|| JstDate(spec.start.to_string())),
@@ -271,29 +216,18 @@ fn narrow(
         },
         end_date_removed: (terms.end.is_some() && spec.end.is_none()).then_some(true),
         provision_methods: methods_pending.then(|| spec.provision_methods.clone()),
-        supersedes: spec_supersedes
-            .clone()
-            .filter(|s| terms.supersedes.as_ref() != Some(s)),
+        supersedes: spec_supersedes.clone().filter(|s| terms.supersedes.as_ref() != Some(s)),
     };
     if pending != PendingDifference::default() {
         out.pending = Some(pending);
     }
-    Window {
-        cidrs: IpNet::aggregate(&live),
-        places: Vec::new(),
-        start: start_of_day_jst(start),
-        end: end.map(end_of_day_jst),
-        provision_methods,
-    }
+    Window { cidrs: IpNet::aggregate(&live), places: Vec::new(), start: start_of_day_jst(start), end: end.map(end_of_day_jst), provision_methods }
 }
 
 /// Per certificate type: the approved method, or `None` where the spec gives the type up (narrowing); any other
 /// change (CRL to OCSP, or a type the approval left out) waits for a new approval. Returns the methods in force
 /// and whether the spec asks for something else.
-fn narrow_methods(
-    approved: &ProvisionMethods,
-    spec: &ProvisionMethods,
-) -> (ProvisionMethods, bool) {
+fn narrow_methods(approved: &ProvisionMethods, spec: &ProvisionMethods) -> (ProvisionMethods, bool) {
     let one = |a: Option<ProvisionMethod>, s: Option<ProvisionMethod>| match (a, s) {
         (a, s) if a == s => (a, false),
         (_, Some(ProvisionMethod::None)) => (Some(ProvisionMethod::None), false),
@@ -301,13 +235,7 @@ fn narrow_methods(
     };
     let (signing, p1) = one(approved.signing, spec.signing);
     let (user_authentication, p2) = one(approved.user_authentication, spec.user_authentication);
-    (
-        ProvisionMethods {
-            signing,
-            user_authentication,
-        },
-        p1 || p2,
-    )
+    (ProvisionMethods { signing, user_authentication }, p1 || p2)
 }
 
 /// Number of addresses of a network (prefixes are at least /8 and /16, so this never overflows).

@@ -52,12 +52,7 @@ impl CrossFacts {
     /// `None` when an object read has no version (nothing is memoised then).
     fn of(reg: &AccessRegistration, ctx: &Context<'_>) -> Option<Self> {
         let namespace = reg.metadata.namespace.as_deref().unwrap_or_default();
-        let supersedes = match reg
-            .spec
-            .supersedes
-            .as_deref()
-            .and_then(|t| ctx.registrations.get(&(namespace, t)))
-        {
+        let supersedes = match reg.spec.supersedes.as_deref().and_then(|t| ctx.registrations.get(&(namespace, t))) {
             Some(old) => Some(Version::of(&old.metadata)?),
             None => None,
         };
@@ -66,18 +61,9 @@ impl CrossFacts {
             None => None,
         };
         Some(CrossFacts {
-            namespace_taken_by: ctx
-                .verifiers
-                .get(reg.spec.verifier_ref.as_str())
-                .and_then(|v| v.namespace_taken_by)
-                .map(str::to_string),
+            namespace_taken_by: ctx.verifiers.get(reg.spec.verifier_ref.as_str()).and_then(|v| v.namespace_taken_by).map(str::to_string),
             supersedes,
-            superseded_by_record: reg
-                .spec
-                .supersedes
-                .as_deref()
-                .and_then(|t| ctx.records.superseded_by(namespace, t))
-                .map(str::to_string),
+            superseded_by_record: reg.spec.supersedes.as_deref().and_then(|t| ctx.records.superseded_by(namespace, t)).map(str::to_string),
             record,
         })
     }
@@ -90,23 +76,11 @@ impl CrossFacts {
             (None, None) => true,
             _ => false,
         };
-        let old = reg
-            .spec
-            .supersedes
-            .as_deref()
-            .and_then(|t| ctx.registrations.get(&(namespace, t)));
+        let old = reg.spec.supersedes.as_deref().and_then(|t| ctx.registrations.get(&(namespace, t)));
         let record = reg.metadata.uid.as_deref().and_then(|u| ctx.records.of(u));
-        ctx.verifiers
-            .get(reg.spec.verifier_ref.as_str())
-            .and_then(|v| v.namespace_taken_by)
-            == self.namespace_taken_by.as_deref()
+        ctx.verifiers.get(reg.spec.verifier_ref.as_str()).and_then(|v| v.namespace_taken_by) == self.namespace_taken_by.as_deref()
             && same(&self.supersedes, old.map(|o| &o.metadata))
-            && reg
-                .spec
-                .supersedes
-                .as_deref()
-                .and_then(|t| ctx.records.superseded_by(namespace, t))
-                == self.superseded_by_record.as_deref()
+            && reg.spec.supersedes.as_deref().and_then(|t| ctx.records.superseded_by(namespace, t)) == self.superseded_by_record.as_deref()
             && same(&self.record, record.map(|r| &r.metadata))
     }
 }
@@ -130,10 +104,7 @@ struct Entry {
 impl Entry {
     /// Whether this entry was computed from exactly what `reg` reads in `ctx` now.
     fn holds_for(&self, reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp) -> bool {
-        let verifier_same = match (
-            ctx.verifiers.get(reg.spec.verifier_ref.as_str()),
-            &self.verifier,
-        ) {
+        let verifier_same = match (ctx.verifiers.get(reg.spec.verifier_ref.as_str()), &self.verifier) {
             (Some(v), Some(version)) => version.is(&v.object.metadata),
             (None, None) => true,
             _ => false,
@@ -144,9 +115,7 @@ impl Entry {
             && self.until.is_none_or(|until| now < until)
             && verifier_same
             && approvals.len() == self.approvals.len()
-            && approvals
-                .iter()
-                .all(|a| self.approvals.iter().any(|v| v.is(&a.metadata)))
+            && approvals.iter().all(|a| self.approvals.iter().any(|v| v.is(&a.metadata)))
             && ctx.environments.get(&reg.spec.environment) == self.rules.as_ref()
             && self.cross.hold(reg, ctx)
     }
@@ -165,18 +134,7 @@ struct PlanEntry {
 
 /// Whether two verdicts are the same; every field is named, so a field added to [`Resolved`] cannot be forgotten.
 fn same_verdict(a: &Resolved, b: &Resolved) -> bool {
-    let Resolved {
-        evaluation,
-        phase,
-        reason,
-        message,
-        decided,
-        window,
-        conflicts,
-        steps_down_at,
-        superseded_by,
-        next_transition,
-    } = a;
+    let Resolved { evaluation, phase, reason, message, decided, window, conflicts, steps_down_at, superseded_by, next_transition } = a;
     (Arc::ptr_eq(evaluation, &b.evaluation) || **evaluation == *b.evaluation)
         && *phase == b.phase
         && *reason == b.reason
@@ -253,11 +211,7 @@ impl Memo {
             (None, None) => true,
             _ => false,
         };
-        let conditions = reg
-            .status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default();
+        let conditions = reg.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
         let holds = env_same
             && entry.from <= now
             && entry.plan.next_transition.is_none_or(|until| now < until)
@@ -272,13 +226,7 @@ impl Memo {
     }
 
     /// Keeps a plan just made for the next passes (when its objects have versions).
-    pub(super) fn remember_plan(
-        &mut self,
-        reg: &AccessRegistration,
-        env: Option<&AccessEnvironment>,
-        plan: &Arc<RegistrationPlan>,
-        now: Timestamp,
-    ) {
+    pub(super) fn remember_plan(&mut self, reg: &AccessRegistration, env: Option<&AccessEnvironment>, plan: &Arc<RegistrationPlan>, now: Timestamp) {
         self.stats.plans_computed += 1;
         let Some(uid) = reg.metadata.uid.as_deref() else {
             return;
@@ -290,15 +238,7 @@ impl Memo {
             },
             None => None,
         };
-        self.plans.insert(
-            uid.to_string(),
-            PlanEntry {
-                environment,
-                from: now,
-                plan: plan.clone(),
-                pass: self.pass,
-            },
-        );
+        self.plans.insert(uid.to_string(), PlanEntry { environment, from: now, plan: plan.clone(), pass: self.pass });
     }
 
     /// [`check_verifier`] of one verifier, reused while its version is the same.
@@ -312,20 +252,14 @@ impl Memo {
         }
         let valid = check_verifier(&verifier.spec).value;
         if let Some(version) = Version::of(&verifier.metadata) {
-            self.verifiers
-                .insert(name.to_string(), (version, valid.clone(), self.pass));
+            self.verifiers.insert(name.to_string(), (version, valid.clone(), self.pass));
         }
         valid
     }
 
     /// [`liveness::evaluate`], reused while its inputs are the same versions and `now` is inside the interval it
     /// holds for.
-    pub(super) fn evaluate(
-        &mut self,
-        reg: &AccessRegistration,
-        ctx: &Context<'_>,
-        now: Timestamp,
-    ) -> Arc<Evaluation> {
+    pub(super) fn evaluate(&mut self, reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp) -> Arc<Evaluation> {
         let Some(uid) = reg.metadata.uid.as_deref() else {
             self.stats.evaluations_computed += 1;
             return Arc::new(liveness::evaluate(reg, ctx, now));
@@ -347,22 +281,12 @@ impl Memo {
 }
 
 /// A new entry for `evaluation`; `None` when an input has no version (nothing is memoised then).
-fn entry(
-    reg: &AccessRegistration,
-    ctx: &Context<'_>,
-    now: Timestamp,
-    evaluation: &Arc<Evaluation>,
-    pass: u64,
-) -> Option<Entry> {
+fn entry(reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp, evaluation: &Arc<Evaluation>, pass: u64) -> Option<Entry> {
     let verifier = match ctx.verifiers.get(reg.spec.verifier_ref.as_str()) {
         Some(v) => Some(Version::of(&v.object.metadata)?),
         None => None,
     };
-    let approvals = ctx
-        .approvals_of(reg)
-        .iter()
-        .map(|a| Version::of(&a.metadata))
-        .collect::<Option<Vec<_>>>()?;
+    let approvals = ctx.approvals_of(reg).iter().map(|a| Version::of(&a.metadata)).collect::<Option<Vec<_>>>()?;
     Some(Entry {
         generation: reg.metadata.generation?,
         verifier,
@@ -370,12 +294,7 @@ fn entry(
         cross: CrossFacts::of(reg, ctx)?,
         rules: ctx.environments.get(&reg.spec.environment).cloned(),
         from: now,
-        until: evaluation
-            .wake_ups
-            .iter()
-            .copied()
-            .filter(|t| *t > now)
-            .min(),
+        until: evaluation.wake_ups.iter().copied().filter(|t| *t > now).min(),
         evaluation: evaluation.clone(),
         pass,
     })
@@ -400,58 +319,26 @@ mod tests {
 
     /// A pass with the memo, checked against the plan from scratch; returns it and what was reused.
     fn pass(w: &World, memo: &mut Memo, now: &str) -> (Plan, MemoStats) {
-        let objects = Objects::of(
-            &w.verifiers,
-            &w.registrations,
-            &w.approvals,
-            &w.environments,
-        );
-        let input = PlanInput {
-            published: Some(&w.published),
-            ..objects.input()
-        };
-        let memoised =
-            plan_environments_with(&input, t(now), Some(&mut *memo)).finish_with(Some(&mut *memo));
-        assert_eq!(
-            format!("{memoised:?}"),
-            format!("{:?}", plan(&input, t(now))),
-            "the memo changed the plan"
-        );
+        let objects = Objects::of(&w.verifiers, &w.registrations, &w.approvals, &w.environments);
+        let input = PlanInput { published: Some(&w.published), ..objects.input() };
+        let memoised = plan_environments_with(&input, t(now), Some(&mut *memo)).finish_with(Some(&mut *memo));
+        assert_eq!(format!("{memoised:?}"), format!("{:?}", plan(&input, t(now))), "the memo changed the plan");
         (memoised, memo.stats())
     }
 
     /// As the controller's status writes do: each registration's stored status becomes the planned one.
     fn write_statuses(w: &mut World, plan: &Plan) {
         for reg in &mut w.registrations {
-            reg.status = Some(
-                plan.registrations[&crate::planner::liveness::RegKey::of(reg)]
-                    .status
-                    .clone(),
-            );
+            reg.status = Some(plan.registrations[&crate::planner::liveness::RegKey::of(reg)].status.clone());
         }
     }
 
     fn world() -> World {
         let mut w = World::new();
         w.verifiers = w.verifiers.into_iter().map(|v| stored(v, 1)).collect();
-        for (name, cidr) in [
-            ("a", "192.0.2.0/28"),
-            ("b", "198.51.100.0/28"),
-            ("c", "203.0.113.0/28"),
-        ] {
-            let reg = stored(
-                registration(
-                    "sapporo",
-                    name,
-                    Environment::Production,
-                    &[cidr],
-                    "2026-04-01",
-                    None,
-                ),
-                1,
-            );
-            w.approvals
-                .push(stored(approve(&reg, "2026-03-05T01:00:00Z"), 1));
+        for (name, cidr) in [("a", "192.0.2.0/28"), ("b", "198.51.100.0/28"), ("c", "203.0.113.0/28")] {
+            let reg = stored(registration("sapporo", name, Environment::Production, &[cidr], "2026-04-01", None), 1);
+            w.approvals.push(stored(approve(&reg, "2026-03-05T01:00:00Z"), 1));
             w.registrations.push(reg);
         }
         w
@@ -462,69 +349,29 @@ mod tests {
         let mut w = world();
         let mut memo = Memo::default();
         let (first, stats) = pass(&w, &mut memo, "2026-05-01T00:00:00Z");
-        assert_eq!(
-            stats,
-            MemoStats {
-                evaluations_reused: 0,
-                evaluations_computed: 3,
-                plans_reused: 0,
-                plans_computed: 3
-            }
-        );
+        assert_eq!(stats, MemoStats { evaluations_reused: 0, evaluations_computed: 3, plans_reused: 0, plans_computed: 3 });
         // Until the planned statuses are stored, the plans are made again (a condition would take `now`).
         let (second, stats) = pass(&w, &mut memo, "2026-05-01T00:01:00Z");
-        assert_eq!(
-            stats,
-            MemoStats {
-                evaluations_reused: 3,
-                evaluations_computed: 0,
-                plans_reused: 0,
-                plans_computed: 3
-            }
-        );
+        assert_eq!(stats, MemoStats { evaluations_reused: 3, evaluations_computed: 0, plans_reused: 0, plans_computed: 3 });
         // Statuses of an older pass are not the ones the memo planned last: planned again, to the same effect.
         write_statuses(&mut w, &first);
         let (_, stats) = pass(&w, &mut memo, "2026-05-01T00:01:30Z");
         assert_eq!((stats.plans_reused, stats.plans_computed), (0, 3));
         write_statuses(&mut w, &second);
         let (_, stats) = pass(&w, &mut memo, "2026-05-01T00:01:40Z");
-        assert_eq!(
-            (stats.plans_reused, stats.plans_computed),
-            (0, 3),
-            "the pass before planned from the first statuses"
-        );
+        assert_eq!((stats.plans_reused, stats.plans_computed), (0, 3), "the pass before planned from the first statuses");
         let (third, _) = pass(&w, &mut memo, "2026-05-01T00:01:50Z");
         write_statuses(&mut w, &third);
         let (_, stats) = pass(&w, &mut memo, "2026-05-01T00:02:00Z");
-        assert_eq!(
-            stats,
-            MemoStats {
-                evaluations_reused: 3,
-                evaluations_computed: 0,
-                plans_reused: 3,
-                plans_computed: 0
-            }
-        );
+        assert_eq!(stats, MemoStats { evaluations_reused: 3, evaluations_computed: 0, plans_reused: 3, plans_computed: 0 });
 
         // A narrowing edit (a new generation): that registration alone is evaluated and planned again.
         w.registrations[1].spec.source_cidrs = vec!["198.51.100.0/29".into()];
         w.registrations[1].metadata.generation = Some(2);
         let (edited, stats) = pass(&w, &mut memo, "2026-05-01T00:03:00Z");
+        assert_eq!(stats, MemoStats { evaluations_reused: 2, evaluations_computed: 1, plans_reused: 2, plans_computed: 1 });
         assert_eq!(
-            stats,
-            MemoStats {
-                evaluations_reused: 2,
-                evaluations_computed: 1,
-                plans_reused: 2,
-                plans_computed: 1
-            }
-        );
-        assert_eq!(
-            edited.environments["production"]
-                .cidrs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
+            edited.environments["production"].cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
             ["192.0.2.0/28", "198.51.100.0/29", "203.0.113.0/28"]
         );
 
@@ -532,33 +379,15 @@ mod tests {
         w.environments[0].spec.endpoints[0].host = "ocsp.moved.example".into();
         w.environments[0].metadata.generation = Some(2);
         let (moved, stats) = pass(&w, &mut memo, "2026-05-01T00:03:30Z");
-        assert_eq!(
-            (stats.evaluations_reused, stats.plans_computed),
-            (3, 3),
-            "{stats:?}"
-        );
-        let notice = moved
-            .registrations
-            .values()
-            .next()
-            .unwrap()
-            .notice
-            .as_ref()
-            .unwrap()
-            .to_json();
-        assert!(
-            notice.to_string().contains("https://ocsp.moved.example/"),
-            "{notice}"
-        );
+        assert_eq!((stats.evaluations_reused, stats.plans_computed), (3, 3), "{stats:?}");
+        let notice = moved.registrations.values().next().unwrap().notice.as_ref().unwrap().to_json();
+        assert!(notice.to_string().contains("https://ocsp.moved.example/"), "{notice}");
         write_statuses(&mut w, &moved);
 
         // A deleted approval: its registration is evaluated again and stops being live.
         w.approvals.remove(2);
         let (revoked, stats) = pass(&w, &mut memo, "2026-05-01T00:04:00Z");
-        assert_eq!(
-            (stats.evaluations_reused, stats.evaluations_computed),
-            (2, 1)
-        );
+        assert_eq!((stats.evaluations_reused, stats.evaluations_computed), (2, 1));
         assert_eq!(revoked.environments["production"].cidrs.len(), 2);
 
         // A narrower policy (nothing broader than a /29): every registration is judged again, and the /28s fail it.
@@ -566,14 +395,7 @@ mod tests {
         w.environments[0].metadata.generation = Some(3);
         let (stricter, stats) = pass(&w, &mut memo, "2026-05-01T00:05:00Z");
         assert_eq!(stats.evaluations_computed, 3);
-        assert_eq!(
-            stricter.environments["production"]
-                .cidrs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
-            ["198.51.100.0/29"]
-        );
+        assert_eq!(stricter.environments["production"].cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(), ["198.51.100.0/29"]);
     }
 
     #[test]
@@ -583,66 +405,26 @@ mod tests {
         w.approvals.clear();
         // The test environment needs the pledge on record; it is dated 2026-05-10.
         let mut sapporo = verifier("sapporo");
-        sapporo
-            .spec
-            .procedure
-            .as_mut()
-            .unwrap()
-            .confidentiality_pledge_received_on = Some("2026-05-10".into());
+        sapporo.spec.procedure.as_mut().unwrap().confidentiality_pledge_received_on = Some("2026-05-10".into());
         w.verifiers[0] = stored(sapporo, 2);
-        let reg = stored(
-            registration(
-                "sapporo",
-                "t",
-                Environment::Test,
-                &["192.0.2.0/28"],
-                "2026-04-01",
-                None,
-            ),
-            1,
-        );
-        w.approvals
-            .push(stored(approve(&reg, "2026-03-05T01:00:00Z"), 1));
+        let reg = stored(registration("sapporo", "t", Environment::Test, &["192.0.2.0/28"], "2026-04-01", None), 1);
+        w.approvals.push(stored(approve(&reg, "2026-03-05T01:00:00Z"), 1));
         w.registrations.push(reg);
         let mut memo = Memo::default();
         let (before, _) = pass(&w, &mut memo, "2026-05-09T14:59:59Z");
-        assert_eq!(
-            before
-                .registrations
-                .values()
-                .next()
-                .unwrap()
-                .resolved
-                .reason,
-            "ProcedureIncomplete"
-        );
+        assert_eq!(before.registrations.values().next().unwrap().resolved.reason, "ProcedureIncomplete");
         let (_, stats) = pass(&w, &mut memo, "2026-05-09T14:59:59.5Z");
         assert_eq!(stats.evaluations_reused, 1);
         // 00:00 JST on the 10th: the same objects, and the registration goes live.
         let (after, stats) = pass(&w, &mut memo, "2026-05-09T15:00:00Z");
         assert_eq!(stats.evaluations_computed, 1);
-        assert!(
-            after
-                .registrations
-                .values()
-                .next()
-                .unwrap()
-                .resolved
-                .is_live()
-        );
+        assert!(after.registrations.values().next().unwrap().resolved.is_live());
     }
 
     #[test]
     fn objects_without_a_version_are_never_memoised() {
         let mut w = World::new(); // verifiers without uid
-        let reg = registration(
-            "sapporo",
-            "prod",
-            Environment::Production,
-            &["192.0.2.0/28"],
-            "2026-04-01",
-            None,
-        );
+        let reg = registration("sapporo", "prod", Environment::Production, &["192.0.2.0/28"], "2026-04-01", None);
         w.approvals.push(approve(&reg, "2026-03-05T01:00:00Z")); // approvals without uid
         w.registrations.push(reg);
         let mut memo = Memo::default();

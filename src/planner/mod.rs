@@ -23,16 +23,11 @@ mod tests_decisions;
 use crate::api::environment::AccessEnvironmentStatus;
 use crate::api::registration::AccessRegistrationStatus;
 use crate::api::registration::RegistrationPhase;
-use crate::api::{
-    AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, Environment,
-    SignatureVerifier,
-};
+use crate::api::{AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, Environment, SignatureVerifier};
 use crate::domain::rules::decisions::ApprovalVerdict;
 use crate::domain::rules::{Context, Reason};
 use children::Child;
-use hold::{
-    Baseline, Hold, HoldInput, LiveSet, PublishedAllowlist, RELEASE_ANNOTATION, sorted_aggregate,
-};
+use hold::{Baseline, Hold, HoldInput, LiveSet, PublishedAllowlist, RELEASE_ANNOTATION, sorted_aggregate};
 use ipnet::IpNet;
 use jiff::Timestamp;
 use liveness::RegKey;
@@ -158,10 +153,7 @@ pub struct Plan {
 impl Plan {
     /// Earliest instant after which the plan changes without any edit (a start, an end, a supersession).
     pub fn next_transition(&self) -> Option<Timestamp> {
-        self.registrations
-            .values()
-            .filter_map(|r| r.next_transition)
-            .min()
+        self.registrations.values().filter_map(|r| r.next_transition).min()
     }
 }
 
@@ -189,26 +181,16 @@ pub fn plan_environments<'a>(input: &PlanInput<'a>, now: Timestamp) -> Environme
 
 /// What each registration of `environment` had published before this pass, from its stored status (after a
 /// restart): Active ones their effective CIDRs, Held ones the CIDRs the hold keeps.
-pub fn live_from_statuses(
-    registrations: &[&AccessRegistration],
-    environment: Environment,
-) -> LiveSet {
+pub fn live_from_statuses(registrations: &[&AccessRegistration], environment: Environment) -> LiveSet {
     registrations
         .iter()
         .filter(|r| r.spec.environment == environment)
         .filter_map(|r| {
             let status = r.status.as_ref()?;
-            if !matches!(
-                status.phase,
-                Some(RegistrationPhase::Active | RegistrationPhase::Held)
-            ) {
+            if !matches!(status.phase, Some(RegistrationPhase::Active | RegistrationPhase::Held)) {
                 return None;
             }
-            let cidrs = status
-                .effective_cidrs
-                .iter()
-                .filter_map(|c| c.as_str().parse().ok())
-                .collect();
+            let cidrs = status.effective_cidrs.iter().filter_map(|c| c.as_str().parse().ok()).collect();
             Some((live_key(r), cidrs))
         })
         .collect()
@@ -216,52 +198,29 @@ pub fn live_from_statuses(
 
 /// How a registration is known in a [`LiveSet`]: its uid, or offline its namespace and name.
 pub fn live_key(reg: &AccessRegistration) -> String {
-    reg.metadata
-        .uid
-        .clone()
-        .unwrap_or_else(|| RegKey::of(reg).to_string())
+    reg.metadata.uid.clone().unwrap_or_else(|| RegKey::of(reg).to_string())
 }
 
 /// [`plan_environments`] reusing, through `memo`, each object's own evaluation from earlier passes where its inputs
 /// are unchanged (the controller's way: see [`memo`]). The result is the same with or without a memo.
-pub fn plan_environments_with<'a>(
-    input: &PlanInput<'a>,
-    now: Timestamp,
-    memo: Option<&mut memo::Memo>,
-) -> EnvironmentsFirst<'a> {
+pub fn plan_environments_with<'a>(input: &PlanInput<'a>, now: Timestamp, memo: Option<&mut memo::Memo>) -> EnvironmentsFirst<'a> {
     let mut result = Plan::default();
     let in_force = crate::domain::rules::environments_in_force(input.environments);
     for name in in_force.problems.keys() {
         if let Some(p) = in_force.refusal(name) {
-            result.ignored_environments.insert(
-                name.clone(),
-                (p.reason, format!("{}: {}", p.field, p.message)),
-            );
+            result.ignored_environments.insert(name.clone(), (p.reason, format!("{}: {}", p.field, p.message)));
         }
     }
     let (env_objects, rules) = (in_force.objects, in_force.rules);
-    let objects = crate::domain::rules::Objects {
-        verifiers: input.verifiers,
-        registrations: input.registrations,
-        approvals: input.approvals,
-        records: input.records,
-    };
+    let objects =
+        crate::domain::rules::Objects { verifiers: input.verifiers, registrations: input.registrations, approvals: input.approvals, records: input.records };
     let refused_verifiers = |ctx: &Context<'_>| -> BTreeMap<String, (Reason, String)> {
         ctx.verifiers
             .iter()
             .filter_map(|(name, v)| {
                 let why = match (&v.valid, v.namespace_taken_by) {
-                    (None, _) => (
-                        Reason::ValidationFailed,
-                        "the form is invalid (jpki-access validate names the fields)".to_string(),
-                    ),
-                    (Some(_), Some(owner)) => (
-                        Reason::NamespaceClaimed,
-                        format!(
-                            "namespace {:?} belongs to verifier {owner}",
-                            v.object.spec.namespace
-                        ),
-                    ),
+                    (None, _) => (Reason::ValidationFailed, "the form is invalid (jpki-access validate names the fields)".to_string()),
+                    (Some(_), Some(owner)) => (Reason::NamespaceClaimed, format!("namespace {:?} belongs to verifier {owner}", v.object.spec.namespace)),
                     (Some(_), None) => return None,
                 };
                 Some((name.to_string(), why))
@@ -273,51 +232,23 @@ pub fn plan_environments_with<'a>(
             memo.begin();
             let ctx = Context::new(objects, rules, true, |v| memo.check_verifier(v));
             result.refused_verifiers = refused_verifiers(&ctx);
-            let evaluations = input
-                .registrations
-                .iter()
-                .map(|r| memo.evaluate(r, &ctx, now))
-                .collect();
+            let evaluations = input.registrations.iter().map(|r| memo.evaluate(r, &ctx, now)).collect();
             memo.end();
             evaluations
         }
         None => {
-            let ctx = Context::new(objects, rules, true, |v| {
-                crate::domain::forms::check_verifier(&v.spec).value
-            });
+            let ctx = Context::new(objects, rules, true, |v| crate::domain::forms::check_verifier(&v.spec).value);
             result.refused_verifiers = refused_verifiers(&ctx);
-            input
-                .registrations
-                .iter()
-                .map(|r| std::sync::Arc::new(liveness::evaluate(r, &ctx, now)))
-                .collect()
+            input.registrations.iter().map(|r| std::sync::Arc::new(liveness::evaluate(r, &ctx, now))).collect()
         }
     };
     let resolved = resolve::resolve(evaluations, now);
 
-    let uids: HashMap<RegKey, String> = input
-        .registrations
-        .iter()
-        .map(|r| (RegKey::of(r), live_key(r)))
-        .collect();
+    let uids: HashMap<RegKey, String> = input.registrations.iter().map(|r| (RegKey::of(r), live_key(r))).collect();
     for (environment, env) in &env_objects {
         let name = env.metadata.name.clone().unwrap_or_default();
-        let live: Vec<(&RegKey, &Resolved)> = resolved
-            .iter()
-            .filter(|(_, r)| r.is_live() && r.evaluation.environment == *environment)
-            .collect();
-        let live_set: LiveSet = live
-            .iter()
-            .map(|(k, r)| {
-                (
-                    uids[*k].clone(),
-                    r.window
-                        .as_ref()
-                        .map(|w| w.cidrs.clone())
-                        .unwrap_or_default(),
-                )
-            })
-            .collect();
+        let live: Vec<(&RegKey, &Resolved)> = resolved.iter().filter(|(_, r)| r.is_live() && r.evaluation.environment == *environment).collect();
+        let live_set: LiveSet = live.iter().map(|(k, r)| (uids[*k].clone(), r.window.as_ref().map(|w| w.cidrs.clone()).unwrap_or_default())).collect();
         let cidrs: Vec<IpNet> = live_set.values().flatten().copied().collect();
         let from_statuses;
         let previous = match input.previously_live.and_then(|p| p.get(&name)) {
@@ -327,12 +258,7 @@ pub fn plan_environments_with<'a>(
                 &from_statuses
             }
         };
-        let release = env
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(RELEASE_ANNOTATION))
-            .map(String::as_str);
+        let release = env.metadata.annotations.as_ref().and_then(|a| a.get(RELEASE_ANNOTATION)).map(String::as_str);
         let outcome = hold::decide(HoldInput {
             policy: env.spec.policy.mass_revocation_hold.as_ref(),
             published: input.published.and_then(|p| p.get(&name)),
@@ -342,39 +268,18 @@ pub fn plan_environments_with<'a>(
             release,
             now,
         });
-        let (mut children, digest) =
-            children::allowlist(env, &outcome.publish, outcome.recorded_live);
+        let (mut children, digest) = children::allowlist(env, &outcome.publish, outcome.recorded_live);
         let mut all = children::network_policies(env, &outcome.publish);
         all.append(&mut children);
         if let Some(baseline) = &outcome.baseline {
             all.extend(children::hold_baseline(env, baseline));
         }
         all.extend(children::routes(env));
-        let v4: Vec<ipnet::Ipv4Net> = outcome
-            .publish
-            .iter()
-            .filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None })
-            .collect();
-        let v6: Vec<ipnet::Ipv6Net> = outcome
-            .publish
-            .iter()
-            .filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None })
-            .collect();
-        let ports = env
-            .spec
-            .firewall
-            .as_ref()
-            .map(|f| f.ports.clone())
-            .unwrap_or_default();
+        let v4: Vec<ipnet::Ipv4Net> = outcome.publish.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect();
+        let v6: Vec<ipnet::Ipv6Net> = outcome.publish.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect();
+        let ports = env.spec.firewall.as_ref().map(|f| f.ports.clone()).unwrap_or_default();
         let nft = nft::render_ruleset(&name, &v4, &v6, &ports);
-        let status = environment_status(
-            env,
-            &outcome.publish,
-            &digest,
-            live.len(),
-            outcome.hold.as_ref(),
-            now,
-        );
+        let status = environment_status(env, &outcome.publish, &digest, live.len(), outcome.hold.as_ref(), now);
         result.environments.insert(
             name.clone(),
             EnvironmentPlan {
@@ -396,13 +301,7 @@ pub fn plan_environments_with<'a>(
         );
     }
 
-    EnvironmentsFirst {
-        plan: result,
-        resolved,
-        env_objects,
-        input: *input,
-        now,
-    }
+    EnvironmentsFirst { plan: result, resolved, env_objects, input: *input, now }
 }
 
 impl EnvironmentsFirst<'_> {
@@ -415,32 +314,15 @@ impl EnvironmentsFirst<'_> {
     /// [`EnvironmentsFirst::finish`] reusing, through `memo`, each registration's plan from earlier passes where its
     /// verdict, its environment and its stored conditions are unchanged. The result is the same with or without.
     pub fn finish_with(self, mut memo: Option<&mut memo::Memo>) -> Plan {
-        let EnvironmentsFirst {
-            plan: mut result,
-            mut resolved,
-            env_objects,
-            input,
-            now,
-        } = self;
+        let EnvironmentsFirst { plan: mut result, mut resolved, env_objects, input, now } = self;
         let by_key: HashMap<(&str, &str), &AccessRegistration> = input
             .registrations
             .iter()
-            .map(|r| {
-                (
-                    (
-                        r.metadata.namespace.as_deref().unwrap_or_default(),
-                        r.metadata.name.as_deref().unwrap_or_default(),
-                    ),
-                    *r,
-                )
-            })
+            .map(|r| ((r.metadata.namespace.as_deref().unwrap_or_default(), r.metadata.name.as_deref().unwrap_or_default()), *r))
             .collect();
         // Registrations the hold keeps published say so, with the CIDRs it keeps.
         for e in result.environments.values() {
-            for (key, r) in resolved
-                .iter_mut()
-                .filter(|(_, r)| r.evaluation.environment == e.environment && !r.is_live())
-            {
+            for (key, r) in resolved.iter_mut().filter(|(_, r)| r.evaluation.environment == e.environment && !r.is_live()) {
                 let reg = by_key[&(key.namespace.as_str(), key.name.as_str())];
                 let uid = live_key(reg);
                 if e.held.contains(&uid) {
@@ -464,16 +346,11 @@ impl EnvironmentsFirst<'_> {
         }
         for (key, r) in &resolved {
             for v in &r.evaluation.approvals {
-                result
-                    .approvals
-                    .insert((key.namespace.clone(), v.name.clone()), v.clone());
+                result.approvals.insert((key.namespace.clone(), v.name.clone()), v.clone());
             }
         }
         for a in input.approvals {
-            let id = (
-                a.metadata.namespace.clone().unwrap_or_default(),
-                a.metadata.name.clone().unwrap_or_default(),
-            );
+            let id = (a.metadata.namespace.clone().unwrap_or_default(), a.metadata.name.clone().unwrap_or_default());
             if !result.approvals.contains_key(&id) {
                 let verdict = crate::domain::rules::decisions::not_found(a);
                 result.approvals.insert(id, verdict);
@@ -483,32 +360,16 @@ impl EnvironmentsFirst<'_> {
         for (key, r) in resolved {
             let reg = by_key[&(key.namespace.as_str(), key.name.as_str())];
             let env = env_objects.get(&r.evaluation.environment).copied();
-            if let Some(reused) = memo
-                .as_deref_mut()
-                .and_then(|m| m.registration_plan(reg, env, &r, now))
-            {
+            if let Some(reused) = memo.as_deref_mut().and_then(|m| m.registration_plan(reg, env, &r, now)) {
                 result.registrations.insert(key, reused);
                 continue;
             }
             let notice_data = env.and_then(|env| notice::notice(&r, env));
-            let notice = notice_data.as_ref().zip(env).map(|(n, env)| {
-                notice::notice_config_map(n, reg, env.metadata.name.as_deref().unwrap_or_default())
-            });
+            let notice = notice_data.as_ref().zip(env).map(|(n, env)| notice::notice_config_map(n, reg, env.metadata.name.as_deref().unwrap_or_default()));
             let notice_name = notice.as_ref().map(|_| notice::notice_name(&key.name));
-            let previous = reg
-                .status
-                .as_ref()
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or_default();
-            let (status, next_transition) =
-                status::registration_status(&r, notice_name, previous, now);
-            let planned = std::sync::Arc::new(RegistrationPlan {
-                resolved: r,
-                status,
-                notice,
-                notice_data,
-                next_transition,
-            });
+            let previous = reg.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+            let (status, next_transition) = status::registration_status(&r, notice_name, previous, now);
+            let planned = std::sync::Arc::new(RegistrationPlan { resolved: r, status, notice, notice_data, next_transition });
             if let Some(m) = memo.as_deref_mut() {
                 m.remember_plan(reg, env, &planned, now);
             }
@@ -521,23 +382,10 @@ impl EnvironmentsFirst<'_> {
     }
 }
 
-fn environment_status(
-    env: &AccessEnvironment,
-    cidrs: &[IpNet],
-    digest: &str,
-    live: usize,
-    hold: Option<&Hold>,
-    now: Timestamp,
-) -> AccessEnvironmentStatus {
+fn environment_status(env: &AccessEnvironment, cidrs: &[IpNet], digest: &str, live: usize, hold: Option<&Hold>, now: Timestamp) -> AccessEnvironmentStatus {
     let generation = env.metadata.generation;
-    let previous = env
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    let cond = |t: &str, s: bool, reason: &str, message: &str| {
-        status::condition(t, s, reason, message, generation, previous, now)
-    };
+    let previous = env.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let cond = |t: &str, s: bool, reason: &str, message: &str| status::condition(t, s, reason, message, generation, previous, now);
     let (held_reason, held_message) = match hold {
         Some(h) => (
             "MassRevocationHeld",
@@ -551,16 +399,7 @@ fn environment_status(
     AccessEnvironmentStatus {
         observed_generation: generation,
         conditions: vec![
-            cond(
-                "Ready",
-                hold.is_none(),
-                if hold.is_some() {
-                    held_reason
-                } else {
-                    "Planned"
-                },
-                &format!("{live} live registrations, {} CIDRs", cidrs.len()),
-            ),
+            cond("Ready", hold.is_none(), if hold.is_some() { held_reason } else { "Planned" }, &format!("{live} live registrations, {} CIDRs", cidrs.len())),
             cond("Reconciling", false, "Reconciled", ""),
             cond("Stalled", hold.is_some(), held_reason, &held_message),
             cond("Held", hold.is_some(), held_reason, &held_message),

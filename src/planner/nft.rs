@@ -49,13 +49,7 @@ const V6_PER_LINE: usize = 4;
 pub fn table_name(environment_name: &str) -> String {
     let mut name = String::with_capacity("jpki_access_".len() + environment_name.len());
     name.push_str("jpki_access_");
-    name.extend(environment_name.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || c == '_' {
-            c
-        } else {
-            '_'
-        }
-    }));
+    name.extend(environment_name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }));
     name
 }
 
@@ -67,12 +61,7 @@ pub fn table_name(environment_name: &str) -> String {
 /// Ports are grouped by protocol (TCP first, then UDP), sorted and deduplicated. Ports outside `1..=65535`
 /// (which the CRD schema does not admit) are written as they are, so that nft refuses the whole file and the old
 /// table stays in place. Same input, byte-identical output.
-pub fn render_ruleset(
-    environment_name: &str,
-    v4: &[Ipv4Net],
-    v6: &[Ipv6Net],
-    ports: &[FirewallPort],
-) -> String {
+pub fn render_ruleset(environment_name: &str, v4: &[Ipv4Net], v6: &[Ipv6Net], ports: &[FirewallPort]) -> String {
     let table = table_name(environment_name);
     let mut out = String::with_capacity(capacity_hint(&table, v4.len(), v6.len(), ports.len()));
     out.push_str(HEADER);
@@ -85,12 +74,7 @@ pub fn render_ruleset(
 /// Only the table: `table inet <t> { sets and chains }`, the part of [`render_ruleset`] after the `delete`, without
 /// header. Applied alone with `nft -f` it creates the table, but on an existing table it would add to it, so the
 /// agent applies [`render_ruleset`]; this is for comparing with the live table or building other transactions.
-pub fn render_table(
-    environment_name: &str,
-    v4: &[Ipv4Net],
-    v6: &[Ipv6Net],
-    ports: &[FirewallPort],
-) -> String {
+pub fn render_table(environment_name: &str, v4: &[Ipv4Net], v6: &[Ipv6Net], ports: &[FirewallPort]) -> String {
     let table = table_name(environment_name);
     let mut out = String::with_capacity(capacity_hint(&table, v4.len(), v6.len(), ports.len()));
     write_table(&mut out, &table, v4, v6, ports);
@@ -126,28 +110,16 @@ fn push_replace_prelude(out: &mut String, table: &str) {
 /// Appends `table inet <table> { ... }` to `out`, where `table` comes from [`table_name`]: the building block of
 /// [`render_ruleset`] and [`render_table`] for a caller that reuses one buffer (reserve [`capacity_hint`] bytes
 /// and it never grows). See [`render_ruleset`] for the rules of rendering.
-pub fn write_table(
-    out: &mut String,
-    table: &str,
-    v4: &[Ipv4Net],
-    v6: &[Ipv6Net],
-    ports: &[FirewallPort],
-) {
+pub fn write_table(out: &mut String, table: &str, v4: &[Ipv4Net], v6: &[Ipv6Net], ports: &[FirewallPort]) {
     let _ = writeln!(out, "table inet {table} {{");
 
-    let _ = writeln!(
-        out,
-        "\tset {SET_V4} {{\n\t\ttype ipv4_addr\n\t\tflags interval"
-    );
+    let _ = writeln!(out, "\tset {SET_V4} {{\n\t\ttype ipv4_addr\n\t\tflags interval");
     write_elements(out, v4, V4_PER_LINE, |out, net| {
         let _ = write!(out, "{}/{}", net.network(), net.prefix_len());
     });
     out.push_str("\t}\n\n");
 
-    let _ = writeln!(
-        out,
-        "\tset {SET_V6} {{\n\t\ttype ipv6_addr\n\t\tflags interval"
-    );
+    let _ = writeln!(out, "\tset {SET_V6} {{\n\t\ttype ipv6_addr\n\t\tflags interval");
     write_elements(out, v6, V6_PER_LINE, |out, net| {
         let _ = write!(out, "{}/{}", net.network(), net.prefix_len());
     });
@@ -156,16 +128,9 @@ pub fn write_table(
     let groups = port_groups(ports);
     for hook in ["input", "forward"] {
         let _ = writeln!(out, "\n\tchain {hook} {{");
-        let _ = writeln!(
-            out,
-            "\t\ttype filter hook {hook} priority filter; policy accept;"
-        );
+        let _ = writeln!(out, "\t\ttype filter hook {hook} priority filter; policy accept;");
         for (proto, group) in &groups {
-            for verdict in [
-                format_args!(" ip saddr @{SET_V4} accept"),
-                format_args!(" ip6 saddr @{SET_V6} accept"),
-                format_args!(" drop"),
-            ] {
+            for verdict in [format_args!(" ip saddr @{SET_V4} accept"), format_args!(" ip6 saddr @{SET_V6} accept"), format_args!(" drop")] {
                 let _ = write!(out, "\t\t{proto} dport {{ ");
                 for (i, port) in group.iter().enumerate() {
                     if i > 0 {
@@ -183,12 +148,7 @@ pub fn write_table(
 
 /// The `elements = { ... }` block of a set, `per_line` elements a line; nothing for an empty set (nft refuses
 /// `elements = { }`).
-fn write_elements<T>(
-    out: &mut String,
-    items: &[T],
-    per_line: usize,
-    write_one: impl Fn(&mut String, &T),
-) {
+fn write_elements<T>(out: &mut String, items: &[T], per_line: usize, write_one: impl Fn(&mut String, &T)) {
     if items.is_empty() {
         return;
     }
@@ -212,11 +172,7 @@ fn write_elements<T>(
 fn port_groups(ports: &[FirewallPort]) -> Vec<(&'static str, Vec<i32>)> {
     let mut groups = Vec::with_capacity(2);
     for (protocol, keyword) in [(Protocol::Tcp, "tcp"), (Protocol::Udp, "udp")] {
-        let mut group: Vec<i32> = ports
-            .iter()
-            .filter(|p| p.protocol == protocol)
-            .map(|p| p.port)
-            .collect();
+        let mut group: Vec<i32> = ports.iter().filter(|p| p.protocol == protocol).map(|p| p.port).collect();
         if group.is_empty() {
             continue;
         }
@@ -239,16 +195,10 @@ mod tests {
         s.parse().unwrap()
     }
     fn tcp(port: i32) -> FirewallPort {
-        FirewallPort {
-            protocol: Protocol::Tcp,
-            port,
-        }
+        FirewallPort { protocol: Protocol::Tcp, port }
     }
     fn udp(port: i32) -> FirewallPort {
-        FirewallPort {
-            protocol: Protocol::Udp,
-            port,
-        }
+        FirewallPort { protocol: Protocol::Udp, port }
     }
 
     #[test]
@@ -308,10 +258,7 @@ table inet jpki_access_production {
             &[v6("2001:db8:1::10/128"), v6("2001:db8:2::/48")],
             &[tcp(443), udp(53)],
         );
-        let after_delete = expected
-            .split_once("delete table inet jpki_access_production\n")
-            .unwrap()
-            .1;
+        let after_delete = expected.split_once("delete table inet jpki_access_production\n").unwrap().1;
         assert_eq!(table, after_delete);
     }
 
@@ -319,20 +266,10 @@ table inet jpki_access_production {
     fn empty_sets_have_no_elements_line() {
         let text = render_ruleset("test", &[], &[], &[tcp(443)]);
         assert!(!text.contains("elements"), "{text}");
-        assert!(
-            text.contains("\tset allow_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("\tset allow_v6 {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t}\n"),
-            "{text}"
-        );
+        assert!(text.contains("\tset allow_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}\n"), "{text}");
+        assert!(text.contains("\tset allow_v6 {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t}\n"), "{text}");
         // An empty allowlist still drops the port: nobody is allowed.
-        assert_eq!(
-            text.matches("\t\ttcp dport { 443 } drop\n").count(),
-            2,
-            "{text}"
-        );
+        assert_eq!(text.matches("\t\ttcp dport { 443 } drop\n").count(), 2, "{text}");
         // Only one set empty.
         let text = render_ruleset("test", &[], &[v6("2001:db8::/32")], &[tcp(443)]);
         assert_eq!(text.matches("elements = {").count(), 1, "{text}");
@@ -342,27 +279,21 @@ table inet jpki_access_production {
     #[test]
     fn no_ports_gives_chains_without_rules() {
         let text = render_ruleset("test", &[v4("198.51.100.0/24")], &[], &[]);
-        assert!(text.contains(
-            "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n\n\
+        assert!(
+            text.contains(
+                "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n\n\
              \tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n"
-        ), "{text}");
+            ),
+            "{text}"
+        );
         assert!(!text.contains("dport"), "{text}");
         assert!(text.contains("198.51.100.0/24"), "{text}");
     }
 
     #[test]
     fn ports_are_grouped_by_protocol_sorted_and_deduplicated() {
-        let text = render_table(
-            "x",
-            &[],
-            &[],
-            &[udp(53), tcp(8443), tcp(443), udp(5353), tcp(443)],
-        );
-        let rules: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("dport"))
-            .map(str::trim)
-            .collect();
+        let text = render_table("x", &[], &[], &[udp(53), tcp(8443), tcp(443), udp(5353), tcp(443)]);
+        let rules: Vec<&str> = text.lines().filter(|l| l.contains("dport")).map(str::trim).collect();
         let expected_chain = [
             "tcp dport { 443, 8443 } ip saddr @allow_v4 accept",
             "tcp dport { 443, 8443 } ip6 saddr @allow_v6 accept",
@@ -384,57 +315,36 @@ table inet jpki_access_production {
         assert_eq!(table_name("本番 env"), "jpki_access____env");
         assert_eq!(table_name(""), "jpki_access_");
         let text = render_ruleset("a;b }", &[], &[], &[]);
-        let prelude = format!(
-            "{HEADER}\ntable inet jpki_access_a_b__\ndelete table inet jpki_access_a_b__\n"
-        );
+        let prelude = format!("{HEADER}\ntable inet jpki_access_a_b__\ndelete table inet jpki_access_a_b__\n");
         assert!(text.starts_with(&prelude), "{text}");
-        let removal = format!(
-            "{HEADER}\ntable inet jpki_access_prod_east\ndelete table inet jpki_access_prod_east\n"
-        );
+        let removal = format!("{HEADER}\ntable inet jpki_access_prod_east\ndelete table inet jpki_access_prod_east\n");
         assert_eq!(render_removal("prod-east"), removal);
     }
 
     #[test]
     fn elements_are_written_in_the_given_order_with_host_bits_cleared() {
-        let text = render_table(
-            "x",
-            &[v4("203.0.113.7/24"), v4("10.0.0.0/8")],
-            &[v6("2001:db8::1/32")],
-            &[],
-        );
-        assert!(
-            text.contains("\t\t\t203.0.113.0/24, 10.0.0.0/8\n"),
-            "{text}"
-        );
+        let text = render_table("x", &[v4("203.0.113.7/24"), v4("10.0.0.0/8")], &[v6("2001:db8::1/32")], &[]);
+        assert!(text.contains("\t\t\t203.0.113.0/24, 10.0.0.0/8\n"), "{text}");
         assert!(text.contains("\t\t\t2001:db8::/32\n"), "{text}");
     }
 
     #[test]
     fn elements_wrap_several_per_line() {
-        let nets: Vec<Ipv4Net> = (0..17u32)
-            .map(|i| Ipv4Net::new((0x0a00_0000 + (i << 8)).into(), 24).unwrap())
-            .collect();
-        let nets6: Vec<Ipv6Net> = (0..5u128)
-            .map(|i| Ipv6Net::new(((0x2001_0db8u128 << 96) + (i << 64)).into(), 64).unwrap())
-            .collect();
+        let nets: Vec<Ipv4Net> = (0..17u32).map(|i| Ipv4Net::new((0x0a00_0000 + (i << 8)).into(), 24).unwrap()).collect();
+        let nets6: Vec<Ipv6Net> = (0..5u128).map(|i| Ipv6Net::new(((0x2001_0db8u128 << 96) + (i << 64)).into(), 64).unwrap()).collect();
         let text = render_table("x", &nets, &nets6, &[]);
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("\t\t\t")).collect();
         assert_eq!(lines.len(), 3 + 2, "{text}");
         assert_eq!(lines[0].matches('/').count(), V4_PER_LINE);
         assert!(lines[0].ends_with("10.0.7.0/24,"));
         assert_eq!(lines[2], "\t\t\t10.0.16.0/24");
-        assert_eq!(
-            lines[3],
-            "\t\t\t2001:db8::/64, 2001:db8:0:1::/64, 2001:db8:0:2::/64, 2001:db8:0:3::/64,"
-        );
+        assert_eq!(lines[3], "\t\t\t2001:db8::/64, 2001:db8:0:1::/64, 2001:db8:0:2::/64, 2001:db8:0:3::/64,");
         assert_eq!(lines[4], "\t\t\t2001:db8:0:4::/64");
     }
 
     #[test]
     fn output_is_deterministic() {
-        let nets: Vec<Ipv4Net> = (0..1000u32)
-            .map(|i| Ipv4Net::new((0xc000_0000 + (i << 4)).into(), 28).unwrap())
-            .collect();
+        let nets: Vec<Ipv4Net> = (0..1000u32).map(|i| Ipv4Net::new((0xc000_0000 + (i << 4)).into(), 28).unwrap()).collect();
         let nets6 = [v6("2001:db8:1::10/128"), v6("2001:db8:2::/48")];
         let ports = [tcp(443), udp(53), tcp(80)];
         let first = render_ruleset("production", &nets, &nets6, &ports);
@@ -443,10 +353,7 @@ table inet jpki_access_production {
         }
         // The order of ports does not matter; the order of elements is the caller's.
         let reordered = [udp(53), tcp(80), tcp(443)];
-        assert_eq!(
-            render_ruleset("production", &nets, &nets6, &reordered),
-            first
-        );
+        assert_eq!(render_ruleset("production", &nets, &nets6, &reordered), first);
     }
 
     #[test]

@@ -46,10 +46,7 @@ pub fn notice(r: &Resolved, env: &AccessEnvironment) -> Option<Notice> {
     let window = r.window.as_ref()?;
     let methods = &window.provision_methods;
     let mut endpoints = Vec::new();
-    for (certificate_type, method) in [
-        ("signing", methods.signing),
-        ("userAuthentication", methods.user_authentication),
-    ] {
+    for (certificate_type, method) in [("signing", methods.signing), ("userAuthentication", methods.user_authentication)] {
         // A test registration may leave the methods open: it then gets every endpoint of the environment.
         let wanted: Vec<ProvisionMethod> = match method {
             Some(ProvisionMethod::None) => continue,
@@ -57,17 +54,8 @@ pub fn notice(r: &Resolved, env: &AccessEnvironment) -> Option<Notice> {
             None => vec![ProvisionMethod::Ocsp, ProvisionMethod::Crl],
         };
         for m in wanted {
-            for e in env
-                .spec
-                .endpoints
-                .iter()
-                .filter(|e| e.provision_method == m)
-            {
-                endpoints.push(NoticeEndpoint {
-                    certificate_type,
-                    provision_method: m,
-                    url: format!("https://{}{}", e.host, e.path),
-                });
+            for e in env.spec.endpoints.iter().filter(|e| e.provision_method == m) {
+                endpoints.push(NoticeEndpoint { certificate_type, provision_method: m, url: format!("https://{}{}", e.host, e.path) });
             }
         }
     }
@@ -79,12 +67,7 @@ pub fn notice(r: &Resolved, env: &AccessEnvironment) -> Option<Notice> {
         environment: r.evaluation.environment,
         access_start: date(window.start).to_string(),
         // The window's end is exclusive (00:00 JST the next day); the notice gives the last day.
-        access_end: window.end.map(|t| {
-            date(t)
-                .yesterday()
-                .map(|d| d.to_string())
-                .unwrap_or_default()
-        }),
+        access_end: window.end.map(|t| date(t).yesterday().map(|d| d.to_string()).unwrap_or_default()),
         endpoints,
     })
 }
@@ -98,11 +81,7 @@ fn method_ja(m: ProvisionMethod) -> &'static str {
 }
 
 fn type_ja(t: &str) -> &'static str {
-    if t == "signing" {
-        "署名用電子証明書"
-    } else {
-        "利用者証明用電子証明書"
-    }
+    if t == "signing" { "署名用電子証明書" } else { "利用者証明用電子証明書" }
 }
 
 pub fn text_ja(n: &Notice) -> String {
@@ -110,21 +89,13 @@ pub fn text_ja(n: &Notice) -> String {
         Environment::Test => "テスト環境",
         Environment::Production => "本番環境",
     };
-    let mut s = format!(
-        "URL通知書\n\n署名検証者: {}\n登録: {}/{}\n環境: {env}\nアクセス開始日: {}\n",
-        n.verifier, n.namespace, n.registration, n.access_start
-    );
+    let mut s = format!("URL通知書\n\n署名検証者: {}\n登録: {}/{}\n環境: {env}\nアクセス開始日: {}\n", n.verifier, n.namespace, n.registration, n.access_start);
     if let Some(end) = &n.access_end {
         s.push_str(&format!("アクセス終了日: {end}\n"));
     }
     s.push_str("\n接続先:\n");
     for e in &n.endpoints {
-        s.push_str(&format!(
-            "- {} ({}): {}\n",
-            type_ja(e.certificate_type),
-            method_ja(e.provision_method),
-            e.url
-        ));
+        s.push_str(&format!("- {} ({}): {}\n", type_ja(e.certificate_type), method_ja(e.provision_method), e.url));
     }
     s
 }
@@ -139,11 +110,7 @@ pub fn text_en(n: &Notice) -> String {
     }
     s.push_str("\nEndpoints:\n");
     for e in &n.endpoints {
-        let t = if e.certificate_type == "signing" {
-            "signing certificates"
-        } else {
-            "user-authentication certificates"
-        };
+        let t = if e.certificate_type == "signing" { "signing certificates" } else { "user-authentication certificates" };
         s.push_str(&format!("- {t} ({:?}): {}\n", e.provision_method, e.url));
     }
     s

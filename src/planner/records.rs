@@ -32,16 +32,7 @@ fn time(t: Timestamp) -> String {
 }
 
 fn event(type_: RecordEventType, at: Timestamp) -> RecordEvent {
-    RecordEvent {
-        type_,
-        at: time(at),
-        actor: None,
-        approval: None,
-        approval_uid: None,
-        successor: None,
-        digest: None,
-        message: None,
-    }
+    RecordEvent { type_, at: time(at), actor: None, approval: None, approval_uid: None, successor: None, digest: None, message: None }
 }
 
 fn registration_subject(reg: &AccessRegistration, uid: &str) -> RecordSubject {
@@ -63,22 +54,11 @@ struct Writes<'a> {
 
 impl Writes<'_> {
     fn has(&self, uid: &str, key: &str) -> bool {
-        self.existing
-            .get(uid)
-            .is_some_and(|r| r.spec.events.contains_key(key))
-            || self
-                .out
-                .iter()
-                .any(|w| w.subject.uid == uid && w.key == key)
+        self.existing.get(uid).is_some_and(|r| r.spec.events.contains_key(key)) || self.out.iter().any(|w| w.subject.uid == uid && w.key == key)
     }
     fn add(&mut self, subject: &RecordSubject, key: String, event: RecordEvent) {
         if !self.has(&subject.uid, &key) {
-            self.out.push(RecordWrite {
-                name: record_name(subject.kind, &subject.uid),
-                subject: subject.clone(),
-                key,
-                event,
-            });
+            self.out.push(RecordWrite { name: record_name(subject.kind, &subject.uid), subject: subject.clone(), key, event });
         }
     }
 }
@@ -90,19 +70,8 @@ pub fn plan_records(
     environments: &BTreeMap<String, EnvironmentPlan>,
     now: Timestamp,
 ) -> Vec<RecordWrite> {
-    let mut w = Writes {
-        existing: input
-            .records
-            .iter()
-            .map(|r| (r.spec.subject.uid.as_str(), *r))
-            .collect(),
-        out: Vec::new(),
-    };
-    let approval_uids: HashSet<&str> = input
-        .approvals
-        .iter()
-        .filter_map(|a| a.metadata.uid.as_deref())
-        .collect();
+    let mut w = Writes { existing: input.records.iter().map(|r| (r.spec.subject.uid.as_str(), *r)).collect(), out: Vec::new() };
+    let approval_uids: HashSet<&str> = input.approvals.iter().filter_map(|a| a.metadata.uid.as_deref()).collect();
     let mut present: HashSet<&str> = HashSet::new();
     for reg in input.registrations {
         let Some(uid) = reg.metadata.uid.as_deref() else {
@@ -134,11 +103,7 @@ pub fn plan_records(
                 let Some(approval_uid) = recorded.approval_uid.as_deref() else {
                     continue;
                 };
-                if matches!(
-                    recorded.type_,
-                    RecordEventType::Approved | RecordEventType::Rejected
-                ) && !approval_uids.contains(approval_uid)
-                {
+                if matches!(recorded.type_, RecordEventType::Approved | RecordEventType::Rejected) && !approval_uids.contains(approval_uid) {
                     let mut e = event(RecordEventType::Withdrawn, now);
                     e.approval = recorded.approval.clone();
                     e.approval_uid = Some(approval_uid.to_string());
@@ -151,8 +116,7 @@ pub fn plan_records(
                 }
             }
         }
-        if let (RegistrationPhase::Superseded, Some((successor, at))) = (r.phase, &r.superseded_by)
-        {
+        if let (RegistrationPhase::Superseded, Some((successor, at))) = (r.phase, &r.superseded_by) {
             let mut e = event(RecordEventType::Superseded, *at);
             e.successor = Some(successor.clone());
             w.add(&subject, "superseded".into(), e);
@@ -160,24 +124,12 @@ pub fn plan_records(
         if r.phase == RegistrationPhase::Expired
             && let Some(end) = r.window.as_ref().and_then(|w| w.end)
         {
-            w.add(
-                &subject,
-                "expired".into(),
-                event(RecordEventType::Expired, end),
-            );
+            w.add(&subject, "expired".into(), event(RecordEventType::Expired, end));
         }
         // A record starts with the filing, once there is anything else to record.
         if w.out.len() > before && !w.existing.contains_key(uid) {
-            let mut e = event(
-                RecordEventType::Filed,
-                stored_at(&reg.metadata).unwrap_or(now),
-            );
-            e.actor = reg
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(LAST_CHANGED_BY_ANNOTATION))
-                .cloned();
+            let mut e = event(RecordEventType::Filed, stored_at(&reg.metadata).unwrap_or(now));
+            e.actor = reg.metadata.annotations.as_ref().and_then(|a| a.get(LAST_CHANGED_BY_ANNOTATION)).cloned();
             w.add(&subject, "filed".into(), e);
         }
     }
@@ -186,23 +138,12 @@ pub fn plan_records(
         .records
         .iter()
         .copied()
-        .filter(|r| {
-            r.spec.subject.kind == SubjectKind::AccessRegistration
-                && !present.contains(r.spec.subject.uid.as_str())
-        })
+        .filter(|r| r.spec.subject.kind == SubjectKind::AccessRegistration && !present.contains(r.spec.subject.uid.as_str()))
         .collect();
     for record in gone {
-        w.add(
-            &record.spec.subject,
-            "deleted".into(),
-            event(RecordEventType::Deleted, now),
-        );
+        w.add(&record.spec.subject, "deleted".into(), event(RecordEventType::Deleted, now));
     }
-    let env_objects: HashMap<&str, &AccessEnvironment> = input
-        .environments
-        .iter()
-        .filter_map(|e| Some((e.metadata.name.as_deref()?, *e)))
-        .collect();
+    let env_objects: HashMap<&str, &AccessEnvironment> = input.environments.iter().filter_map(|e| Some((e.metadata.name.as_deref()?, *e))).collect();
     for (name, plan) in environments {
         let Some(env) = env_objects.get(name.as_str()) else {
             continue;
@@ -218,11 +159,7 @@ pub fn plan_records(
             verifier: None,
             environment: Some(plan.environment),
         };
-        let was_holding = input
-            .published
-            .and_then(|p| p.get(name))
-            .and_then(|p| p.baseline.as_ref())
-            .and_then(|b| b.holding.clone());
+        let was_holding = input.published.and_then(|p| p.get(name)).and_then(|p| p.baseline.as_ref()).and_then(|b| b.holding.clone());
         if let Some(hold) = &plan.hold
             && was_holding.as_deref() != Some(hold.held_digest.as_str())
         {
@@ -237,12 +174,7 @@ pub fn plan_records(
         if let Some(digest) = &plan.released {
             let mut e = event(RecordEventType::HoldReleased, now);
             e.digest = Some(digest.clone());
-            e.actor = env
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(RELEASED_BY_ANNOTATION))
-                .cloned();
+            e.actor = env.metadata.annotations.as_ref().and_then(|a| a.get(RELEASED_BY_ANNOTATION)).cloned();
             w.add(&subject, format!("released-{}", short(digest)), e);
         }
     }

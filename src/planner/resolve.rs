@@ -42,9 +42,7 @@ impl Resolved {
 }
 
 fn jst(t: Timestamp) -> String {
-    t.to_zoned(jiff::tz::TimeZone::fixed(crate::domain::date::JST))
-        .strftime("%Y-%m-%d %H:%M JST")
-        .to_string()
+    t.to_zoned(jiff::tz::TimeZone::fixed(crate::domain::date::JST)).strftime("%Y-%m-%d %H:%M JST").to_string()
 }
 
 fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
@@ -56,10 +54,7 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
 
 /// Resolves every registration; `evaluations` may be in any order, the result is keyed and so deterministic.
 pub fn resolve(evaluations: Vec<Arc<Evaluation>>, now: Timestamp) -> BTreeMap<RegKey, Resolved> {
-    let mut out: BTreeMap<RegKey, Resolved> = evaluations
-        .into_iter()
-        .map(|e| (e.key.clone(), in_time(e, now)))
-        .collect();
+    let mut out: BTreeMap<RegKey, Resolved> = evaluations.into_iter().map(|e| (e.key.clone(), in_time(e, now))).collect();
     // A successor held in Conflict must not make its predecessor step down (that would leave the verifier with
     // nothing): such successors are blocked and the decision is taken again. Each round blocks at least one more
     // successor, so this ends; in practice it runs once. A round records what it changes, so the next one starts
@@ -69,10 +64,7 @@ pub fn resolve(evaluations: Vec<Arc<Evaluation>>, now: Timestamp) -> BTreeMap<Re
         let mut undo = Undo::default();
         let successors = supersede(&mut out, now, &blocked, &mut undo);
         decide_conflicts(&mut out, now, &mut undo);
-        let newly: Vec<RegKey> = successors
-            .into_iter()
-            .filter(|k| out[k].phase == RegistrationPhase::Conflict && !blocked.contains(k))
-            .collect();
+        let newly: Vec<RegKey> = successors.into_iter().filter(|k| out[k].phase == RegistrationPhase::Conflict && !blocked.contains(k)).collect();
         if newly.is_empty() {
             return out;
         }
@@ -117,23 +109,8 @@ impl Undo {
     fn restore(self, out: &mut BTreeMap<RegKey, Resolved>) {
         for (key, v) in self.0.into_iter().rev() {
             if let Some(r) = out.get_mut(&key) {
-                (
-                    r.phase,
-                    r.reason,
-                    r.message,
-                    r.conflicts,
-                    r.steps_down_at,
-                    r.superseded_by,
-                    r.next_transition,
-                ) = (
-                    v.phase,
-                    v.reason,
-                    v.message,
-                    v.conflicts,
-                    v.steps_down_at,
-                    v.superseded_by,
-                    v.next_transition,
-                );
+                (r.phase, r.reason, r.message, r.conflicts, r.steps_down_at, r.superseded_by, r.next_transition) =
+                    (v.phase, v.reason, v.message, v.conflicts, v.steps_down_at, v.superseded_by, v.next_transition);
             }
         }
     }
@@ -141,132 +118,55 @@ impl Undo {
 
 /// Phase from the standing and the clock alone.
 fn in_time(evaluation: Arc<Evaluation>, now: Timestamp) -> Resolved {
-    let wake = evaluation
-        .wake_ups
-        .iter()
-        .copied()
-        .filter(|t| *t > now)
-        .min();
+    let wake = evaluation.wake_ups.iter().copied().filter(|t| *t > now).min();
     let (phase, reason, message, decided, window, next_transition) = match &evaluation.standing {
-        Standing::Invalid(r) => (
-            RegistrationPhase::Invalid,
-            r.reason,
-            r.message.clone(),
-            None,
-            None,
-            wake,
-        ),
-        Standing::PendingApproval(r) => (
-            RegistrationPhase::PendingApproval,
-            r.reason,
-            r.message.clone(),
-            None,
-            None,
-            wake,
-        ),
-        Standing::Rejected(d) => (
-            RegistrationPhase::Rejected,
-            Reason::Rejected,
-            format!("rejected by AccessApproval {}", d.approval),
-            Some(d.clone()),
-            None,
-            wake,
-        ),
-        Standing::Ended(Terminal::Superseded { successor, at }) => (
-            RegistrationPhase::Superseded,
-            Reason::Superseded,
-            format!(
-                "superseded by {successor} at {} (recorded; final)",
-                jst(*at)
-            ),
-            None,
-            None,
-            None,
-        ),
-        Standing::Ended(Terminal::Expired { at }) => (
-            RegistrationPhase::Expired,
-            Reason::Expired,
-            format!("access ended at {} (recorded; final)", jst(*at)),
-            None,
-            None,
-            None,
-        ),
+        Standing::Invalid(r) => (RegistrationPhase::Invalid, r.reason, r.message.clone(), None, None, wake),
+        Standing::PendingApproval(r) => (RegistrationPhase::PendingApproval, r.reason, r.message.clone(), None, None, wake),
+        Standing::Rejected(d) => {
+            (RegistrationPhase::Rejected, Reason::Rejected, format!("rejected by AccessApproval {}", d.approval), Some(d.clone()), None, wake)
+        }
+        Standing::Ended(Terminal::Superseded { successor, at }) => {
+            (RegistrationPhase::Superseded, Reason::Superseded, format!("superseded by {successor} at {} (recorded; final)", jst(*at)), None, None, None)
+        }
+        Standing::Ended(Terminal::Expired { at }) => {
+            (RegistrationPhase::Expired, Reason::Expired, format!("access ended at {} (recorded; final)", jst(*at)), None, None, None)
+        }
         Standing::Approved(d, w) => {
             let (phase, reason, message, next) = if w.cidrs.is_empty() {
-                (RegistrationPhase::PendingApproval, Reason::AwaitingApprovalOfChange,
-                    "none of the CIDRs in the spec was approved; the change waits for a new approval".to_string(), wake)
-            } else if w.end.is_some_and(|end| end <= now) {
                 (
-                    RegistrationPhase::Expired,
-                    Reason::Expired,
-                    format!("access ended at {}", w.end.map(jst).unwrap_or_default()),
+                    RegistrationPhase::PendingApproval,
+                    Reason::AwaitingApprovalOfChange,
+                    "none of the CIDRs in the spec was approved; the change waits for a new approval".to_string(),
                     wake,
                 )
+            } else if w.end.is_some_and(|end| end <= now) {
+                (RegistrationPhase::Expired, Reason::Expired, format!("access ended at {}", w.end.map(jst).unwrap_or_default()), wake)
             } else if now < w.start {
-                (
-                    RegistrationPhase::Scheduled,
-                    Reason::Scheduled,
-                    format!("approved; access starts at {}", jst(w.start)),
-                    earliest(wake, Some(w.start)),
-                )
+                (RegistrationPhase::Scheduled, Reason::Scheduled, format!("approved; access starts at {}", jst(w.start)), earliest(wake, Some(w.start)))
             } else {
                 let message = match w.end {
                     Some(end) => format!("{} CIDRs live until {}", w.cidrs.len(), jst(end)),
                     None => format!("{} CIDRs live", w.cidrs.len()),
                 };
-                (
-                    RegistrationPhase::Active,
-                    Reason::Active,
-                    message,
-                    earliest(wake, w.end),
-                )
+                (RegistrationPhase::Active, Reason::Active, message, earliest(wake, w.end))
             };
-            (
-                phase,
-                reason,
-                message,
-                Some(d.clone()),
-                Some(w.clone()),
-                next,
-            )
+            (phase, reason, message, Some(d.clone()), Some(w.clone()), next)
         }
     };
-    Resolved {
-        evaluation,
-        phase,
-        reason,
-        message,
-        decided,
-        window,
-        conflicts: Vec::new(),
-        steps_down_at: None,
-        superseded_by: None,
-        next_transition,
-    }
+    Resolved { evaluation, phase, reason, message, decided, window, conflicts: Vec::new(), steps_down_at: None, superseded_by: None, next_transition }
 }
 
 /// A successor (same namespace, verifier and environment, named by its approval too) that is approved takes over
 /// at the start of its window; its predecessor steps down at that same instant, never earlier (no gap) and never
 /// later (no overlap beyond what both approvals cover).
-fn supersede(
-    out: &mut BTreeMap<RegKey, Resolved>,
-    now: Timestamp,
-    blocked: &HashSet<RegKey>,
-    undo: &mut Undo,
-) -> Vec<RegKey> {
+fn supersede(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp, blocked: &HashSet<RegKey>, undo: &mut Undo) -> Vec<RegKey> {
     let mut takeovers: Vec<(RegKey, RegKey, Timestamp)> = Vec::new(); // (old, new, instant)
     for (key, r) in out.iter().filter(|(k, _)| !blocked.contains(*k)) {
         let (Some(old_name), Some(window)) = (&r.evaluation.supersedes, &r.window) else {
             continue;
         };
-        let old = RegKey {
-            namespace: key.namespace.clone(),
-            name: old_name.clone(),
-        };
-        let same_line = out.get(&old).is_some_and(|o| {
-            o.evaluation.verifier == r.evaluation.verifier
-                && o.evaluation.environment == r.evaluation.environment
-        });
+        let old = RegKey { namespace: key.namespace.clone(), name: old_name.clone() };
+        let same_line = out.get(&old).is_some_and(|o| o.evaluation.verifier == r.evaluation.verifier && o.evaluation.environment == r.evaluation.environment);
         if same_line && !window.cidrs.is_empty() && r.phase != RegistrationPhase::Expired {
             takeovers.push((old, key.clone(), window.start));
         }
@@ -275,10 +175,7 @@ fn supersede(
     let successors: Vec<RegKey> = takeovers.iter().map(|(_, new, _)| new.clone()).collect();
     for (old, new, instant) in takeovers {
         let Some(r) = out.get_mut(&old) else { continue };
-        if !matches!(
-            r.phase,
-            RegistrationPhase::Active | RegistrationPhase::Scheduled
-        ) {
+        if !matches!(r.phase, RegistrationPhase::Active | RegistrationPhase::Scheduled) {
             continue;
         }
         undo.save(&old, r);
@@ -310,10 +207,7 @@ fn time_window(r: &Resolved, now: Timestamp) -> Option<(Timestamp, Option<Timest
     Some((from, until))
 }
 
-fn windows_overlap(
-    a: (Timestamp, Option<Timestamp>),
-    b: (Timestamp, Option<Timestamp>),
-) -> Option<Timestamp> {
+fn windows_overlap(a: (Timestamp, Option<Timestamp>), b: (Timestamp, Option<Timestamp>)) -> Option<Timestamp> {
     let from = a.0.max(b.0);
     let before_end = |end: Option<Timestamp>| end.is_none_or(|e| from < e);
     (before_end(a.1) && before_end(b.1)).then_some(from)
@@ -334,39 +228,18 @@ fn decide_conflicts(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp, undo: 
     }
     let mut decisions: Vec<(RegKey, Vec<ConflictRef>, String)> = Vec::new();
     let mut by_environment: HashMap<crate::api::Environment, Vec<Entry<'_>>> = HashMap::new();
-    for (key, r) in out.iter().filter(|(_, r)| {
-        matches!(
-            r.phase,
-            RegistrationPhase::Active | RegistrationPhase::Scheduled
-        )
-    }) {
+    for (key, r) in out.iter().filter(|(_, r)| matches!(r.phase, RegistrationPhase::Active | RegistrationPhase::Scheduled)) {
         let (Some(w), Some(window)) = (&r.window, time_window(r, now)) else {
             continue;
         };
         let entries = by_environment.entry(r.evaluation.environment).or_default();
         for (i, net) in w.cidrs.iter().enumerate() {
-            let place = w
-                .places
-                .get(i)
-                .copied()
-                .or(r.decided.as_ref().map(|d| d.decided_at))
-                .unwrap_or(Timestamp::MIN);
-            entries.push(Entry {
-                key,
-                net: *net,
-                place,
-                window,
-            });
+            let place = w.places.get(i).copied().or(r.decided.as_ref().map(|d| d.decided_at)).unwrap_or(Timestamp::MIN);
+            entries.push(Entry { key, net: *net, place, window });
         }
     }
     for mut entries in by_environment.into_values() {
-        entries.sort_by(|a, b| {
-            (a.place, a.key, crate::domain::cidr::interval(&a.net)).cmp(&(
-                b.place,
-                b.key,
-                crate::domain::cidr::interval(&b.net),
-            ))
-        });
+        entries.sort_by(|a, b| (a.place, a.key, crate::domain::cidr::interval(&a.net)).cmp(&(b.place, b.key, crate::domain::cidr::interval(&b.net))));
         let nets: Vec<IpNet> = entries.iter().map(|e| e.net).collect();
         // Earlier entries each entry overlaps, in CIDRs and in time, from another verifier (sorted: i < j).
         let mut earlier: HashMap<usize, Vec<(usize, Timestamp)>> = HashMap::new();
@@ -389,35 +262,21 @@ fn decide_conflicts(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp, undo: 
             if in_conflict.contains(key) {
                 continue;
             }
-            if earlier
-                .get(&j)
-                .into_iter()
-                .flatten()
-                .any(|(i, _)| taken[*i])
-            {
+            if earlier.get(&j).into_iter().flatten().any(|(i, _)| taken[*i]) {
                 in_conflict.insert(key);
             } else {
                 taken[j] = true;
             }
         }
         let mut entries_of: HashMap<&RegKey, Vec<usize>> = HashMap::new();
-        for (j, e) in entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| in_conflict.contains(e.key))
-        {
+        for (j, e) in entries.iter().enumerate().filter(|(_, e)| in_conflict.contains(e.key)) {
             entries_of.entry(e.key).or_default().push(j);
         }
         for key in in_conflict {
             // Each other registration, with this one's networks that overlap what it holds, and from when.
             let mut by_other: BTreeMap<&RegKey, (Vec<CidrString>, Timestamp)> = BTreeMap::new();
             for &j in &entries_of[key] {
-                for &(i, from) in earlier
-                    .get(&j)
-                    .into_iter()
-                    .flatten()
-                    .filter(|(i, _)| taken[*i] && entries[*i].key != key)
-                {
+                for &(i, from) in earlier.get(&j).into_iter().flatten().filter(|(i, _)| taken[*i] && entries[*i].key != key) {
                     let slot = by_other.entry(entries[i].key).or_insert((Vec::new(), from));
                     let mine = CidrString(entries[j].net.to_string());
                     if !slot.0.contains(&mine) {
@@ -436,24 +295,9 @@ fn decide_conflicts(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp, undo: 
                     from: Some(from.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
                 })
                 .collect();
-            let names: Vec<String> = by_other
-                .iter()
-                .map(|(k, (_, from))| {
-                    format!(
-                        "{k} (verifier {}) from {}",
-                        out[*k].evaluation.verifier,
-                        jst(*from)
-                    )
-                })
-                .collect();
-            decisions.push((
-                key.clone(),
-                conflicts,
-                format!(
-                    "CIDRs overlap {}, approved for them earlier; they keep them",
-                    names.join(", ")
-                ),
-            ));
+            let names: Vec<String> =
+                by_other.iter().map(|(k, (_, from))| format!("{k} (verifier {}) from {}", out[*k].evaluation.verifier, jst(*from))).collect();
+            decisions.push((key.clone(), conflicts, format!("CIDRs overlap {}, approved for them earlier; they keep them", names.join(", "))));
         }
     }
     for (key, conflicts, message) in decisions {

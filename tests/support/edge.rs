@@ -17,27 +17,10 @@ impl Agent {
     /// An agent of the production environment (allowlist namespace jpki-system) applying in `router`; resync every
     /// 5 s; `extra` are added to its arguments.
     pub fn start(kubeconfig: &Path, router: &str, node: &str, extra: &[&str]) -> Agent {
-        let log =
-            std::env::temp_dir().join(format!("jpki-agent-{}-{node}.log", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let log = std::env::temp_dir().join(format!("jpki-agent-{}-{node}.log", std::process::id()));
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_jpki-access"))
-            .args([
-                "agent",
-                "--environment",
-                "production",
-                "--namespace",
-                "jpki-system",
-                "--node",
-                node,
-                "--netns",
-                router,
-                "--resync-seconds",
-                "5",
-            ])
+            .args(["agent", "--environment", "production", "--namespace", "jpki-system", "--node", node, "--netns", router, "--resync-seconds", "5"])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn,jpki_access=info")
@@ -54,10 +37,7 @@ impl Agent {
 
     /// How many times the agent replaced the table.
     pub fn applies(&self) -> usize {
-        self.log()
-            .lines()
-            .filter(|l| l.contains(": applied digest="))
-            .count()
+        self.log().lines().filter(|l| l.contains(": applied digest=")).count()
     }
 
     /// SIGKILL: no shutdown path at all.
@@ -70,22 +50,15 @@ impl Agent {
     /// Whether the process is still running (a process that exited is a zombie until reaped; ask /proc, since
     /// `Child::try_wait` needs `&mut`).
     pub fn running(&self) -> bool {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or("Z");
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()).unwrap_or("Z");
         state != "Z"
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
 }
@@ -98,10 +71,6 @@ pub fn wait_for(topo: &Topology, what: &str, probes: &[Probe], limit: Duration) 
         if probes.iter().zip(&outcomes).all(|(p, o)| p.expect == *o) {
             return started.elapsed();
         }
-        assert!(
-            started.elapsed() < limit,
-            "{what}: not within {limit:?}: {outcomes:?}\n{}",
-            topo.list(&["ruleset"])
-        );
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}: {outcomes:?}\n{}", topo.list(&["ruleset"]));
     }
 }

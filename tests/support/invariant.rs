@@ -76,21 +76,14 @@ impl Report {
         self.layers.values().map(|l| l.over_permit_samples).sum()
     }
     pub fn max_under_permit(&self) -> Duration {
-        self.layers
-            .values()
-            .map(|l| l.max_under_permit)
-            .max()
-            .unwrap_or_default()
+        self.layers.values().map(|l| l.max_under_permit).max().unwrap_or_default()
     }
     pub fn late(&self) -> usize {
         self.layers.values().map(|l| l.late.len()).sum()
     }
     /// One line per layer, for the test's output and the issue note.
     pub fn summary(&self) -> String {
-        let mut out = format!(
-            "{} samples ({} with the API server readable)",
-            self.samples, self.api_samples
-        );
+        let mut out = format!("{} samples ({} with the API server readable)", self.samples, self.api_samples);
         for (name, l) in &self.layers {
             out.push_str(&format!(
                 "\n  {name:13} samples {:4}  over-permits {}  max under-permit {:.1} s  late {}{}",
@@ -98,11 +91,7 @@ impl Report {
                 l.over_permit_samples,
                 l.max_under_permit.as_secs_f64(),
                 l.late.len(),
-                if l.over_permit_examples.is_empty() {
-                    String::new()
-                } else {
-                    format!("  e.g. {}", l.over_permit_examples.join("; "))
-                }
+                if l.over_permit_examples.is_empty() { String::new() } else { format!("  e.g. {}", l.over_permit_examples.join("; ")) }
             ));
         }
         out
@@ -110,23 +99,9 @@ impl Report {
     /// Asserts 0 over-permits on every layer and no under-permit longer than the bound.
     pub fn assert_holds(&self, test: &str) {
         eprintln!("invariant checker, {test}: {}", self.summary());
-        assert!(
-            self.samples >= 5,
-            "{test}: the checker took only {} samples",
-            self.samples
-        );
-        assert_eq!(
-            self.over_permits(),
-            0,
-            "{test}: over-permits:\n{}",
-            self.summary()
-        );
-        assert_eq!(
-            self.late(),
-            0,
-            "{test}: under-permits longer than the bound:\n{:#?}",
-            self.layers
-        );
+        assert!(self.samples >= 5, "{test}: the checker took only {} samples", self.samples);
+        assert_eq!(self.over_permits(), 0, "{test}: over-permits:\n{}", self.summary());
+        assert_eq!(self.late(), 0, "{test}: under-permits longer than the bound:\n{:#?}", self.layers);
     }
 }
 
@@ -145,31 +120,17 @@ impl Checker {
     /// `kubeconfig`, the NetworkPolicies of jpki-production, the allowlist in jpki-system, and the nft table in the
     /// namespace `router`. It samples on a thread and runtime of its own, with a client of its own: a test's runtime
     /// is blocked while the test probes with real connects, and the checker must keep sampling then.
-    pub fn start(
-        kubeconfig: &std::path::Path,
-        router: &str,
-        bound: Duration,
-        every: Duration,
-    ) -> Checker {
+    pub fn start(kubeconfig: &std::path::Path, router: &str, bound: Duration, every: Duration) -> Checker {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, samples2, router, kubeconfig) = (
-            stop.clone(),
-            samples.clone(),
-            router.to_string(),
-            kubeconfig.to_path_buf(),
-        );
+        let (stop2, samples2, router, kubeconfig) = (stop.clone(), samples.clone(), router.to_string(), kubeconfig.to_path_buf());
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
                 let client = super::client_for_kubeconfig(&kubeconfig).await;
                 while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
                     let next = Instant::now() + every;
-                    let sample =
-                        tokio::time::timeout(every * 8, take_sample(&client, &router)).await;
+                    let sample = tokio::time::timeout(every * 8, take_sample(&client, &router)).await;
                     if let Ok(sample) = sample {
                         samples2.lock().unwrap().push(sample);
                     }
@@ -177,14 +138,7 @@ impl Checker {
                 }
             });
         });
-        Checker {
-            started: Instant::now(),
-            bound,
-            stop,
-            samples,
-            outages: Default::default(),
-            thread,
-        }
+        Checker { started: Instant::now(), bound, stop, samples, outages: Default::default(), thread }
     }
 
     /// The API server is stopped from now on (by the test): under-permit clocks pause.
@@ -214,12 +168,7 @@ async fn take_sample(client: &Client, router: &str) -> Sample {
     let policies = network_policy_ranges(client).await;
     let allowlist = allowlist_ranges(client).await;
     let nft = nft_ranges(router).await;
-    Sample {
-        api_at,
-        live,
-        data_at,
-        admitted: [policies, allowlist, nft],
-    }
+    Sample { api_at, live, data_at, admitted: [policies, allowlist, nft] }
 }
 
 /// Lists one kind as DynamicObjects and keeps those that fit the types.
@@ -229,16 +178,7 @@ where
 {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<K>(&()));
     let list = api.list(&ListParams::default()).await.ok()?;
-    Some(
-        list.items
-            .into_iter()
-            .filter_map(|o| {
-                serde_json::to_value(o)
-                    .ok()
-                    .and_then(|v| serde_json::from_value(v).ok())
-            })
-            .collect(),
-    )
+    Some(list.items.into_iter().filter_map(|o| serde_json::to_value(o).ok().and_then(|v| serde_json::from_value(v).ok())).collect())
 }
 
 async fn live_cidrs(client: &Client) -> Option<Vec<IpNet>> {
@@ -246,47 +186,24 @@ async fn live_cidrs(client: &Client) -> Option<Vec<IpNet>> {
     let registrations: Vec<AccessRegistration> = list_typed(client).await?;
     let approvals: Vec<AccessApproval> = list_typed(client).await?;
     let environments: Vec<AccessEnvironment> = list_typed(client).await?;
-    let plan = plan(
-        &Objects::of(&verifiers, &registrations, &approvals, &environments).input(),
-        jiff::Timestamp::now(),
-    );
+    let plan = plan(&Objects::of(&verifiers, &registrations, &approvals, &environments).input(), jiff::Timestamp::now());
     Some(
         plan.registrations
             .values()
-            .filter(|r| {
-                r.resolved.is_live()
-                    && r.resolved.evaluation.environment
-                        == jpki_access::api::Environment::Production
-            })
-            .flat_map(|r| {
-                r.resolved
-                    .window
-                    .iter()
-                    .flat_map(|w| w.cidrs.iter().copied())
-            })
+            .filter(|r| r.resolved.is_live() && r.resolved.evaluation.environment == jpki_access::api::Environment::Production)
+            .flat_map(|r| r.resolved.window.iter().flat_map(|w| w.cidrs.iter().copied()))
             .collect(),
     )
 }
 
 async fn network_policy_ranges(client: &Client) -> Option<Vec<Range>> {
     let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), "jpki-production");
-    let list = api
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=jpki-access"))
-        .await
-        .ok()?;
+    let list = api.list(&ListParams::default().labels("app.kubernetes.io/managed-by=jpki-access")).await.ok()?;
     let mut nets = Vec::new();
     for np in list.items {
         for rule in np.spec.and_then(|s| s.ingress).unwrap_or_default() {
-            for block in rule
-                .from
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|p| p.ip_block)
-            {
-                assert!(
-                    block.except.is_none(),
-                    "the checker does not read ipBlock.except, the controller never writes it"
-                );
+            for block in rule.from.unwrap_or_default().into_iter().filter_map(|p| p.ip_block) {
+                assert!(block.except.is_none(), "the checker does not read ipBlock.except, the controller never writes it");
                 nets.push(block.cidr.parse::<IpNet>().unwrap());
             }
         }
@@ -296,50 +213,24 @@ async fn network_policy_ranges(client: &Client) -> Option<Vec<Range>> {
 
 async fn allowlist_ranges(client: &Client) -> Option<Vec<Range>> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "jpki-system");
-    let list = api
-        .list(&ListParams::default().labels("access.jpki.dev/allowlist"))
-        .await
-        .ok()?;
+    let list = api.list(&ListParams::default().labels("access.jpki.dev/allowlist")).await.ok()?;
     // Not complete (being rewritten) counts as "not read": the agent keeps what it had then, and so does the
     // checker's view of this layer.
     let set = assemble("production", &list.items).ok()?;
-    Some(merge(
-        set.v4
-            .iter()
-            .map(|n| interval(&IpNet::V4(*n)))
-            .chain(set.v6.iter().map(|n| interval(&IpNet::V6(*n))))
-            .collect(),
-    ))
+    Some(merge(set.v4.iter().map(|n| interval(&IpNet::V4(*n))).chain(set.v6.iter().map(|n| interval(&IpNet::V6(*n)))).collect()))
 }
 
 async fn nft_ranges(router: &str) -> Option<Vec<Range>> {
     let out = tokio::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            router,
-            "nft",
-            "-j",
-            "list",
-            "table",
-            "inet",
-            "jpki_access_production",
-        ])
+        .args(["netns", "exec", router, "nft", "-j", "list", "table", "inet", "jpki_access_production"])
         .output()
         .await
         .ok()?;
     if !out.status.success() {
         // No table: nothing is filtered, every source admitted.
-        return Some(vec![
-            (Family::V4, 0, u128::from(u32::MAX)),
-            (Family::V6, 0, u128::MAX),
-        ]);
+        return Some(vec![(Family::V4, 0, u128::from(u32::MAX)), (Family::V6, 0, u128::MAX)]);
     }
-    Some(
-        parse_listing(&String::from_utf8_lossy(&out.stdout))
-            .unwrap()
-            .ranges,
-    )
+    Some(parse_listing(&String::from_utf8_lossy(&out.stdout)).unwrap().ranges)
 }
 
 fn merge(mut ranges: Vec<Range>) -> Vec<Range> {
@@ -371,15 +262,8 @@ fn paused(from: Instant, to: Instant, outages: &Outages) -> Duration {
 }
 
 fn evaluate(samples: &[Sample], outages: &Outages, bound: Duration, started: Instant) -> Report {
-    let mut report = Report {
-        samples: samples.len(),
-        api_samples: samples.iter().filter(|s| s.live.is_some()).count(),
-        ..Default::default()
-    };
-    let api: Vec<(Instant, Vec<IpNet>)> = samples
-        .iter()
-        .filter_map(|s| Some((s.api_at, s.live.clone()?)))
-        .collect();
+    let mut report = Report { samples: samples.len(), api_samples: samples.iter().filter(|s| s.live.is_some()).count(), ..Default::default() };
+    let api: Vec<(Instant, Vec<IpNet>)> = samples.iter().filter_map(|s| Some((s.api_at, s.live.clone()?))).collect();
     for (layer, name) in LAYERS.iter().enumerate() {
         let mut lr = LayerReport::default();
         // Over-permits.
@@ -388,40 +272,21 @@ fn evaluate(samples: &[Sample], outages: &Outages, bound: Duration, started: Ins
                 continue;
             };
             lr.samples += 1;
-            let next_api = samples[i + 1..]
-                .iter()
-                .find(|n| n.live.is_some())
-                .map(|n| n.api_at)
-                .unwrap_or(s.data_at);
-            let mut window: Vec<IpNet> = api
-                .iter()
-                .filter(|(at, _)| *at + bound >= s.data_at && *at <= next_api)
-                .flat_map(|(_, l)| l.iter().copied())
-                .collect();
+            let next_api = samples[i + 1..].iter().find(|n| n.live.is_some()).map(|n| n.api_at).unwrap_or(s.data_at);
+            let mut window: Vec<IpNet> =
+                api.iter().filter(|(at, _)| *at + bound >= s.data_at && *at <= next_api).flat_map(|(_, l)| l.iter().copied()).collect();
             if window.is_empty() {
                 // No readable API sample near (an outage): the last one before stands, since nothing changes then.
-                window = api
-                    .iter()
-                    .rev()
-                    .find(|(at, _)| *at <= s.data_at)
-                    .map(|(_, l)| l.clone())
-                    .unwrap_or_default();
+                window = api.iter().rev().find(|(at, _)| *at <= s.data_at).map(|(_, l)| l.clone()).unwrap_or_default();
             }
             let permitted = merge(window.iter().map(interval).collect());
-            let over: Vec<&Range> = admitted
-                .iter()
-                .filter(|r| !covered(r, &permitted))
-                .collect();
+            let over: Vec<&Range> = admitted.iter().filter(|r| !covered(r, &permitted)).collect();
             if !over.is_empty() {
                 lr.over_permit_samples += 1;
                 let at = s.data_at - started;
                 lr.over_permit_span = Some(lr.over_permit_span.map_or((at, at), |(a, _)| (a, at)));
                 if lr.over_permit_examples.len() < 3 {
-                    lr.over_permit_examples.push(format!(
-                        "{:?} at {:.1} s",
-                        show(over[0]),
-                        at.as_secs_f64()
-                    ));
+                    lr.over_permit_examples.push(format!("{:?} at {:.1} s", show(over[0]), at.as_secs_f64()));
                 }
             }
         }
@@ -443,17 +308,14 @@ fn evaluate(samples: &[Sample], outages: &Outages, bound: Duration, started: Ins
                 if covered(&interval(c), admitted) {
                     last_admitted.insert(*c, s.data_at);
                     if let Some(since) = waiting.remove(c) {
-                        let took = s.data_at.saturating_duration_since(since)
-                            - paused(since, s.data_at, outages);
+                        let took = s.data_at.saturating_duration_since(since) - paused(since, s.data_at, outages);
                         lr.max_under_permit = lr.max_under_permit.max(took);
                         if took > bound {
                             lr.late.push((c.to_string(), took));
                         }
                     }
                 } else {
-                    let since = last_admitted
-                        .get(c)
-                        .map_or(live_since[c], |at| (*at).max(live_since[c]));
+                    let since = last_admitted.get(c).map_or(live_since[c], |at| (*at).max(live_since[c]));
                     waiting.entry(*c).or_insert(since);
                 }
             }
@@ -474,15 +336,7 @@ fn evaluate(samples: &[Sample], outages: &Outages, bound: Duration, started: Ins
 
 fn show(r: &Range) -> String {
     match r.0 {
-        Family::V4 => format!(
-            "{}-{}",
-            std::net::Ipv4Addr::from(r.1 as u32),
-            std::net::Ipv4Addr::from(r.2 as u32)
-        ),
-        Family::V6 => format!(
-            "{}-{}",
-            std::net::Ipv6Addr::from(r.1),
-            std::net::Ipv6Addr::from(r.2)
-        ),
+        Family::V4 => format!("{}-{}", std::net::Ipv4Addr::from(r.1 as u32), std::net::Ipv4Addr::from(r.2 as u32)),
+        Family::V6 => format!("{}-{}", std::net::Ipv6Addr::from(r.1), std::net::Ipv6Addr::from(r.2)),
     }
 }

@@ -39,42 +39,16 @@ pub fn control_plane() -> &'static ControlPlane {
             Some(path) => PathBuf::from(path),
             None => {
                 let script = repo_root().join("scripts/controlplane");
-                let out = Command::new(&script)
-                    .arg("start")
-                    .output()
-                    .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-                assert!(
-                    out.status.success(),
-                    "scripts/controlplane start failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let out = Command::new(&script).arg("start").output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+                assert!(out.status.success(), "scripts/controlplane start failed:\n{}", String::from_utf8_lossy(&out.stderr));
                 let stdout = String::from_utf8_lossy(&out.stdout);
-                PathBuf::from(
-                    stdout
-                        .lines()
-                        .last()
-                        .expect("kubeconfig path on the last line")
-                        .trim(),
-                )
+                PathBuf::from(stdout.lines().last().expect("kubeconfig path on the last line").trim())
             }
         };
-        assert!(
-            kubeconfig.exists(),
-            "kubeconfig {} does not exist",
-            kubeconfig.display()
-        );
-        let kubectl = std::env::var_os("JPKI_KUBECTL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join("target/testenv/kubectl"));
-        assert!(
-            kubectl.exists(),
-            "kubectl {} not found: run scripts/controlplane build (or set JPKI_KUBECTL)",
-            kubectl.display()
-        );
-        ControlPlane {
-            kubeconfig,
-            kubectl,
-        }
+        assert!(kubeconfig.exists(), "kubeconfig {} does not exist", kubeconfig.display());
+        let kubectl = std::env::var_os("JPKI_KUBECTL").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/testenv/kubectl"));
+        assert!(kubectl.exists(), "kubectl {} not found: run scripts/controlplane build (or set JPKI_KUBECTL)", kubectl.display());
+        ControlPlane { kubeconfig, kubectl }
     })
 }
 
@@ -82,22 +56,15 @@ pub fn control_plane() -> &'static ControlPlane {
 pub async fn client_for_context(context: Option<&str>) -> Client {
     let cp = control_plane();
     let kubeconfig = Kubeconfig::read_from(&cp.kubeconfig).unwrap();
-    let options = KubeConfigOptions {
-        context: context.map(str::to_string),
-        ..Default::default()
-    };
-    let config = Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .unwrap();
+    let options = KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options).await.unwrap();
     Client::try_from(config).unwrap()
 }
 
 /// A client of the admin user of any kubeconfig (a test's own control plane).
 pub async fn client_for_kubeconfig(path: &Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(path).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
     Client::try_from(config).unwrap()
 }
 
@@ -108,23 +75,13 @@ pub async fn client() -> Client {
 /// Runs the control plane's kubectl (v1.36.3) with the admin kubeconfig.
 pub fn kubectl(args: &[&str]) -> Output {
     let cp = control_plane();
-    Command::new(&cp.kubectl)
-        .arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running kubectl {args:?}: {e}"))
+    Command::new(&cp.kubectl).arg("--kubeconfig").arg(&cp.kubeconfig).args(args).output().unwrap_or_else(|e| panic!("running kubectl {args:?}: {e}"))
 }
 
 /// kubectl that must succeed; returns stdout.
 pub fn kubectl_ok(args: &[&str]) -> String {
     let out = kubectl(args);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kubectl {args:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -144,23 +101,14 @@ impl TestNamespace {
             },
             ..Default::default()
         };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
         TestNamespace { name }
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let _ = kubectl(&[
-            "delete",
-            "namespace",
-            &self.name,
-            "--wait=false",
-            "--ignore-not-found",
-        ]);
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"]);
     }
 }
 
@@ -168,10 +116,7 @@ impl Drop for TestNamespace {
 pub fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{:x}{:x}{n}", std::process::id() % 4096, nanos % 65536)
 }
@@ -181,18 +126,9 @@ pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in jpki_access::api::all_crds() {
         let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd)).await.unwrap();
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
-        tokio::time::timeout(Duration::from_secs(30), established)
-            .await
-            .unwrap_or_else(|_| panic!("CRD {name} not Established within 30s"))
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), established).await.unwrap_or_else(|_| panic!("CRD {name} not Established within 30s")).unwrap();
     }
 }
 
@@ -207,10 +143,7 @@ where
         if check().await {
             return started.elapsed();
         }
-        assert!(
-            started.elapsed() < limit,
-            "{what}: not true within {limit:?}"
-        );
+        assert!(started.elapsed() < limit, "{what}: not true within {limit:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -233,22 +166,12 @@ impl ControllerProcess {
     }
 
     pub fn start_with_kubeconfig(args: &[&str], kubeconfig: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log =
-            std::env::temp_dir().join(format!("jpki-controller-{}-{port}.log", std::process::id()));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::env::temp_dir().join(format!("jpki-controller-{}-{port}.log", std::process::id()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_jpki-access"))
             .arg("controller")
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--debounce-ms",
-                "100",
-            ])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--debounce-ms", "100"])
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn,jpki_access=debug")
@@ -268,21 +191,12 @@ impl ControllerProcess {
         let started = std::time::Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "controller exited ({status}) before it was ready:\n{}",
-                    self.log_text()
-                );
+                panic!("controller exited ({status}) before it was ready:\n{}", self.log_text());
             }
-            if http_get(self.port, "/readyz")
-                .is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
-            {
+            if http_get(self.port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200")) {
                 return;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "controller not ready in 30s:\n{}",
-                self.log_text()
-            );
+            assert!(started.elapsed() < Duration::from_secs(30), "controller not ready in 30s:\n{}", self.log_text());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -298,9 +212,7 @@ impl ControllerProcess {
     }
 
     pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
     }
 
     /// SIGTERM and wait (at most 15 s) for a clean exit; returns whether it exited by itself.
@@ -342,10 +254,7 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
 pub async fn delete_namespace_and_wait(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     let _ = api.delete(name, &kube::api::DeleteParams::default()).await;
-    eventually(Duration::from_secs(90), "namespace deleted", || async {
-        api.get_opt(name).await.unwrap().is_none()
-    })
-    .await;
+    eventually(Duration::from_secs(90), "namespace deleted", || async { api.get_opt(name).await.unwrap().is_none() }).await;
 }
 #[cfg(target_os = "linux")]
 pub mod edge;
@@ -365,34 +274,15 @@ impl OwnControlPlane {
     pub fn start(dir: tempfile::TempDir) -> OwnControlPlane {
         let bin = repo_root().join("target/testenv/kube-testenv");
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let mut child = Command::new(&bin)
-            .args(["--dir", path_str(dir.path())])
-            .stdout(std::process::Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child = Command::new(&bin).args(["--dir", path_str(dir.path())]).stdout(std::process::Stdio::piped()).stderr(log).spawn().unwrap();
         let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(
-            !line.trim().is_empty(),
-            "kube-testenv did not start: {}",
-            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
-        );
-        OwnControlPlane {
-            kubeconfig: PathBuf::from(line.trim()),
-            child: Some(child),
-            dir,
-        }
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert!(!line.trim().is_empty(), "kube-testenv did not start: {}", std::fs::read_to_string(dir.path().join("log")).unwrap_or_default());
+        OwnControlPlane { kubeconfig: PathBuf::from(line.trim()), child: Some(child), dir }
     }
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let _ = child.wait();
         }
     }

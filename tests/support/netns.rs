@@ -34,13 +34,7 @@ pub mod sys {
         fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
         fn bind(fd: c_int, addr: *const c_void, len: u32) -> c_int;
         fn connect(fd: c_int, addr: *const c_void, len: u32) -> c_int;
-        fn setsockopt(
-            fd: c_int,
-            level: c_int,
-            name: c_int,
-            value: *const c_void,
-            len: u32,
-        ) -> c_int;
+        fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
     }
     const CLONE_NEWNET: c_int = 0x4000_0000;
     const SOCK_STREAM: c_int = 1;
@@ -49,11 +43,7 @@ pub mod sys {
     const SO_SNDTIMEO: c_int = 21; // asm-generic value (x86_64, aarch64, riscv64); bounds a blocking connect
 
     pub fn check(rc: c_int) -> Result<c_int> {
-        if rc < 0 {
-            Err(Error::last_os_error())
-        } else {
-            Ok(rc)
-        }
+        if rc < 0 { Err(Error::last_os_error()) } else { Ok(rc) }
     }
 
     /// Moves the calling thread into the network namespace `ip netns add` created.
@@ -90,20 +80,9 @@ pub mod sys {
         let (_, dst) = sockaddr(dst);
         let fd = check(unsafe { socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0) })?;
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let tv: [c_long; 2] = [
-            timeout.as_secs() as c_long,
-            timeout.subsec_micros() as c_long,
-        ];
+        let tv: [c_long; 2] = [timeout.as_secs() as c_long, timeout.subsec_micros() as c_long];
         let tv_len = std::mem::size_of_val(&tv) as u32;
-        check(unsafe {
-            setsockopt(
-                fd.as_raw_fd(),
-                SOL_SOCKET,
-                SO_SNDTIMEO,
-                tv.as_ptr().cast(),
-                tv_len,
-            )
-        })?;
+        check(unsafe { setsockopt(fd.as_raw_fd(), SOL_SOCKET, SO_SNDTIMEO, tv.as_ptr().cast(), tv_len) })?;
         check(unsafe { bind(fd.as_raw_fd(), src.as_ptr().cast(), src.len() as u32) })?;
         check(unsafe { connect(fd.as_raw_fd(), dst.as_ptr().cast(), dst.len() as u32) }).map(drop)
     }
@@ -137,40 +116,21 @@ pub struct Probe {
 }
 
 pub fn probe(src: &'static str, dst: &'static str, port: u16, allowed: bool) -> Probe {
-    Probe {
-        src,
-        dst,
-        port,
-        expect: if allowed {
-            Outcome::Connected
-        } else {
-            Outcome::TimedOut
-        },
-    }
+    Probe { src, dst, port, expect: if allowed { Outcome::Connected } else { Outcome::TimedOut } }
 }
 
 pub fn tool(name: &str) -> String {
     let sbin = format!("/usr/sbin/{name}");
-    if Path::new(&sbin).exists() {
-        sbin
-    } else {
-        name.to_string()
-    }
+    if Path::new(&sbin).exists() { sbin } else { name.to_string() }
 }
 
 pub fn output(args: &[&str]) -> Output {
-    Command::new(tool(args[0]))
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+    Command::new(tool(args[0])).args(&args[1..]).output().unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
 }
 
 pub fn run(args: &[&str]) -> String {
     let out = output(args);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{args:?} failed: {stderr}{stdout}");
     stdout.into_owned()
 }
@@ -178,24 +138,14 @@ pub fn run(args: &[&str]) -> String {
 /// Root and nft are required: without them these tests fail rather than pass vacuously.
 pub fn preflight() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1));
-    assert_eq!(
-        euid,
-        Some("0"),
-        "tests/nft_netns.rs needs root (network namespaces, nftables): run scripts/test as root"
-    );
+    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
+    assert_eq!(euid, Some("0"), "tests/nft_netns.rs needs root (network namespaces, nftables): run scripts/test as root");
     let version = Command::new(tool("nft")).arg("--version").output();
     assert!(
         matches!(&version, Ok(o) if o.status.success()),
         "tests/nft_netns.rs needs nftables: `nft --version` failed ({version:?}); install the Debian package nftables"
     );
-    assert!(
-        Command::new(tool("ip")).arg("-V").output().is_ok(),
-        "tests/nft_netns.rs needs `ip` (iproute2)"
-    );
+    assert!(Command::new(tool("ip")).arg("-V").output().is_ok(), "tests/nft_netns.rs needs `ip` (iproute2)");
 }
 
 /// Client, router and server namespaces joined by veth pairs; removed on drop.
@@ -211,28 +161,14 @@ impl Topology {
     pub fn new(tag: &str) -> Topology {
         preflight();
         let name = |role: &str| format!("jnft{}{tag}{role}", std::process::id());
-        let topo = Topology {
-            client: name("c"),
-            router: name("r"),
-            server: name("s"),
-            listeners: Vec::new(),
-            stop: Default::default(),
-        };
-        let (c, r, s) = (
-            topo.client.as_str(),
-            topo.router.as_str(),
-            topo.server.as_str(),
-        );
+        let topo = Topology { client: name("c"), router: name("r"), server: name("s"), listeners: Vec::new(), stop: Default::default() };
+        let (c, r, s) = (topo.client.as_str(), topo.router.as_str(), topo.server.as_str());
         for ns in [c, r, s] {
             let _ = output(&["ip", "netns", "del", ns]); // a leftover of a crashed run with the same pid
             run(&["ip", "netns", "add", ns]);
         }
-        run(&[
-            "ip", "-n", r, "link", "add", "rc", "type", "veth", "peer", "name", "cr", "netns", c,
-        ]);
-        run(&[
-            "ip", "-n", r, "link", "add", "rs", "type", "veth", "peer", "name", "sr", "netns", s,
-        ]);
+        run(&["ip", "-n", r, "link", "add", "rc", "type", "veth", "peer", "name", "cr", "netns", c]);
+        run(&["ip", "-n", r, "link", "add", "rs", "type", "veth", "peer", "name", "sr", "netns", s]);
         let addrs: [(&str, &str, &str); 10] = [
             (c, "cr", "198.51.100.10/24"),
             (c, "cr", "198.51.100.20/24"),
@@ -252,23 +188,10 @@ impl Topology {
             }
             run(&args);
         }
-        for (ns, dev) in [
-            (c, "cr"),
-            (r, "rc"),
-            (r, "rs"),
-            (s, "sr"),
-            (c, "lo"),
-            (r, "lo"),
-            (s, "lo"),
-        ] {
+        for (ns, dev) in [(c, "cr"), (r, "rc"), (r, "rs"), (s, "sr"), (c, "lo"), (r, "lo"), (s, "lo")] {
             run(&["ip", "-n", ns, "link", "set", dev, "up"]);
         }
-        for (ns, via) in [
-            (c, "198.51.100.1"),
-            (c, "2001:db8:1::1"),
-            (s, "203.0.113.1"),
-            (s, "2001:db8:2::1"),
-        ] {
+        for (ns, via) in [(c, "198.51.100.1"), (c, "2001:db8:1::1"), (s, "203.0.113.1"), (s, "2001:db8:2::1")] {
             run(&["ip", "-n", ns, "route", "add", "default", "via", via]);
         }
         // /proc/sys/net shows the sysctls of the reading thread's network namespace.
@@ -285,8 +208,7 @@ impl Topology {
     /// the firewall. The thread ends when the topology is dropped.
     pub fn listen(&mut self, ns: &str, addr: &str, port: u16) {
         let at = SocketAddr::new(addr.parse().unwrap(), port);
-        let listener = in_netns(ns, || TcpListener::bind(at))
-            .unwrap_or_else(|e| panic!("listen on {at} in {ns}: {e}"));
+        let listener = in_netns(ns, || TcpListener::bind(at)).unwrap_or_else(|e| panic!("listen on {at} in {ns}: {e}"));
         let acceptor = listener.try_clone().unwrap();
         acceptor.set_nonblocking(true).unwrap();
         let stop = self.stop.clone();
@@ -327,20 +249,13 @@ impl Topology {
         for args in [&["-c", "-f", path][..], &["-f", path][..]] {
             let out = self.nft(args);
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success(),
-                "nft {args:?} refused the ruleset: {stderr}\n{ruleset}"
-            );
+            assert!(out.status.success(), "nft {args:?} refused the ruleset: {stderr}\n{ruleset}");
         }
     }
 
     pub fn list(&self, what: &[&str]) -> String {
         let out = self.nft(&[&["list"][..], what].concat());
-        assert!(
-            out.status.success(),
-            "nft list {what:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "nft list {what:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -357,9 +272,7 @@ impl Topology {
                             match sys::connect_from(src, dst, timeout) {
                                 Ok(()) => Outcome::Connected,
                                 // Linux reports a connect cut short by SO_SNDTIMEO as EINPROGRESS.
-                                Err(e) if matches!(e.raw_os_error(), Some(115 | 110 | 11)) => {
-                                    Outcome::TimedOut
-                                }
+                                Err(e) if matches!(e.raw_os_error(), Some(115 | 110 | 11)) => Outcome::TimedOut,
                                 Err(e) => Outcome::Error(e.to_string()),
                             }
                         })
@@ -378,24 +291,11 @@ impl Topology {
             .iter()
             .zip(&outcomes)
             .filter(|(p, got)| p.expect != **got)
-            .map(|(p, got)| {
-                format!(
-                    "  {} -> {}:{}: expected {:?}, got {got:?}",
-                    p.src, p.dst, p.port, p.expect
-                )
-            })
+            .map(|(p, got)| format!("  {} -> {}:{}: expected {:?}, got {got:?}", p.src, p.dst, p.port, p.expect))
             .collect();
         let ruleset = self.list(&["ruleset"]);
-        assert!(
-            wrong.is_empty(),
-            "{when}:\n{}\nruleset in the router:\n{ruleset}",
-            wrong.join("\n")
-        );
-        assert!(
-            started.elapsed() < TIMEOUT * 3,
-            "{when}: probes took {:?}",
-            started.elapsed()
-        );
+        assert!(wrong.is_empty(), "{when}:\n{}\nruleset in the router:\n{ruleset}", wrong.join("\n"));
+        assert!(started.elapsed() < TIMEOUT * 3, "{when}: probes took {:?}", started.elapsed());
     }
 
     /// Waits until every baseline connect works, then checks them once more with the normal timeout. Right after
@@ -403,15 +303,8 @@ impl Topology {
     /// first connects would fail for reasons that have nothing to do with nftables.
     pub fn settle(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self
-            .run_probes(&baseline(), Duration::from_millis(250))
-            .iter()
-            .any(|o| *o != Outcome::Connected)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the topology did not come up within 10 s"
-            );
+        while self.run_probes(&baseline(), Duration::from_millis(250)).iter().any(|o| *o != Outcome::Connected) {
+            assert!(Instant::now() < deadline, "the topology did not come up within 10 s");
         }
         self.check("before any ruleset", &baseline());
     }
@@ -428,35 +321,21 @@ impl Drop for Topology {
 }
 
 pub fn tcp(port: i32) -> FirewallPort {
-    FirewallPort {
-        protocol: Protocol::Tcp,
-        port,
-    }
+    FirewallPort { protocol: Protocol::Tcp, port }
 }
 
 pub fn allow(v4: &str, v6: &str) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
-    (
-        vec![format!("{v4}/32").parse().unwrap()],
-        vec![format!("{v6}/128").parse().unwrap()],
-    )
+    (vec![format!("{v4}/32").parse().unwrap()], vec![format!("{v6}/128").parse().unwrap()])
 }
 
 /// Every connect of the tests, all expected to work: a broken topology fails here, not as a "working firewall".
 pub fn baseline() -> Vec<Probe> {
     let mut probes = Vec::new();
     for src in [C4_OK, C4_NO] {
-        probes.extend([
-            probe(src, S4, 443, true),
-            probe(src, S4, 8443, true),
-            probe(src, R4, 443, true),
-        ]);
+        probes.extend([probe(src, S4, 443, true), probe(src, S4, 8443, true), probe(src, R4, 443, true)]);
     }
     for src in [C6_OK, C6_NO] {
-        probes.extend([
-            probe(src, S6, 443, true),
-            probe(src, S6, 8443, true),
-            probe(src, R6, 443, true),
-        ]);
+        probes.extend([probe(src, S6, 443, true), probe(src, S6, 8443, true), probe(src, R6, 443, true)]);
     }
     probes
 }
@@ -465,18 +344,9 @@ pub fn baseline() -> Vec<Probe> {
 /// open to everyone.
 pub fn expect_only(allowed: &[&str]) -> Vec<Probe> {
     let mut probes = Vec::new();
-    for (src, server, router) in [
-        (C4_OK, S4, R4),
-        (C4_NO, S4, R4),
-        (C6_OK, S6, R6),
-        (C6_NO, S6, R6),
-    ] {
+    for (src, server, router) in [(C4_OK, S4, R4), (C4_NO, S4, R4), (C6_OK, S6, R6), (C6_NO, S6, R6)] {
         let ok = allowed.contains(&src);
-        probes.extend([
-            probe(src, server, 443, ok),
-            probe(src, server, 8443, true),
-            probe(src, router, 443, ok),
-        ]);
+        probes.extend([probe(src, server, 443, ok), probe(src, server, 8443, true), probe(src, router, 443, ok)]);
     }
     probes
 }

@@ -44,13 +44,7 @@ pub struct ApprovalVerdict {
 }
 
 impl ApprovalVerdict {
-    fn of(
-        approval: &AccessApproval,
-        accepted: bool,
-        reason: Reason,
-        message: String,
-        decided_at: Option<Timestamp>,
-    ) -> Self {
+    fn of(approval: &AccessApproval, accepted: bool, reason: Reason, message: String, decided_at: Option<Timestamp>) -> Self {
         ApprovalVerdict {
             name: approval.metadata.name.clone().unwrap_or_default(),
             uid: approval.metadata.uid.clone(),
@@ -78,17 +72,12 @@ pub struct Decisions<'a> {
 }
 
 /// When the server stored an object (offline: `fallback`).
-pub fn stored_at(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<Timestamp> {
+pub fn stored_at(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Timestamp> {
     meta.creation_timestamp.as_ref().map(|t| t.0)
 }
 
 /// Why an approval does not bind to `reg`, if it does not (void decisions are judged later, by [`decide`]).
-pub fn binding_problem(
-    approval: &AccessApproval,
-    reg: &AccessRegistration,
-) -> Result<(ValidApproval, Timestamp), Problem> {
+pub fn binding_problem(approval: &AccessApproval, reg: &AccessRegistration) -> Result<(ValidApproval, Timestamp), Problem> {
     let checked = check_approval(&approval.spec);
     let Some(valid) = checked.value else {
         let first = checked.problems.into_iter().find(Problem::is_error);
@@ -101,10 +90,7 @@ pub fn binding_problem(
             format!(
                 "decided on the object with uid {}, not this registration (uid {}): a registration filed again needs a decision of its own",
                 approval.spec.registration_uid,
-                reg.metadata
-                    .uid
-                    .as_deref()
-                    .unwrap_or("none: never stored by the API server")
+                reg.metadata.uid.as_deref().unwrap_or("none: never stored by the API server")
             ),
         ));
     }
@@ -115,18 +101,11 @@ pub fn binding_problem(
                 return Err(Problem::refusal(
                     Reason::DigestMismatch,
                     "spec.specDigest",
-                    format!(
-                        "{} is not the digest of the approved copy ({d}): the approval does not say what was decided on",
-                        approval.spec.spec_digest
-                    ),
+                    format!("{} is not the digest of the approved copy ({d}): the approval does not say what was decided on", approval.spec.spec_digest),
                 ));
             }
             Err(e) => {
-                return Err(Problem::refusal(
-                    Reason::DigestMismatch,
-                    "spec.approved",
-                    format!("cannot compute the digest: {e}"),
-                ));
+                return Err(Problem::refusal(Reason::DigestMismatch, "spec.approved", format!("cannot compute the digest: {e}")));
             }
         }
     }
@@ -136,10 +115,7 @@ pub fn binding_problem(
         return Err(Problem::refusal(
             Reason::EnvironmentMismatch,
             "spec.approved.environment",
-            format!(
-                "the registration is for {}, the approval for {}: environments never mix",
-                reg.spec.environment, terms.environment
-            ),
+            format!("the registration is for {}, the approval for {}: environments never mix", reg.spec.environment, terms.environment),
         ));
     }
     let decided_at = stored_at(&approval.metadata).unwrap_or(valid.approved_at);
@@ -161,12 +137,7 @@ pub fn decide<'c>(reg: &'c AccessRegistration, ctx: &'c Context<'_>) -> Decision
     if approvals.is_empty() {
         return Decisions::default();
     }
-    let void = reg
-        .metadata
-        .uid
-        .as_deref()
-        .map(|uid| ctx.records.void_line(uid, approvals))
-        .unwrap_or_default();
+    let void = reg.metadata.uid.as_deref().map(|uid| ctx.records.void_line(uid, approvals)).unwrap_or_default();
     let mut verdicts = Vec::with_capacity(approvals.len());
     let mut bound: Vec<Bound<'c>> = Vec::new();
     for &approval in approvals {
@@ -187,30 +158,13 @@ pub fn decide<'c>(reg: &'c AccessRegistration, ctx: &'c Context<'_>) -> Decision
     let in_force = bound.last().cloned();
     for b in &bound {
         let newest = in_force.as_ref().is_some_and(|f| f.name == b.name);
-        let (reason, message) = if newest {
-            (Reason::InForce, "the decision in force")
-        } else {
-            (Reason::Replaced, "a newer decision is in force")
-        };
-        verdicts.push(ApprovalVerdict::of(
-            b.approval,
-            true,
-            reason,
-            message.into(),
-            Some(b.decided_at),
-        ));
+        let (reason, message) = if newest { (Reason::InForce, "the decision in force") } else { (Reason::Replaced, "a newer decision is in force") };
+        verdicts.push(ApprovalVerdict::of(b.approval, true, reason, message.into(), Some(b.decided_at)));
     }
     verdicts.sort_by(|a, b| a.name.cmp(&b.name));
-    let since_rejection = bound
-        .iter()
-        .rposition(|b| b.valid.decision == Decision::Rejected)
-        .map_or(0, |i| i + 1);
+    let since_rejection = bound.iter().rposition(|b| b.valid.decision == Decision::Rejected).map_or(0, |i| i + 1);
     let run = bound.split_off(since_rejection);
-    Decisions {
-        verdicts,
-        in_force,
-        run,
-    }
+    Decisions { verdicts, in_force, run }
 }
 
 /// The verdict on an approval whose registration does not exist (in its namespace, by the name it gives).

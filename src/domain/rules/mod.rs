@@ -24,10 +24,7 @@ use super::forms::{self, ValidRegistration, ValidVerifier};
 use super::problem::Problem;
 use crate::api::registration::ConnectionMethod;
 use crate::api::verifier::VerifierRole;
-use crate::api::{
-    AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, Environment,
-    ProvisionMethod, SignatureVerifier,
-};
+use crate::api::{AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, Environment, ProvisionMethod, SignatureVerifier};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -57,16 +54,10 @@ impl EnvironmentsInForce<'_> {
 }
 
 /// Judges every AccessEnvironment; one per environment is in force.
-pub fn environments_in_force<'a>(
-    environments: &[&'a AccessEnvironment],
-) -> EnvironmentsInForce<'a> {
+pub fn environments_in_force<'a>(environments: &[&'a AccessEnvironment]) -> EnvironmentsInForce<'a> {
     let mut sorted: Vec<&AccessEnvironment> = environments.to_vec();
     sorted.sort_by_key(|e| e.metadata.name.clone());
-    let mut out = EnvironmentsInForce {
-        objects: HashMap::new(),
-        rules: HashMap::new(),
-        problems: BTreeMap::new(),
-    };
+    let mut out = EnvironmentsInForce { objects: HashMap::new(), rules: HashMap::new(), problems: BTreeMap::new() };
     for env in sorted {
         let name = env.metadata.name.clone().unwrap_or_default();
         let checked = forms::check_environment(&env.spec);
@@ -144,12 +135,7 @@ impl<'a> Context<'a> {
         // One namespace, one verifier: the verifier the API server stored first (then by name) owns it.
         let mut by_age: Vec<&SignatureVerifier> = objects.verifiers.to_vec();
         by_age.sort_by(|a, b| {
-            let key = |v: &SignatureVerifier| {
-                (
-                    v.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                    v.metadata.name.clone(),
-                )
-            };
+            let key = |v: &SignatureVerifier| (v.metadata.creation_timestamp.as_ref().map(|t| t.0), v.metadata.name.clone());
             key(a).cmp(&key(b))
         });
         let mut owners: HashMap<&str, &str> = HashMap::new();
@@ -158,54 +144,26 @@ impl<'a> Context<'a> {
             let name = v.metadata.name.as_deref().unwrap_or_default();
             let owner = *owners.entry(v.spec.namespace.as_str()).or_insert(name);
             let namespace_taken_by = (owner != name).then_some(owner);
-            verifiers.insert(
-                name,
-                VerifierEntry {
-                    object: v,
-                    valid: check(v),
-                    namespace_taken_by,
-                },
-            );
+            verifiers.insert(name, VerifierEntry { object: v, valid: check(v), namespace_taken_by });
         }
         let registrations = objects
             .registrations
             .iter()
-            .map(|&r| {
-                (
-                    (
-                        r.metadata.namespace.as_deref().unwrap_or_default(),
-                        r.metadata.name.as_deref().unwrap_or_default(),
-                    ),
-                    r,
-                )
-            })
+            .map(|&r| ((r.metadata.namespace.as_deref().unwrap_or_default(), r.metadata.name.as_deref().unwrap_or_default()), r))
             .collect();
         let mut approvals: HashMap<(&str, &str), Vec<&AccessApproval>> = HashMap::new();
         for &a in objects.approvals {
             let namespace = a.metadata.namespace.as_deref().unwrap_or_default();
-            approvals
-                .entry((namespace, a.spec.registration_ref.as_str()))
-                .or_default()
-                .push(a);
+            approvals.entry((namespace, a.spec.registration_ref.as_str())).or_default().push(a);
         }
-        Context {
-            verifiers,
-            registrations,
-            approvals,
-            environments,
-            environments_known,
-            records: records::RecordIndex::new(objects.records),
-        }
+        Context { verifiers, registrations, approvals, environments, environments_known, records: records::RecordIndex::new(objects.records) }
     }
 
     /// The approvals that name `reg` (by namespace and name; whether they bind to it is [`decisions`]' business).
     pub fn approvals_of<'s>(&'s self, reg: &'s AccessRegistration) -> &'s [&'s AccessApproval] {
         let namespace = reg.metadata.namespace.as_deref().unwrap_or_default();
         let name = reg.metadata.name.as_deref().unwrap_or_default();
-        self.approvals
-            .get(&(namespace, name))
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        self.approvals.get(&(namespace, name)).map(Vec::as_slice).unwrap_or_default()
     }
 }
 
@@ -237,10 +195,7 @@ pub fn verifier_problems(name: &str, ctx: &Context<'_>) -> Vec<Problem> {
         Some(owner) => vec![Problem::refusal(
             Reason::NamespaceClaimed,
             "spec.namespace",
-            format!(
-                "namespace {:?} belongs to verifier {owner}, which claimed it first: one namespace, one verifier",
-                entry.object.spec.namespace
-            ),
+            format!("namespace {:?} belongs to verifier {owner}, which claimed it first: one namespace, one verifier", entry.object.spec.namespace),
         )],
         None => Vec::new(),
     }
@@ -249,133 +204,81 @@ pub fn verifier_problems(name: &str, ctx: &Context<'_>) -> Vec<Problem> {
 /// Every rule about one registration: its own fields, its references, roles against provision methods, and the
 /// procedure's gates at `now`. The agreement gate judges the start access would have: the later of the spec's and
 /// the approved one (an edit to an earlier start waits for approval and must not cut the approved access off).
-pub fn judge_registration<'a>(
-    reg: &AccessRegistration,
-    ctx: &'a Context<'_>,
-    now: Timestamp,
-) -> RegistrationJudgement<'a> {
-    let approved_start = decisions::decide(reg, ctx)
-        .in_force
-        .and_then(|b| b.valid.approved.map(|t| t.start));
+pub fn judge_registration<'a>(reg: &AccessRegistration, ctx: &'a Context<'_>, now: Timestamp) -> RegistrationJudgement<'a> {
+    let approved_start = decisions::decide(reg, ctx).in_force.and_then(|b| b.valid.approved.map(|t| t.start));
     judge_registration_with(reg, ctx, now, approved_start)
 }
 
 /// [`judge_registration`] with the approved start of the decision in force already known.
-pub fn judge_registration_with<'a>(
-    reg: &AccessRegistration,
-    ctx: &'a Context<'_>,
-    now: Timestamp,
-    approved_start: Option<Date>,
-) -> RegistrationJudgement<'a> {
+pub fn judge_registration_with<'a>(reg: &AccessRegistration, ctx: &'a Context<'_>, now: Timestamp, approved_start: Option<Date>) -> RegistrationJudgement<'a> {
     let mut out = RegistrationJudgement::default();
     let environment = reg.spec.environment;
     out.rules = ctx.environments.get(&environment);
     if out.rules.is_none() && ctx.environments_known {
-        out.problems.push(Problem::refusal(
-            Reason::EnvironmentNotFound,
-            "spec.environment",
-            format!("no valid AccessEnvironment serves {environment}"),
-        ));
+        out.problems.push(Problem::refusal(Reason::EnvironmentNotFound, "spec.environment", format!("no valid AccessEnvironment serves {environment}")));
         return out;
     }
-    let policy = out
-        .rules
-        .map(|r| r.cidr_policy)
-        .unwrap_or(CidrPolicy::ABSOLUTE_FLOOR);
+    let policy = out.rules.map(|r| r.cidr_policy).unwrap_or(CidrPolicy::ABSOLUTE_FLOOR);
     let checked = forms::check_registration(&reg.spec, &policy);
     out.problems = checked.problems;
     reference_rules(reg, ctx, &mut out);
     supersedes_rules(reg, ctx, &mut out.problems);
     if let (Some(valid), Some(verifier)) = (&checked.value, out.verifier) {
         let start = approved_start.map_or(valid.start, |a| a.max(valid.start));
-        gate_rules(
-            reg,
-            valid,
-            start,
-            verifier,
-            out.rules,
-            now,
-            &mut out.problems,
-            &mut out.wake_ups,
-        );
+        gate_rules(reg, valid, start, verifier, out.rules, now, &mut out.problems, &mut out.wake_ups);
     }
     out.valid = checked.value.filter(|_| out.refusal().is_none());
     out
 }
 
 /// Verifier, namespace binding, roles against provision methods.
-fn reference_rules<'a>(
-    reg: &AccessRegistration,
-    ctx: &'a Context<'_>,
-    out: &mut RegistrationJudgement<'a>,
-) {
+fn reference_rules<'a>(reg: &AccessRegistration, ctx: &'a Context<'_>, out: &mut RegistrationJudgement<'a>) {
     let name = &reg.spec.verifier_ref;
     let Some(entry) = ctx.verifiers.get(name.as_str()) else {
-        out.problems.push(Problem::refusal(
-            Reason::VerifierNotFound,
-            "spec.verifierRef",
-            format!("no SignatureVerifier named {name:?}"),
-        ));
+        out.problems.push(Problem::refusal(Reason::VerifierNotFound, "spec.verifierRef", format!("no SignatureVerifier named {name:?}")));
         return;
     };
     let verifier = entry.object;
     match reg.metadata.namespace.as_deref() {
         Some(ns) if ns == verifier.spec.namespace => {}
-        found => out.problems.push(Problem::refusal(Reason::NamespaceMismatch, "metadata.namespace", format!(
-            "verifier {name} files its forms in namespace {:?}, not {}: one verifier, one namespace",
-            verifier.spec.namespace,
-            found.map(|n| format!("{n:?}")).unwrap_or_else(|| "without a namespace".into())
-        ))),
+        found => out.problems.push(Problem::refusal(
+            Reason::NamespaceMismatch,
+            "metadata.namespace",
+            format!(
+                "verifier {name} files its forms in namespace {:?}, not {}: one verifier, one namespace",
+                verifier.spec.namespace,
+                found.map(|n| format!("{n:?}")).unwrap_or_else(|| "without a namespace".into())
+            ),
+        )),
     }
     if let Some(owner) = entry.namespace_taken_by {
-        out.problems.push(Problem::refusal(Reason::NamespaceClaimed, "spec.verifierRef", format!(
-            "verifier {name} names namespace {:?}, which verifier {owner} claimed first: one namespace, one verifier",
-            verifier.spec.namespace
-        )));
+        out.problems.push(Problem::refusal(
+            Reason::NamespaceClaimed,
+            "spec.verifierRef",
+            format!("verifier {name} names namespace {:?}, which verifier {owner} claimed first: one namespace, one verifier", verifier.spec.namespace),
+        ));
     }
     match &entry.valid {
         Some(valid) => out.verifier = Some(valid),
-        None => out.problems.push(Problem::refusal(
-            Reason::VerifierInvalid,
-            "spec.verifierRef",
-            format!("SignatureVerifier {name} is invalid"),
-        )),
+        None => out.problems.push(Problem::refusal(Reason::VerifierInvalid, "spec.verifierRef", format!("SignatureVerifier {name} is invalid"))),
     }
     let methods = reg.spec.provision_methods.clone().unwrap_or_default();
     for (role, method, field) in [
-        (
-            VerifierRole::SignatureVerifier,
-            methods.signing,
-            "spec.provisionMethods.signing",
-        ),
-        (
-            VerifierRole::UserAuthenticationVerifier,
-            methods.user_authentication,
-            "spec.provisionMethods.userAuthentication",
-        ),
+        (VerifierRole::SignatureVerifier, methods.signing, "spec.provisionMethods.signing"),
+        (VerifierRole::UserAuthenticationVerifier, methods.user_authentication, "spec.provisionMethods.userAuthentication"),
     ] {
         let has_role = verifier.spec.roles.contains(&role);
         match method {
-            Some(ProvisionMethod::None)
-                if has_role && reg.spec.environment == Environment::Production =>
-            {
-                out.problems.push(Problem::refusal(
-                    Reason::ProvisionMethodForRole,
-                    field,
-                    format!(
-                        "the verifier is a {role:?}: choose Crl or Ocsp for this certificate type"
-                    ),
-                ))
-            }
-            Some(ProvisionMethod::Crl | ProvisionMethod::Ocsp) if !has_role => {
-                out.problems.push(Problem::notice(
-                    Reason::ProvisionMethodForRole,
-                    field,
-                    format!(
-                        "the verifier does not list the role {role:?}; set None or add the role"
-                    ),
-                ))
-            }
+            Some(ProvisionMethod::None) if has_role && reg.spec.environment == Environment::Production => out.problems.push(Problem::refusal(
+                Reason::ProvisionMethodForRole,
+                field,
+                format!("the verifier is a {role:?}: choose Crl or Ocsp for this certificate type"),
+            )),
+            Some(ProvisionMethod::Crl | ProvisionMethod::Ocsp) if !has_role => out.problems.push(Problem::notice(
+                Reason::ProvisionMethodForRole,
+                field,
+                format!("the verifier does not list the role {role:?}; set None or add the role"),
+            )),
             _ => {}
         }
     }
@@ -390,11 +293,7 @@ fn supersedes_rules(reg: &AccessRegistration, ctx: &Context<'_>, problems: &mut 
     let name = reg.metadata.name.as_deref().unwrap_or_default();
     let namespace = reg.metadata.namespace.as_deref().unwrap_or_default();
     if target == name {
-        problems.push(Problem::refusal(
-            Reason::SupersedesCycle,
-            "spec.supersedes",
-            "a registration cannot supersede itself",
-        ));
+        problems.push(Problem::refusal(Reason::SupersedesCycle, "spec.supersedes", "a registration cannot supersede itself"));
         return;
     }
     let Some(old) = ctx.registrations.get(&(namespace, target)) else {
@@ -407,13 +306,15 @@ fn supersedes_rules(reg: &AccessRegistration, ctx: &Context<'_>, problems: &mut 
         }
         return;
     };
-    if old.spec.verifier_ref != reg.spec.verifier_ref
-        || old.spec.environment != reg.spec.environment
-    {
-        problems.push(Problem::refusal(Reason::SupersedesOtherLine, "spec.supersedes", format!(
-            "{target} belongs to verifier {} in {}; a registration can only supersede one of the same verifier and environment",
-            old.spec.verifier_ref, old.spec.environment
-        )));
+    if old.spec.verifier_ref != reg.spec.verifier_ref || old.spec.environment != reg.spec.environment {
+        problems.push(Problem::refusal(
+            Reason::SupersedesOtherLine,
+            "spec.supersedes",
+            format!(
+                "{target} belongs to verifier {} in {}; a registration can only supersede one of the same verifier and environment",
+                old.spec.verifier_ref, old.spec.environment
+            ),
+        ));
         return;
     }
     // Follow the chain; each step is a hash lookup and the chain is at most as long as the namespace's forms.
@@ -429,12 +330,7 @@ fn supersedes_rules(reg: &AccessRegistration, ctx: &Context<'_>, problems: &mut 
             ));
             return;
         }
-        match current
-            .spec
-            .supersedes
-            .as_deref()
-            .and_then(|n| ctx.registrations.get(&(namespace, n)))
-        {
+        match current.spec.supersedes.as_deref().and_then(|n| ctx.registrations.get(&(namespace, n))) {
             Some(next) => current = next,
             None => return,
         }
@@ -469,39 +365,47 @@ fn gate_rules(
     match valid.environment {
         Environment::Production => {
             match verifier.agreement_effective {
-                None => problems.push(Problem::refusal(Reason::AgreementMissing, "spec.verifierRef", format!(
-                    "verifier {name} has no agreement (協定書) on record: production access starts on or after its effective date"
-                ))),
-                Some(effective) if start < effective => problems.push(Problem::refusal(Reason::StartBeforeAgreement, "spec.accessStartDate", format!(
-                    "{start} is before the agreement's effective date {effective} (協定書 第13条): start on or after it"
-                ))),
+                None => problems.push(Problem::refusal(
+                    Reason::AgreementMissing,
+                    "spec.verifierRef",
+                    format!("verifier {name} has no agreement (協定書) on record: production access starts on or after its effective date"),
+                )),
+                Some(effective) if start < effective => problems.push(Problem::refusal(
+                    Reason::StartBeforeAgreement,
+                    "spec.accessStartDate",
+                    format!("{start} is before the agreement's effective date {effective} (協定書 第13条): start on or after it"),
+                )),
                 Some(_) => {}
             }
             if let Some(rules) = rules
                 && rules.require_verification_test
                 && !on_record(verifier.verification_test_completed, now, wake_ups)
             {
-                problems.push(Problem::refusal(Reason::VerificationTestPending, "spec.verifierRef", format!(
-                    "environment {} requires a completed verification test (A-10) of verifier {name}", rules.name
-                )));
+                problems.push(Problem::refusal(
+                    Reason::VerificationTestPending,
+                    "spec.verifierRef",
+                    format!("environment {} requires a completed verification test (A-10) of verifier {name}", rules.name),
+                ));
             }
         }
         Environment::Test => {
             let pledge = on_record(verifier.pledge_received, now, wake_ups);
             let application = on_record(verifier.test_application_received, now, wake_ups);
             if !pledge || !application {
-                problems.push(Problem::refusal(Reason::ProcedureIncomplete, "spec.verifierRef", format!(
-                    "verifier {name} needs the confidentiality pledge (A-03-3) and the test-environment application (A-03-4) on record"
-                )));
+                problems.push(Problem::refusal(
+                    Reason::ProcedureIncomplete,
+                    "spec.verifierRef",
+                    format!("verifier {name} needs the confidentiality pledge (A-03-3) and the test-environment application (A-03-4) on record"),
+                ));
             }
         }
     }
     // The LGPKI route goes through the LGWAN全国センター in either environment.
-    if reg.spec.connection_method == ConnectionMethod::LgwanViaLgpki
-        && !on_record(verifier.lgwan_center_notified, now, wake_ups)
-    {
-        problems.push(Problem::refusal(Reason::LgwanCenterPending, "spec.connectionMethod", format!(
-            "the LGPKI route needs the LGWAN全国センター step (A-8) on record (spec.procedure.lgwanCenterNotifiedOn of verifier {name})"
-        )));
+    if reg.spec.connection_method == ConnectionMethod::LgwanViaLgpki && !on_record(verifier.lgwan_center_notified, now, wake_ups) {
+        problems.push(Problem::refusal(
+            Reason::LgwanCenterPending,
+            "spec.connectionMethod",
+            format!("the LGPKI route needs the LGWAN全国センター step (A-8) on record (spec.procedure.lgwanCenterNotifiedOn of verifier {name})"),
+        ));
     }
 }

@@ -130,11 +130,7 @@ impl Reason {
             | SupersedesOtherLine
             | SupersedesCycle
             | RegistrationNotFound => "reference",
-            AgreementMissing
-            | StartBeforeAgreement
-            | VerificationTestPending
-            | ProcedureIncomplete
-            | LgwanCenterPending => "procedure",
+            AgreementMissing | StartBeforeAgreement | VerificationTestPending | ProcedureIncomplete | LgwanCenterPending => "procedure",
             AwaitingApproval
             | AwaitingApprovalOfChange
             | Rejected
@@ -218,18 +214,7 @@ mod tests {
     fn names_are_unique_and_categories_bounded() {
         let names: std::collections::BTreeSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), Reason::ALL.len());
-        let categories: std::collections::BTreeSet<_> =
-            Reason::ALL.iter().map(|r| r.category()).collect();
-        assert_eq!(
-            categories.into_iter().collect::<Vec<_>>(),
-            [
-                "conflict",
-                "decision",
-                "form",
-                "lifecycle",
-                "procedure",
-                "reference"
-            ]
-        );
+        let categories: std::collections::BTreeSet<_> = Reason::ALL.iter().map(|r| r.category()).collect();
+        assert_eq!(categories.into_iter().collect::<Vec<_>>(), ["conflict", "decision", "form", "lifecycle", "procedure", "reference"]);
     }
 }

@@ -43,13 +43,9 @@ impl<'a> RecordIndex<'a> {
                 continue;
             }
             for event in r.spec.events.values() {
-                if let (RecordEventType::Superseded, Some(successor)) =
-                    (event.type_, event.successor.as_deref())
-                {
+                if let (RecordEventType::Superseded, Some(successor)) = (event.type_, event.successor.as_deref()) {
                     let namespace = r.spec.subject.namespace.as_deref().unwrap_or_default();
-                    index
-                        .superseded
-                        .insert((namespace, r.spec.subject.name.as_str()), successor);
+                    index.superseded.insert((namespace, r.spec.subject.name.as_str()), successor);
                 }
             }
         }
@@ -69,18 +65,11 @@ impl<'a> RecordIndex<'a> {
     /// The fact that ended the registration with this uid, if one was recorded.
     pub fn terminal(&self, uid: &str) -> Option<Terminal> {
         let record = self.of(uid)?;
-        record
-            .spec
-            .events
-            .values()
-            .find_map(|e| match (e.type_, &e.successor) {
-                (RecordEventType::Superseded, Some(successor)) => Some(Terminal::Superseded {
-                    successor: successor.clone(),
-                    at: event_time(e),
-                }),
-                (RecordEventType::Expired, _) => Some(Terminal::Expired { at: event_time(e) }),
-                _ => None,
-            })
+        record.spec.events.values().find_map(|e| match (e.type_, &e.successor) {
+            (RecordEventType::Superseded, Some(successor)) => Some(Terminal::Superseded { successor: successor.clone(), at: event_time(e) }),
+            (RecordEventType::Expired, _) => Some(Terminal::Expired { at: event_time(e) }),
+            _ => None,
+        })
     }
 
     /// Which decisions on the registration with this uid are void: those stored before its newest recorded
@@ -89,19 +78,13 @@ impl<'a> RecordIndex<'a> {
         let Some(record) = self.of(uid) else {
             return VoidLine::default();
         };
-        let present = |approval_uid: &str| {
-            approvals
-                .iter()
-                .any(|a| a.metadata.uid.as_deref() == Some(approval_uid))
-        };
+        let present = |approval_uid: &str| approvals.iter().any(|a| a.metadata.uid.as_deref() == Some(approval_uid));
         let mut line = VoidLine::default();
         for e in record.spec.events.values() {
             let withdrawn = e.approval_uid.as_deref().is_some_and(|u| !present(u));
             match e.type_ {
                 RecordEventType::Rejected => line.before = line.before.max(Some(event_time(e))),
-                RecordEventType::Approved if withdrawn => {
-                    line.up_to = line.up_to.max(Some(event_time(e)))
-                }
+                RecordEventType::Approved if withdrawn => line.up_to = line.up_to.max(Some(event_time(e))),
                 _ => {}
             }
             if e.type_ == RecordEventType::Rejected && withdrawn {
