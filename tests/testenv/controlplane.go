@@ -93,6 +93,8 @@ func runControlPlane(args []string) error {
 		"--token-auth-file=" + pki.tokenFile,
 		"--kubelet-client-certificate=" + pki.kubeletClientCert,
 		"--kubelet-client-key=" + pki.kubeletClientKey,
+		// Reach a kubelet at its node's InternalIP, never by resolving the node's name through the machine's DNS.
+		"--kubelet-preferred-address-types=InternalIP",
 		// Node authorizer and NodeRestriction as in a real cluster: a kubelet (scripts/node, user
 		// system:node:NAME in group system:nodes) may touch only its own Node and its pods' objects.
 		"--authorization-mode=Node,RBAC",
