@@ -134,15 +134,15 @@ async fn wait_ready(client: &Client, ns: &str, name: &str, limit: Duration) -> P
     }
 }
 
-/// One HTTP/1.1 request to `addr` (a pod's or the node's address; nothing here leaves the machine); returns the
-/// status code and body.
+/// One HTTP/1.0 request to `addr` (a pod's or the node's address; nothing here leaves the machine); returns the
+/// status code and body. HTTP/1.0, so the answer is never chunked and ends when the server closes.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response
