@@ -83,6 +83,7 @@ fn examples_pass_the_cel_rules_offline() {
             Form::Registration(o) => validate_cel::<AccessRegistration>(o),
             Form::Approval(o) => validate_cel::<AccessApproval>(o),
             Form::Environment(o) => validate_cel::<AccessEnvironment>(o),
+            Form::Record(o) => validate_cel::<jpki_access::api::AccessRecord>(o),
         };
         assert!(result.is_ok(), "{}: {result:?}", form.kind());
     }

@@ -72,7 +72,7 @@ fn validating_5000_registrations_costs_under_twice_parsing_them() {
     for _ in 0..5 {
         let (t, d) = timed(|| parse_only(dir.path()));
         (parse, documents) = (parse.min(t), d);
-        let (t, r) = timed(|| jpki_access::cli::validate::validate_paths(&[dir.path().to_path_buf()]));
+        let (t, r) = timed(|| jpki_access::cli::validate::validate_paths(&[dir.path().to_path_buf()], "2026-12-01T00:00:00Z".parse().unwrap()));
         (validate, report) = (validate.min(t), Some(r));
     }
     let report = report.unwrap();
