@@ -5,6 +5,7 @@
 //! - `domain`: pure rules of one form or a set of forms (identifiers, CIDRs, JST dates, validation);
 //! - `planner`: a pure function from all forms and a clock to every object and status that must exist;
 //! - `manifest`: reading forms from YAML files;
+//! - `wire`: what the controller and the agents exchange (the signed allowlist, keys, reports), used by both;
 //! - `controller` and `agent`: the I/O edges (Kubernetes caches and writes; nftables);
 //! - `cli`: the one binary's subcommands.
 
@@ -20,4 +21,6 @@ pub mod manifest;
 pub mod planner;
 pub mod schema_check;
 pub mod shutdown;
+pub mod watch;
+pub mod wire;
 pub mod yaml_styles;

@@ -12,7 +12,7 @@
 //! default), never on the change path.
 
 use crate::domain::cidr::{Family, interval};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 use serde_json::Value;
 use std::net::IpAddr;
 
@@ -46,19 +46,25 @@ impl std::fmt::Display for Drift {
     }
 }
 
-/// The table as listed by `nft -j list table`: its set elements and its fingerprint.
+/// The table as listed by `nft -j list table`: its set elements by role and its fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
-    pub ranges: Ranges,
+    /// Elements of the allow sets (`allow_v4`, `allow_v6`), merged.
+    pub allowed: Ranges,
+    /// Elements of the forward-destination sets (`forward_v4`, `forward_v6`), merged.
+    pub forward: Ranges,
+    /// Elements of any other set (a set the agent never writes: all of them are extra).
+    pub other: Ranges,
     pub fingerprint: String,
 }
 
 /// Reads `nft -j list table` output (with or without `-t`). Elements of every set of the table count: a rogue set
 /// is caught by the fingerprint, a rogue element of ours by the ranges.
 pub fn parse_listing(json: &str) -> Result<Listed, String> {
+    use crate::planner::nft::{FORWARD_V4, FORWARD_V6, SET_V4, SET_V6};
     let doc: Value = serde_json::from_str(json).map_err(|e| format!("nft listing is not JSON: {e}"))?;
     let items = doc.get("nftables").and_then(Value::as_array).ok_or("nft listing has no \"nftables\" array")?;
-    let mut ranges = Vec::new();
+    let (mut allowed, mut forward, mut other) = (Vec::new(), Vec::new(), Vec::new());
     let mut shape = Vec::new();
     for item in items {
         if item.get("metainfo").is_some() {
@@ -66,22 +72,31 @@ pub fn parse_listing(json: &str) -> Result<Listed, String> {
         }
         let mut item = item.clone();
         if let Some(set) = item.get_mut("set").and_then(Value::as_object_mut) {
+            let name = set.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let into = match name.as_str() {
+                n if n == SET_V4 || n == SET_V6 => &mut allowed,
+                n if n == FORWARD_V4 || n == FORWARD_V6 => &mut forward,
+                _ => &mut other,
+            };
             for element in set.remove("elem").and_then(|e| e.as_array().cloned()).unwrap_or_default() {
-                ranges.push(element_range(&element)?);
+                into.push(element_range(&element)?);
             }
         }
         strip_handles(&mut item);
         shape.push(item);
     }
-    Ok(Listed { ranges: merge(ranges), fingerprint: Value::Array(shape).to_string() })
+    Ok(Listed { allowed: merge(allowed), forward: merge(forward), other: merge(other), fingerprint: Value::Array(shape).to_string() })
 }
 
-/// Compares a full listing with the allowlist applied and the fingerprint recorded after that apply.
-pub fn compare(listed: &Listed, v4: &[Ipv4Net], v6: &[Ipv6Net], fingerprint: Option<&str>) -> Drift {
-    let wanted = merge(v4.iter().map(|n| interval(&IpNet::V4(*n))).chain(v6.iter().map(|n| interval(&IpNet::V6(*n)))).collect());
+/// Compares a full listing with the sets applied (allowed sources, forward destinations) and the fingerprint
+/// recorded after that apply.
+pub fn compare(listed: &Listed, allowed: &[IpNet], forward: &[IpNet], fingerprint: Option<&str>) -> Drift {
+    let ranges = |nets: &[IpNet]| merge(nets.iter().map(interval).collect());
+    let (want_allowed, want_forward) = (ranges(allowed), ranges(forward));
+    let extra = |listed: &Ranges, wanted: &Ranges| listed.iter().filter(|r| !wanted.contains(r)).count();
     Drift {
-        extra: listed.ranges.iter().filter(|r| !wanted.contains(r)).count(),
-        missing: wanted.iter().filter(|r| !listed.ranges.contains(r)).count(),
+        extra: extra(&listed.allowed, &want_allowed) + extra(&listed.forward, &want_forward) + listed.other.len(),
+        missing: extra(&want_allowed, &listed.allowed) + extra(&want_forward, &listed.forward),
         rules_changed: fingerprint.is_some_and(|f| f != listed.fingerprint),
     }
 }
@@ -151,12 +166,8 @@ mod tests {
         {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 4, "expr": [
             {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@allow_v4"}}, {"drop": null}]}}]}"#;
 
-    fn nets(text: &[&str]) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
-        let all: Vec<IpNet> = text.iter().map(|t| t.parse().unwrap()).collect();
-        (
-            all.iter().filter_map(|n| if let IpNet::V4(n) = n { Some(*n) } else { None }).collect(),
-            all.iter().filter_map(|n| if let IpNet::V6(n) = n { Some(*n) } else { None }).collect(),
-        )
+    fn nets(text: &[&str]) -> Vec<IpNet> {
+        text.iter().map(|t| t.parse().unwrap()).collect()
     }
 
     const APPLIED: [&str; 5] = ["10.0.0.0/24", "10.0.1.5/32", "192.0.2.0/25", "2001:db8::/48", "2001:db8:1::10/128"];
@@ -164,7 +175,7 @@ mod tests {
     #[test]
     fn the_table_as_applied_shows_no_drift_and_the_terse_listing_has_the_same_fingerprint() {
         let listed = parse_listing(LISTING).unwrap();
-        let (v4, v6) = nets(&APPLIED);
+        let applied = nets(&APPLIED);
         // A terse listing (nft -t) of the same table, with other handles (the table was replaced since).
         let terse = LISTING.replace(r#""handle": 4"#, r#""handle": 9"#);
         let terse: Value = serde_json::from_str(&terse).unwrap();
@@ -175,20 +186,21 @@ mod tests {
             }
         }
         let fingerprint = parse_listing(&terse.to_string()).unwrap().fingerprint;
-        assert_eq!(compare(&listed, &v4, &v6, Some(&fingerprint)), Drift::default());
+        assert_eq!(compare(&listed, &applied, &[], Some(&fingerprint)), Drift::default());
     }
 
     #[test]
     fn an_element_added_by_hand_is_extra_and_a_removed_one_missing() {
         let rogue = LISTING.replace(r#""10.0.1.5","#, r#""10.0.1.5", {"range": ["172.16.0.1", "172.16.0.9"]},"#);
         let listed = parse_listing(&rogue).unwrap();
-        let (v4, v6) = nets(&APPLIED);
-        let drift = compare(&listed, &v4, &v6, None);
+        let drift = compare(&listed, &nets(&APPLIED), &[], None);
         assert_eq!(drift, Drift { extra: 1, missing: 0, rules_changed: false });
         assert_eq!(drift.to_string(), "1 range(s) not in the allowlist, 0 range(s) of the allowlist missing");
 
-        let (v4, v6) = nets(&[&APPLIED[..], &["198.51.100.0/24"]].concat());
-        assert_eq!(compare(&parse_listing(LISTING).unwrap(), &v4, &v6, None), Drift { extra: 0, missing: 1, rules_changed: false });
+        let more = nets(&[&APPLIED[..], &["198.51.100.0/24"]].concat());
+        assert_eq!(compare(&parse_listing(LISTING).unwrap(), &more, &[], None), Drift { extra: 0, missing: 1, rules_changed: false });
+        // The allowed sources where the forward destinations should be: extra in one role, missing in the other.
+        assert_eq!(compare(&parse_listing(LISTING).unwrap(), &[], &nets(&APPLIED), None), Drift { extra: 4, missing: 4, rules_changed: false });
     }
 
     #[test]
@@ -196,8 +208,7 @@ mod tests {
         // 10.0.0.0/23 in place of 10.0.0.0/24 swallows 10.0.1.5: one merged range the allowlist does not have, and
         // neither of the two it has.
         let wider = LISTING.replace(r#""len": 24"#, r#""len": 23"#);
-        let (v4, v6) = nets(&APPLIED);
-        assert_eq!(compare(&parse_listing(&wider).unwrap(), &v4, &v6, None), Drift { extra: 1, missing: 2, rules_changed: false });
+        assert_eq!(compare(&parse_listing(&wider).unwrap(), &nets(&APPLIED), &[], None), Drift { extra: 1, missing: 2, rules_changed: false });
     }
 
     #[test]
@@ -207,8 +218,7 @@ mod tests {
             r#"{"prefix": {"addr": "10.0.0.0", "len": 24}}, "10.0.1.5""#,
             r#"{"range": ["10.0.0.0", "10.0.0.255"]}, {"elem": {"val": {"prefix": {"addr": "10.0.1.5", "len": 32}}, "comment": "x"}}"#,
         );
-        let (v4, v6) = nets(&APPLIED);
-        assert!(compare(&parse_listing(&listing).unwrap(), &v4, &v6, None).is_none());
+        assert!(compare(&parse_listing(&listing).unwrap(), &nets(&APPLIED), &[], None).is_none());
     }
 
     #[test]
@@ -218,8 +228,7 @@ mod tests {
             r#"{"drop": null}]}}]}"#,
             r#"{"drop": null}]}}, {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 7, "expr": [{"accept": null}]}}]}"#,
         );
-        let (v4, v6) = nets(&APPLIED);
-        assert_eq!(compare(&parse_listing(&inserted).unwrap(), &v4, &v6, Some(&applied)), Drift { extra: 0, missing: 0, rules_changed: true });
+        assert_eq!(compare(&parse_listing(&inserted).unwrap(), &nets(&APPLIED), &[], Some(&applied)), Drift { extra: 0, missing: 0, rules_changed: true });
     }
 
     #[test]

@@ -1,40 +1,59 @@
-//! `jpki-access agent`: applies one environment's allowlist to nftables on an edge node and reports the digest it
-//! applied.
+//! `jpki-access agent`: enforces one environment's published allowlist with nftables on an edge node, and reports.
 //!
-//! - It reads only the ConfigMaps of the allowlist namespace and applies a set only when the index and every shard
-//!   agree (`allowlist::assemble`): never a half-written set.
+//! - **Only a verified set.** The agent reads the signed `AccessAllowlist` index and its shards of its environment
+//!   (`crate::wire::allowlist`) and accepts a set only when the signature holds with the public key of its own
+//!   configuration, every shard matches the digest the index announces, every CIDR passes the forms' own rules
+//!   (never `/0`, never a special-purpose range) and at least one port is named. A set with a serial older than the
+//!   one in force (a replay) is refused too. A refused set changes nothing: the last good set stays in force, and
+//!   the refusal is reported (report, metric, log).
+//! - **Fail closed at boot.** Before it talks to the API server, the agent enforces the last verified set it
+//!   persisted on the node (`state`, verified again), or, with none, drops the protected ports of its configuration
+//!   for every source until a verified set arrives. A node that reboots while the API server is unreachable never
+//!   comes up open.
 //! - Every change is a **full atomic replace**: the whole ruleset in one `nft -f` transaction, so there is no moment
-//!   without rules and no set is ever listed back from the kernel (with nft 1.0.x an `add element` on a large
-//!   interval set dumps the whole set first; see BENCHMARKS.md for the numbers behind this choice).
-//! - What was applied is known without a dump: the digest is written as the comment of the `input` chain, and
-//!   `nft list chain` reads it back (a chain listing shows rules, not set elements).
-//! - Fail static: when the API server is unreachable the watch retries and the rules stay; on restart the agent
-//!   compares the kernel's digest with the published one and replaces only if they differ (never a flush first);
-//!   on shutdown the rules stay, unless `--remove-on-exit`.
-//! - Drift: at start and on every resync the agent lists its table and compares it with what it applied
-//!   (`drift`); an element or rule changed by hand is replaced by the allowlist and reported (`drift` in the
-//!   report, and a warning in the log).
+//!   without rules, and a failed apply leaves the previous rules in force (`nft` calls time out; see `nft`). No set
+//!   is ever listed back from the kernel on the change path (with nft 1.0.x an `add element` on a large interval set
+//!   dumps the whole set first; see BENCHMARKS.md).
+//! - What was applied is known without a dump: a tag (digest, serial, ports, destinations) is written as the comment
+//!   of the `input` chain and read back with `nft list chain`.
+//! - **Ports and destinations** are those of the signed set plus those of the agent's configuration: the
+//!   configuration's are always filtered, even before any set arrives.
+//! - **Heartbeat and report**: a Lease per node and environment, renewed every heartbeat period, carrying the typed
+//!   report (`crate::wire::report`); `/readyz` is ready only while a set is in force and nft works.
+//! - Drift: on every resync the agent lists its table and compares it with what it applied (`drift`); a change made
+//!   by hand is replaced and reported.
 
-pub mod allowlist;
 pub mod drift;
+pub mod http;
+pub mod nft;
+pub mod state;
 
+use crate::api::allowlist::{AccessAllowlist, AccessAllowlistShard, AllowlistPurpose};
+use crate::api::environment::{FirewallPort, Protocol};
 use crate::planner::children::{ALLOWLIST_LABEL, ENVIRONMENT_LABEL};
-use crate::planner::nft::{render_removal, render_ruleset, table_name};
+use crate::planner::nft::{Rules, render, render_removal, table_name};
+use crate::wire::allowlist::{Expected, Refusal, VerifiedSet, assemble, index_name};
+use crate::wire::report::{AgentReport, Enforcing, RefusedSet, lease_body, lease_name};
+use crate::wire::signing::PublicKey;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use ipnet::IpNet;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
-use serde_json::json;
+use state::StoredSet;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// Label of the agents' report ConfigMaps (value: the environment name); the controller counts them.
-pub const REPORT_LABEL: &str = "access.jpki.dev/agent-report";
+/// How long a set that may be in the middle of being written (a shard newer than its index) is waited for before
+/// it counts as refused.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -44,224 +63,439 @@ pub struct Settings {
     /// Apply inside this network namespace (`ip netns exec`), for tests; production agents use the host's.
     pub netns: Option<String>,
     pub nft: PathBuf,
+    pub nft_timeout: Duration,
     pub remove_on_exit: bool,
     pub resync: Duration,
+    /// How often the Lease is renewed.
+    pub heartbeat: Duration,
     /// Test hook: while this file exists, the rendered ruleset gets a line nft refuses.
     pub break_file: Option<PathBuf>,
+    /// The key that verifies the controller's signatures (from the agent's configuration).
+    pub public_key: PublicKey,
+    /// Where the last verified set is kept across restarts.
+    pub state_dir: PathBuf,
+    /// Ports always filtered, before any set arrives and whatever the set names.
+    pub protected_ports: Vec<FirewallPort>,
+    /// Forward destinations always judged, added to the set's.
+    pub forward_destinations: Vec<IpNet>,
+    /// Address of /healthz, /readyz and /metrics.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot reach the API server: {0}")]
     Client(#[source] kube::Error),
+    #[error("HTTP endpoint on {0}: {1}")]
+    Listen(SocketAddr, #[source] std::io::Error),
 }
 
-/// The report name of one agent.
-pub fn report_name(environment: &str, node: &str) -> String {
-    format!("jpki-agent-{environment}-{node}")
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Client(_) => "client",
+            Error::Listen(..) => "listen",
+        }
+    }
+}
+
+/// What the agent wants the kernel to enforce.
+#[derive(Debug, Clone)]
+enum Target {
+    /// No verified set: the protected ports dropped for every source.
+    Closed,
+    Set {
+        set: VerifiedSet,
+        source: Enforcing,
+        stored: Box<StoredSet>,
+    },
+}
+
+/// What the kernel enforces, as the agent applied it.
+#[derive(Debug, Clone)]
+struct InForce {
+    tag: String,
+    cidrs: Vec<IpNet>,
+    forward: Vec<IpNet>,
+    enforcing: Enforcing,
+    serial: i64,
+}
+
+struct Agent {
+    settings: Settings,
+    nft: nft::Nft,
+    shared: Arc<http::Shared>,
+    report: AgentReport,
+    in_force: Option<InForce>,
+    /// The kernel's tag as last read (None: no table of ours, or unreadable).
+    kernel_tag: Option<String>,
+    /// The shape of the table as applied (without elements), for the drift check.
+    fingerprint: Option<String>,
+    /// A refusal that may be a set in the middle of being written, and since when.
+    in_flight: Option<(String, Instant)>,
+}
+
+fn ports_text(ports: &[FirewallPort]) -> String {
+    ports.iter().map(|p| format!("{}/{}", if p.protocol == Protocol::Udp { "UDP" } else { "TCP" }, p.port)).collect::<Vec<_>>().join(",")
+}
+
+fn now_text() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl Agent {
+    fn table(&self) -> String {
+        table_name(&self.settings.environment)
+    }
+
+    /// Ports and destinations of `set` plus the configuration's; the tag and the ruleset for `target`.
+    fn render(&self, target: &Target) -> (String, String, Vec<IpNet>, Vec<IpNet>) {
+        let mut ports = self.settings.protected_ports.clone();
+        let mut forward = self.settings.forward_destinations.clone();
+        let cidrs = match target {
+            Target::Closed => Vec::new(),
+            Target::Set { set, .. } => {
+                ports.extend(set.ports.iter().cloned());
+                forward.extend(set.forward_destinations.iter().copied());
+                set.cidrs.clone()
+            }
+        };
+        ports.sort_by_key(|p| (p.protocol == Protocol::Udp, p.port));
+        ports.dedup();
+        let forward = crate::planner::hold::sorted_aggregate(&forward);
+        let fwd_text = forward.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let tag = match target {
+            Target::Closed => format!("jpki-access closed ports {} forward {fwd_text}", ports_text(&ports)),
+            Target::Set { set, .. } => format!("jpki-access digest {} serial {} ports {} forward {fwd_text}", set.digest, set.serial, ports_text(&ports)),
+        };
+        let (v4, v6): (Vec<_>, Vec<_>) = (
+            cidrs.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect(),
+            cidrs.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect(),
+        );
+        let (f4, f6): (Vec<_>, Vec<_>) = (
+            forward.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect(),
+            forward.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect(),
+        );
+        let mut ruleset =
+            render(&self.settings.environment, &Rules { allow_v4: &v4, allow_v6: &v6, ports: &ports, forward_v4: &f4, forward_v6: &f6, comment: Some(&tag) });
+        if self.settings.break_file.as_ref().is_some_and(|f| f.exists()) {
+            ruleset.push_str("this line is broken on purpose (test hook)\n");
+        }
+        (tag, ruleset, cidrs, forward)
+    }
+
+    fn nft_failed(&mut self, what: &str, e: &nft::NftError) {
+        self.shared.metrics.nft_failures.get_or_create(&http::ReasonLabel { reason: e.category() }).inc();
+        self.report.error = format!("{what}: {e}");
+        self.shared.set_ready(Some(format!("{what}: {e}")));
+    }
+
+    /// Puts `target` in force unless the kernel already holds it; false when nft failed (the previous rules stay).
+    async fn enforce(&mut self, target: &Target) -> bool {
+        let (tag, ruleset, cidrs, forward) = self.render(target);
+        let (enforcing, digest, serial) = match target {
+            Target::Closed => (Enforcing::Closed, String::new(), 0),
+            Target::Set { set, source, .. } => (*source, set.digest.clone(), set.serial),
+        };
+        if self.kernel_tag.as_deref() != Some(tag.as_str()) || self.in_force.is_none() {
+            if self.kernel_tag.as_deref() == Some(tag.as_str()) {
+                tracing::info!(tag = %tag, "the kernel already enforces this; nothing to apply");
+            } else if let Err(e) = self.nft.apply(&ruleset).await {
+                tracing::error!(error = %e, "apply failed; the previous rules stay in force");
+                self.nft_failed("apply", &e);
+                return false;
+            } else {
+                self.shared.metrics.applies.inc();
+                match target {
+                    Target::Closed => {
+                        tracing::info!(ports = %tag, "applied closed: the protected ports are dropped for every source until a verified set arrives")
+                    }
+                    Target::Set { set, source, .. } => {
+                        tracing::info!(digest = %set.digest, serial = set.serial, cidrs = set.cidrs.len(), source = ?source, "applied")
+                    }
+                }
+                self.kernel_tag = Some(tag.clone());
+                // The shape as applied, from a terse listing (no set elements, so no set dump).
+                self.fingerprint = self.nft.list(&self.table(), true).await.ok().and_then(|json| drift::parse_listing(&json).ok()).map(|l| l.fingerprint);
+            }
+        }
+        let m = &self.shared.metrics;
+        m.enforcing.clear();
+        m.enforcing.get_or_create(&http::StateLabel { state: enforcing_label(enforcing) }).set(1);
+        m.enforced_cidrs.set(cidrs.len() as i64);
+        m.enforced_serial.set(serial);
+        let changed = self.in_force.as_ref().is_none_or(|f| f.tag != tag || f.enforcing != enforcing);
+        self.in_force = Some(InForce { tag, cidrs, forward, enforcing, serial });
+        self.report.enforcing = enforcing;
+        self.report.applied_digest = digest;
+        self.report.applied_serial = serial;
+        self.report.error = String::new();
+        self.shared.set_ready(None);
+        if let Target::Set { stored, source: Enforcing::Verified, .. } = target
+            && changed
+            && let Err(e) = state::save(&self.settings.state_dir, &self.settings.environment, stored)
+        {
+            // The set is in force; only the boot path loses it. Said loudly, not fatal.
+            tracing::error!(error = %e, "cannot persist the verified set; after a reboot without the API server this node would start closed");
+            self.report.error = format!("persist: {e}");
+        }
+        true
+    }
+
+    /// A published set was refused: keep what is in force, say why (once per distinct refusal).
+    fn refuse(&mut self, refusal: &Refusal) {
+        let message = refusal.to_string();
+        if self.report.refused.as_ref().is_some_and(|r| r.message == message) {
+            return;
+        }
+        tracing::warn!(reason = refusal.category(), refusal = %message, "published allowlist refused; the set in force stays");
+        self.shared.metrics.refused.get_or_create(&http::ReasonLabel { reason: refusal.category() }).inc();
+        self.report.refused = Some(RefusedSet { reason: refusal.category().to_string(), message, at: now_text() });
+    }
+
+    /// Judges what the API server publishes now and enforces it if it is a good, newer set.
+    async fn evaluate(&mut self, index: Option<&AccessAllowlist>, shards: &HashMap<String, Arc<AccessAllowlistShard>>) {
+        let expected = Expected { namespace: &self.settings.namespace, environment: &self.settings.environment, purpose: AllowlistPurpose::Enforce };
+        let result = assemble(expected, index, |name| shards.get(name).map(|s| &**s), &self.settings.public_key).and_then(|set| {
+            let enforced = self.in_force.as_ref().map_or(0, |f| f.serial);
+            if set.serial < enforced { Err(Refusal::Older { index: index_name(&self.settings.environment), found: set.serial, enforced }) } else { Ok(set) }
+        });
+        match (result, index) {
+            (Ok(set), Some(index)) => {
+                self.in_flight = None;
+                let stored =
+                    StoredSet { index: index.clone(), shards: index.spec.shards.iter().filter_map(|r| shards.get(&r.name).map(|s| (**s).clone())).collect() };
+                let target = Target::Set { set, source: Enforcing::Verified, stored: Box::new(stored) };
+                if self.enforce(&target).await {
+                    self.report.refused = None;
+                }
+            }
+            (Ok(_), None) => {}
+            (Err(refusal), _) => self.judge_refusal(&refusal),
+        }
+    }
+
+    fn judge_refusal(&mut self, refusal: &Refusal) {
+        match refusal {
+            refusal if refusal.may_be_in_flight() => {
+                let since = match &self.in_flight {
+                    Some((message, since)) if *message == refusal.to_string() => *since,
+                    _ => {
+                        self.in_flight = Some((refusal.to_string(), Instant::now()));
+                        Instant::now()
+                    }
+                };
+                if since.elapsed() >= IN_FLIGHT_GRACE {
+                    self.refuse(refusal);
+                } else {
+                    tracing::info!(reason = %refusal, "allowlist not complete yet; keeping the current rules");
+                }
+            }
+            refusal => {
+                self.in_flight = None;
+                self.refuse(refusal);
+            }
+        }
+    }
+
+    /// Lists the table and replaces it if it was changed behind the agent's back.
+    async fn check_drift(&mut self) {
+        let Some(in_force) = self.in_force.clone() else {
+            return;
+        };
+        match self.nft.applied_tag(&self.table()).await {
+            Ok(tag) => self.kernel_tag = tag,
+            Err(e) => {
+                self.nft_failed("read the applied tag", &e);
+                return;
+            }
+        }
+        if self.kernel_tag.as_deref() != Some(in_force.tag.as_str()) {
+            tracing::warn!(kernel = ?self.kernel_tag, "the kernel's table is not the one applied (flushed or replaced?); applying again");
+            self.drifted(format!("table replaced or removed (tag {:?})", self.kernel_tag));
+            return;
+        }
+        match self.nft.list(&self.table(), false).await.map_err(|e| e.to_string()).and_then(|json| drift::parse_listing(&json)) {
+            Ok(listed) => {
+                let found = drift::compare(&listed, &in_force.cidrs, &in_force.forward, self.fingerprint.as_deref());
+                if found.is_none() {
+                    self.fingerprint.get_or_insert(listed.fingerprint);
+                } else {
+                    tracing::warn!(drift = %found, "the kernel's table differs from the set applied (changed by hand?); replacing it");
+                    self.drifted(found.to_string());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the table to check it for drift; will retry on the next resync"),
+        }
+    }
+
+    fn drifted(&mut self, what: String) {
+        self.shared.metrics.drift.inc();
+        self.report.drift = format!("{}: {what}; replaced", now_text());
+        self.kernel_tag = None;
+        self.in_force = None;
+    }
+}
+
+fn enforcing_label(e: Enforcing) -> &'static str {
+    match e {
+        Enforcing::Nothing => "nothing",
+        Enforcing::Closed => "closed",
+        Enforcing::Persisted => "persisted",
+        Enforcing::Verified => "verified",
+    }
+}
+
+/// The boot path: the persisted set (verified again) or closed, applied before the API server is contacted.
+async fn boot(agent: &mut Agent) -> Target {
+    let table = agent.table();
+    match agent.nft.applied_tag(&table).await {
+        Ok(tag) => agent.kernel_tag = tag,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the kernel's table; nftables missing or failing?");
+            agent.nft_failed("read the applied tag", &e);
+        }
+    }
+    let s = &agent.settings;
+    let expected = Expected { namespace: &s.namespace, environment: &s.environment, purpose: AllowlistPurpose::Enforce };
+    let target = match state::load(&s.state_dir, &s.environment) {
+        Ok(Some(stored)) => {
+            let shards: HashMap<&str, &AccessAllowlistShard> = stored.shards.iter().filter_map(|sh| Some((sh.metadata.name.as_deref()?, sh))).collect();
+            match assemble(expected, Some(&stored.index), |n| shards.get(n).copied(), &s.public_key) {
+                Ok(set) => {
+                    tracing::info!(digest = %set.digest, serial = set.serial, "boot: enforcing the last verified set persisted on this node");
+                    Target::Set { set, source: Enforcing::Persisted, stored: Box::new(stored) }
+                }
+                Err(refusal) => {
+                    tracing::error!(refusal = %refusal, file = %state::path(&s.state_dir, &s.environment).display(), "boot: the persisted set does not verify; starting closed");
+                    agent.refuse(&refusal);
+                    Target::Closed
+                }
+            }
+        }
+        Ok(None) => {
+            tracing::info!("boot: no persisted set; the protected ports are dropped for every source until a verified set arrives");
+            Target::Closed
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "boot: cannot read the persisted set; starting closed");
+            Target::Closed
+        }
+    };
+    agent.enforce(&target).await;
+    target
+}
+
+/// A reflector over `api` with `config`; pokes `changed` on every event and sets `synced` once the first list is
+/// in; the stream is spawned.
+fn watch<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>, synced: Arc<AtomicBool>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let ready = store.clone();
+    let poke = changed.clone();
+    tokio::spawn(async move {
+        if ready.wait_until_ready().await.is_ok() {
+            synced.store(true, Ordering::SeqCst);
+            poke.notify_one();
+        }
+    });
+    let stream = reflector::reflector(writer, watcher(api, config)).backoff(crate::watch::backoff(Duration::from_secs(5))).for_each(move |event| {
+        if let Err(e) = &event {
+            tracing::warn!(error = %e, "watch error (rules stay as they are); retrying");
+        }
+        changed.notify_one();
+        async {}
+    });
+    tokio::spawn(stream);
+    store
 }
 
 pub async fn run(settings: Settings) -> Result<(), Error> {
-    let client = Client::try_default().await.map_err(Error::Client)?;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.namespace);
-    let config = watcher::Config::default().labels(&format!("{ENVIRONMENT_LABEL}={},{ALLOWLIST_LABEL}", settings.environment));
-    let (store, writer) = reflector::store();
-    let changed = Arc::new(Notify::new());
-    let poke = changed.clone();
-    let watch = reflector::reflector(writer, watcher(api.clone(), config)).backoff(crate::controller::stores::watch_backoff(Duration::from_secs(5))).for_each(
-        move |event| {
-            if let Err(e) = &event {
-                tracing::warn!(error = %e, "watch error (rules stay as they are); retrying");
-            }
-            poke.notify_one();
-            async {}
-        },
-    );
-    tokio::spawn(watch);
-    let ready = store.clone();
-    let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = synced.clone();
-    let poke = changed.clone();
-    tokio::spawn(async move {
-        let _ = ready.wait_until_ready().await;
-        flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        poke.notify_one();
-    });
+    let shared = Arc::new(http::Shared::default());
+    shared.set_ready(Some("starting".into()));
+    if let Some(listen) = settings.listen {
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::Listen(listen, e))?;
+        tokio::spawn(http::serve(listener, shared.clone()));
+    }
+    let nft = nft::Nft { program: settings.nft.clone(), netns: settings.netns.clone(), timeout: settings.nft_timeout };
+    let report = AgentReport { environment: settings.environment.clone(), node: settings.node.clone(), ..Default::default() };
+    let mut agent = Agent { settings: settings.clone(), nft, shared, report, in_force: None, kernel_tag: None, fingerprint: None, in_flight: None };
+    tracing::info!(environment = %settings.environment, node = %settings.node, key = %settings.public_key.fingerprint(), "agent started");
+    boot(&mut agent).await;
 
-    let mut nft = Nft { settings: settings.clone() };
-    let mut applied = nft.applied_digest().await;
-    tracing::info!(environment = %settings.environment, node = %settings.node, applied = ?applied, "agent started; the kernel's rules are kept until a complete allowlist differs");
-    let mut last_report: Option<serde_json::Value> = None;
-    // Verify the kernel's table on the first complete allowlist and on every resync; remember the shape of the
-    // table as applied (without its elements) to compare the next listing with.
-    let mut verify = true;
-    let mut fingerprint: Option<String> = None;
-    let mut last_drift = String::new();
+    let client = Client::try_default().await.map_err(Error::Client)?;
+    let changed = Arc::new(Notify::new());
+    let env = &settings.environment;
+    let (index_synced, shards_synced) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let index_store: Store<AccessAllowlist> = watch(
+        Api::namespaced(client.clone(), &settings.namespace),
+        watcher::Config::default().fields(&format!("metadata.name={}", index_name(env))),
+        changed.clone(),
+        index_synced.clone(),
+    );
+    let shard_store: Store<AccessAllowlistShard> = watch(
+        Api::namespaced(client.clone(), &settings.namespace),
+        watcher::Config::default().labels(&format!("{ENVIRONMENT_LABEL}={env},{ALLOWLIST_LABEL}=shard")),
+        changed.clone(),
+        shards_synced.clone(),
+    );
+    let leases: Api<Lease> = Api::namespaced(client, &settings.namespace);
+    let manager = format!("jpki-access-agent/{}", settings.node);
+    let lease_seconds = i32::try_from(settings.heartbeat.as_secs().saturating_mul(3).max(1)).unwrap_or(i32::MAX);
+
     let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
+    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + settings.resync, settings.resync);
+    let mut last_written: Option<AgentReport> = None;
+    let mut last_renewal = Instant::now().checked_sub(settings.heartbeat * 2).unwrap_or_else(Instant::now);
     loop {
+        let (mut judge, mut beat) = (true, false);
         tokio::select! {
             _ = &mut shutdown => break,
             _ = changed.notified() => {}
-            _ = tokio::time::sleep(settings.resync) => {
-                // The kernel may have been changed behind our back (a flush, a reboot of the table): re-read.
-                applied = nft.applied_digest().await;
-                verify = true;
-            }
+            _ = heartbeat.tick() => (judge, beat) = (agent.in_force.is_none(), true),
+            _ = resync.tick() => agent.check_drift().await,
+            // A set waiting to be complete is judged again when its grace ends.
+            _ = tokio::time::sleep(IN_FLIGHT_GRACE), if agent.in_flight.is_some() => {}
         }
-        tokio::time::sleep(Duration::from_millis(50)).await; // fold a burst of shard events into one apply
-        if !synced.load(std::sync::atomic::Ordering::SeqCst) {
-            continue;
+        if !judge {
+            // A heartbeat alone: renew the Lease below.
+        } else if index_synced.load(Ordering::SeqCst) && shards_synced.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await; // fold a burst of shard events into one apply
+            let index = index_store.get(&ObjectRef::new(&index_name(env)).within(&settings.namespace));
+            let shards: HashMap<String, Arc<AccessAllowlistShard>> =
+                shard_store.state().into_iter().filter_map(|s| Some((s.metadata.name.clone()?, s))).collect();
+            agent.evaluate(index.as_deref(), &shards).await;
+        } else if agent.in_force.is_none() {
+            // Still nothing in force (nft failed at boot): try the boot target again.
+            boot(&mut agent).await;
         }
-        let config_maps: Vec<ConfigMap> = store.state().iter().map(|c| (**c).clone()).collect();
-        let list = match allowlist::assemble(&settings.environment, &config_maps) {
-            Ok(list) => list,
-            Err(incomplete) => {
-                tracing::info!(reason = %incomplete, "allowlist not complete; keeping the current rules");
-                continue;
-            }
-        };
-        let mut error = None;
-        let wanted = tag(&list);
-        if verify && applied.as_deref() == Some(wanted.as_str()) {
-            match nft.list(false).await.and_then(|json| drift::parse_listing(&json)) {
-                Ok(listed) => {
-                    let found = drift::compare(&listed, &list.v4, &list.v6, fingerprint.as_deref());
-                    if found.is_none() {
-                        fingerprint.get_or_insert(listed.fingerprint);
-                    } else {
-                        tracing::warn!(drift = %found, "the kernel's table differs from the allowlist applied (changed by hand?); replacing it");
-                        last_drift =
-                            format!("{}: {found}; replaced", jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()));
-                        applied = None;
-                    }
+        let due = beat || last_renewal.elapsed() >= settings.heartbeat;
+        if due || last_written.as_ref() != Some(&agent.report) {
+            let body = lease_body(&settings.namespace, &agent.report, jiff::Timestamp::now(), lease_seconds);
+            match leases.patch(&lease_name(env, &settings.node), &PatchParams::apply(&manager).force(), &Patch::Apply(&body)).await {
+                Ok(_) => {
+                    last_written = Some(agent.report.clone());
+                    last_renewal = Instant::now();
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot list the table to check it for drift; will retry on the next resync")
+                    agent.shared.metrics.heartbeat_failures.inc();
+                    tracing::warn!(error = %e, "heartbeat not written; will retry");
                 }
-            }
-        }
-        verify = false;
-        if applied.as_deref() != Some(wanted.as_str()) {
-            match nft.apply(&list).await {
-                Ok(()) => {
-                    tracing::info!(digest = %list.digest, v4 = list.v4.len(), v6 = list.v6.len(), "applied");
-                    applied = Some(wanted);
-                    // The shape as applied, from a terse listing (no set elements, so no set dump).
-                    fingerprint = nft.list(true).await.and_then(|json| drift::parse_listing(&json)).map(|l| l.fingerprint).ok();
-                }
-                Err(e) => {
-                    tracing::error!(digest = %list.digest, error = %e, "apply failed; the previous rules stay in force");
-                    error = Some(e);
-                }
-            }
-        }
-        let report = json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": report_name(&settings.environment, &settings.node), "namespace": settings.namespace,
-                         "labels": {REPORT_LABEL: settings.environment, "app.kubernetes.io/managed-by": "jpki-access-agent"}},
-            "data": {"environment": settings.environment, "node": settings.node,
-                     "appliedDigest": applied.as_deref().map(digest_of_tag).unwrap_or_default(), "publishedDigest": list.digest,
-                     "error": error.clone().unwrap_or_default(), "drift": last_drift}
-        });
-        if last_report.as_ref() != Some(&report) {
-            let pp = PatchParams::apply(&format!("jpki-access-agent/{}", settings.node)).force();
-            match api.patch(&report_name(&settings.environment, &settings.node), &pp, &Patch::Apply(&report)).await {
-                Ok(_) => last_report = Some(report),
-                Err(e) => tracing::warn!(error = %e, "report not written; will retry"),
             }
         }
     }
     if settings.remove_on_exit {
         tracing::info!("removing the table (--remove-on-exit)");
-        if let Err(e) = nft.run(&render_removal(&settings.environment)).await {
+        if let Err(e) = agent.nft.apply(&render_removal(&settings.environment)).await {
             tracing::error!(error = %e, "removal failed");
         }
     } else {
         tracing::info!("stopping; the rules stay in force");
     }
     Ok(())
-}
-
-/// What the kernel must hold: the allowlist's digest and the filtered ports (a change of ports alone changes no
-/// digest, yet must be applied). Kept in the comment of the input chain.
-fn tag(list: &allowlist::Allowlist) -> String {
-    let mut ports: Vec<String> =
-        list.ports.iter().map(|p| format!("{}/{}", if p.protocol == crate::api::environment::Protocol::Udp { "UDP" } else { "TCP" }, p.port)).collect();
-    ports.sort();
-    format!("{} ports {}", list.digest, ports.join(","))
-}
-
-/// The digest part of a tag.
-fn digest_of_tag(tag: &str) -> String {
-    tag.split(" ports ").next().unwrap_or_default().to_string()
-}
-
-/// The nft binary, in the host's or a test's network namespace.
-struct Nft {
-    settings: Settings,
-}
-
-impl Nft {
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = match &self.settings.netns {
-            Some(ns) => {
-                let mut c = tokio::process::Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.settings.nft);
-                c
-            }
-            None => tokio::process::Command::new(&self.settings.nft),
-        };
-        cmd.args(args);
-        cmd
-    }
-
-    /// The digest in the comment of our `input` chain: read without listing any set.
-    async fn applied_digest(&self) -> Option<String> {
-        let table = table_name(&self.settings.environment);
-        let out = self.command(&["list", "chain", "inet", &table, "input"]).output().await.ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines().find_map(|l| l.trim().strip_prefix("comment \"jpki-access digest ")).map(|rest| rest.trim_end_matches('"').to_string())
-    }
-
-    async fn apply(&mut self, list: &allowlist::Allowlist) -> Result<(), String> {
-        let mut ruleset = render_ruleset(&self.settings.environment, &list.v4, &list.v6, &list.ports);
-        // Tag the input chain with the digest, so the next start knows what is applied without a set dump.
-        ruleset = ruleset.replacen("\tchain input {\n", &format!("\tchain input {{\n\t\tcomment \"jpki-access digest {}\"\n", tag(list)), 1);
-        if self.settings.break_file.as_ref().is_some_and(|f| f.exists()) {
-            ruleset.push_str("this line is broken on purpose (test hook)\n");
-        }
-        self.run(&ruleset).await
-    }
-
-    /// `nft -j list table` of our table; `terse` leaves out set elements.
-    async fn list(&self, terse: bool) -> Result<String, String> {
-        let table = table_name(&self.settings.environment);
-        let args: &[&str] = if terse { &["-t", "-j", "list", "table", "inet", &table] } else { &["-j", "list", "table", "inet", &table] };
-        let out = self.command(args).output().await.map_err(|e| format!("cannot run {}: {e}", self.settings.nft.display()))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).lines().take(3).collect::<Vec<_>>().join(" | "))
-        }
-    }
-
-    /// `nft -f -`: one transaction, all or nothing.
-    async fn run(&self, ruleset: &str) -> Result<(), String> {
-        let mut child = self
-            .command(&["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.settings.nft.display()))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(ruleset.as_bytes()).await.map_err(|e| format!("writing to nft: {e}"))?;
-        }
-        let out = child.wait_with_output().await.map_err(|e| format!("waiting for nft: {e}"))?;
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).lines().take(5).collect::<Vec<_>>().join(" | ")) }
-    }
 }

@@ -196,12 +196,32 @@ pub struct MassRevocationHold {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Firewall {
-    /// Namespace of the allowlist ConfigMaps the agents read.
+    /// Namespace of the signed allowlist (AccessAllowlist and its shards) the agents read, and of their heartbeats.
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub allowlist_namespace: String,
     /// Destination ports the agents filter; other traffic is not their business.
     #[schemars(length(min = 1, max = 16))]
     pub ports: Vec<FirewallPort>,
+    /// Destinations (CIDRs, canonical) whose forwarded traffic the agents judge on these ports: the services'
+    /// addresses behind an edge node that routes to them. Empty: the agents judge only traffic to the node itself,
+    /// and nothing the node forwards (its pods' own outgoing HTTPS, other services) is touched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = kube::core::cel::Rule::new("self.all(d, isCIDR(d) && string(cidr(d).masked()) == d && cidr(d).prefixLength() > 0)")
+        .message("forwardDestinations: each is a CIDR in canonical form (host bits clear), never /0"))]
+    pub forward_destinations: Vec<String>,
+    /// The nodes that must run an agent of this environment (their labels): each is expected to report, and one
+    /// that does not is counted as missing. Unset: no node is expected (the agents that report are counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_nodes: Option<PodSelector>,
+    /// An agent whose heartbeat (its Lease) is older than this is stale (default 60 s).
+    #[serde(default = "default_stale_after_seconds")]
+    #[schemars(range(min = 5, max = 3600))]
+    pub stale_after_seconds: i32,
+}
+
+fn default_stale_after_seconds() -> i32 {
+    60
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -235,8 +255,50 @@ pub struct AccessEnvironmentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 71))]
     pub allowlist_digest: Option<String>,
-    /// Firewall agents that applied the current digest, as "in sync/total" (e.g. "3/3").
+    /// Firewall agents that applied the current digest, as "in sync/total" (e.g. "3/3"); the total is the expected
+    /// nodes where the environment names them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub agents_in_sync: Option<String>,
+    /// The firewall agents in detail: expected, in sync, stale, missing, not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<AgentsStatus>,
+    /// NetworkPolicies of the services' namespace that may select the services' pods and are not the controller's:
+    /// they add to what ours allow (NetworkPolicies are additive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub foreign_network_policies: Vec<String>,
+}
+
+/// The environment's firewall agents, from their heartbeats (Leases) and the nodes expected to run one. Node lists
+/// are cut at 32 names; the counts are whole.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentsStatus {
+    /// Nodes expected to run an agent (spec.firewall.expectedNodes); absent when none are named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<i64>,
+    /// Agents with a fresh heartbeat.
+    pub reporting: i64,
+    /// Fresh agents that enforce the current digest and report no error.
+    pub in_sync: i64,
+    /// Agents whose heartbeat is older than spec.firewall.staleAfterSeconds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub stale: Vec<String>,
+    /// Expected nodes without any heartbeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub missing: Vec<String>,
+    /// Fresh agents that report an error (nftables missing or failing, a refused allowlist) or enforce another
+    /// digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub behind: Vec<String>,
+    #[serde(default)]
+    pub stale_count: i64,
+    #[serde(default)]
+    pub missing_count: i64,
+    #[serde(default)]
+    pub behind_count: i64,
 }

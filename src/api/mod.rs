@@ -1,6 +1,7 @@
 //! The custom resources (API group `access.jpki.dev`, version `v1alpha1`). Types only, no I/O: these Rust types
 //! are the one source of the CRD schemas in `crds/` (`jpki-access crd`).
 
+pub mod allowlist;
 pub mod approval;
 pub mod cidr_string;
 pub mod common;
@@ -10,6 +11,7 @@ pub mod reference;
 pub mod registration;
 pub mod verifier;
 
+pub use allowlist::{AccessAllowlist, AccessAllowlistShard, AccessAllowlistShardSpec, AccessAllowlistSpec, AllowlistPurpose};
 pub use approval::{AccessApproval, AccessApprovalSpec, Decision};
 pub use cidr_string::CidrString;
 pub use common::{Environment, JstDate, ProvisionMethod, ProvisionMethods};
@@ -23,7 +25,15 @@ use kube::CustomResourceExt;
 
 /// Every CRD of the operator, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![SignatureVerifier::crd(), AccessRegistration::crd(), AccessApproval::crd(), AccessEnvironment::crd(), AccessRecord::crd()]
+    vec![
+        SignatureVerifier::crd(),
+        AccessRegistration::crd(),
+        AccessApproval::crd(),
+        AccessEnvironment::crd(),
+        AccessRecord::crd(),
+        AccessAllowlist::crd(),
+        AccessAllowlistShard::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream, exactly as committed in `crds/`.

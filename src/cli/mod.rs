@@ -53,34 +53,72 @@ pub enum Command {
         /// is planned at once (milliseconds).
         #[arg(long, default_value_t = 200)]
         debounce_ms: u64,
+        /// The Ed25519 private key (PKCS#8 PEM) that signs the published allowlists; mounted from a Secret only the
+        /// controller's pod reads (`jpki-access keygen` makes one).
+        #[arg(long, env = "JPKI_SIGNING_KEY_FILE")]
+        signing_key_file: PathBuf,
     },
-    /// Run the firewall agent of one environment on this node: apply its allowlist to nftables, report the digest.
-    #[command(after_help = "Runs as a DaemonSet on edge nodes (host network, NET_ADMIN only); reads the allowlist ConfigMaps of one \
-namespace and writes only its own report.\n\nExample:\n  jpki-access agent --environment production --namespace jpki-system --node $NODE_NAME")]
+    /// Run the firewall agent of one environment on this node: enforce its signed allowlist with nftables, report.
+    #[command(after_help = "Runs as a DaemonSet on edge nodes (host network, NET_ADMIN only). Reads the signed AccessAllowlist of one \
+environment and enforces it only when its signature holds with --public-key-file and every CIDR passes the forms' rules; at \
+boot enforces the last verified set persisted in --state-dir, or drops the protected ports for every source until a \
+verified set arrives. Renews a Lease per node as its heartbeat and report.\n\nExample:\n  jpki-access agent --environment production \
+--namespace jpki-system --node $NODE_NAME --public-key-file /etc/jpki-access/allowlist.pub --protected-port TCP/443")]
     Agent {
         /// The AccessEnvironment (metadata.name) whose allowlist this node enforces.
         #[arg(long)]
         environment: String,
-        /// Namespace of the allowlist ConfigMaps (the environment's spec.firewall.allowlistNamespace).
+        /// Namespace of the allowlist (the environment's spec.firewall.allowlistNamespace); the heartbeat goes there.
         #[arg(long)]
         namespace: String,
         /// This node's name (default: $NODE_NAME).
         #[arg(long, env = "NODE_NAME")]
         node: String,
+        /// The controller's Ed25519 public key (SubjectPublicKeyInfo PEM), from the agent's own configuration.
+        #[arg(long)]
+        public_key_file: PathBuf,
+        /// Ports always filtered, before any set arrives and besides the set's (TCP/443, UDP/53); at least one.
+        #[arg(long = "protected-port", required = true, value_parser = parse_port)]
+        protected_ports: Vec<crate::api::environment::FirewallPort>,
+        /// Destinations (CIDRs) whose forwarded traffic is always judged, besides the set's forwardDestinations.
+        #[arg(long = "forward-destination", value_parser = parse_destination)]
+        forward_destinations: Vec<ipnet::IpNet>,
+        /// Where the last verified set is kept for the boot path (a hostPath on the node).
+        #[arg(long, default_value = "/var/lib/jpki-access")]
+        state_dir: PathBuf,
+        /// Address of /healthz, /readyz and /metrics (none without).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         /// Apply inside this network namespace (`ip netns exec`); for tests.
         #[arg(long, hide = true)]
         netns: Option<String>,
         #[arg(long, default_value = "/usr/sbin/nft")]
         nft: PathBuf,
+        /// An nft call that takes longer is killed and counts as failed (seconds).
+        #[arg(long, default_value_t = 30)]
+        nft_timeout_seconds: u64,
         /// Remove the table when stopping (by default the rules stay in force).
         #[arg(long)]
         remove_on_exit: bool,
-        /// Re-read the applied digest from the kernel this often (seconds).
+        /// Check the kernel's table for drift this often (seconds).
         #[arg(long, default_value_t = 60)]
         resync_seconds: u64,
+        /// Renew the heartbeat Lease this often (seconds).
+        #[arg(long, default_value_t = 10)]
+        heartbeat_seconds: u64,
         /// Test hook: while this file exists, the ruleset is broken on purpose.
         #[arg(long, hide = true)]
         break_file: Option<PathBuf>,
+    },
+    /// Make an Ed25519 key pair for signing the published allowlist: the private key (for the controller's Secret)
+    /// and the public key (for the agents' configuration), as PEM files.
+    #[command(
+        after_help = "Example:\n  jpki-access keygen --out keys/\n  kubectl -n jpki-system create secret generic jpki-access-signing-key --from-file=ed25519.key=keys/allowlist.key\n  helm install jpki charts/jpki-access --set-file signing.publicKey=keys/allowlist.pub"
+    )]
+    Keygen {
+        /// Folder for allowlist.key (mode 0600) and allowlist.pub; refuses to overwrite.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the CustomResourceDefinitions (as committed in crds/).
     #[command(after_help = "Examples:\n  jpki-access crd | kubectl apply --server-side -f -\n  jpki-access crd --reference > docs/crd-reference.md")]
@@ -194,7 +232,24 @@ pub enum OutputFormat {
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Controller { lease_namespace, lease_name, identity, no_leader_election, listen, clock_offset_seconds, resync_seconds, debounce_ms } => {
+        Command::Controller {
+            lease_namespace,
+            lease_name,
+            identity,
+            no_leader_election,
+            listen,
+            clock_offset_seconds,
+            resync_seconds,
+            debounce_ms,
+            signing_key_file,
+        } => {
+            let signing_key = match crate::wire::signing::SigningKey::from_file(&signing_key_file) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("jpki-access controller: the allowlist signing key: {e}");
+                    return 1;
+                }
+            };
             let identity = identity.unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "controller".into());
                 format!("{host}-{}", std::process::id())
@@ -208,6 +263,7 @@ pub fn run(cli: Cli) -> i32 {
                 clock_offset: jiff::SignedDuration::from_secs(clock_offset_seconds),
                 resync: std::time::Duration::from_secs(resync_seconds.max(1)),
                 debounce: std::time::Duration::from_millis(debounce_ms),
+                signing_key: std::sync::Arc::new(signing_key),
             };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -224,16 +280,46 @@ pub fn run(cli: Cli) -> i32 {
                 }
             }
         }
-        Command::Agent { environment, namespace, node, netns, nft, remove_on_exit, resync_seconds, break_file } => {
+        Command::Agent {
+            environment,
+            namespace,
+            node,
+            public_key_file,
+            protected_ports,
+            forward_destinations,
+            state_dir,
+            listen,
+            netns,
+            nft,
+            nft_timeout_seconds,
+            remove_on_exit,
+            resync_seconds,
+            heartbeat_seconds,
+            break_file,
+        } => {
+            let public_key = match crate::wire::signing::PublicKey::from_file(&public_key_file) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("jpki-access agent: the controller's public key: {e}");
+                    return 1;
+                }
+            };
             let settings = crate::agent::Settings {
                 environment,
                 namespace,
                 node,
                 netns,
                 nft,
+                nft_timeout: std::time::Duration::from_secs(nft_timeout_seconds.max(1)),
                 remove_on_exit,
                 resync: std::time::Duration::from_secs(resync_seconds.max(1)),
+                heartbeat: std::time::Duration::from_secs(heartbeat_seconds.max(1)),
                 break_file,
+                public_key,
+                state_dir,
+                protected_ports,
+                forward_destinations,
+                listen,
             };
             match tokio::runtime::Runtime::new().map_err(|e| e.to_string()).and_then(|rt| rt.block_on(crate::agent::run(settings)).map_err(|e| e.to_string())) {
                 Ok(()) => 0,
@@ -243,6 +329,7 @@ pub fn run(cli: Cli) -> i32 {
                 }
             }
         }
+        Command::Keygen { out } => keygen(&out),
         Command::Crd { reference: true } => {
             print!("{}", crate::api::reference::markdown());
             0
@@ -266,6 +353,66 @@ pub fn run(cli: Cli) -> i32 {
                 return 2;
             }
             fleet::run(crate::fleet::FleetSettings { scale, companies, approved_at }, out.as_deref(), apply, concurrency)
+        }
+    }
+}
+
+/// `TCP/443` or `UDP/53`.
+fn parse_port(text: &str) -> Result<crate::api::environment::FirewallPort, String> {
+    use crate::api::environment::{FirewallPort, Protocol};
+    let (protocol, port) = text.split_once('/').ok_or_else(|| format!("{text:?}: write a port as TCP/443 or UDP/53"))?;
+    let protocol = match protocol {
+        "TCP" | "tcp" => Protocol::Tcp,
+        "UDP" | "udp" => Protocol::Udp,
+        other => return Err(format!("{text:?}: protocol {other:?} is neither TCP nor UDP")),
+    };
+    match port.parse::<i32>() {
+        Ok(port) if (1..=65535).contains(&port) => Ok(FirewallPort { protocol, port }),
+        _ => Err(format!("{text:?}: the port must be a number from 1 to 65535")),
+    }
+}
+
+/// A destination CIDR in canonical form, never /0.
+fn parse_destination(text: &str) -> Result<ipnet::IpNet, String> {
+    match text.parse::<ipnet::IpNet>() {
+        Ok(net) if net.prefix_len() > 0 && net.trunc() == net => Ok(net),
+        Ok(net) if net.prefix_len() == 0 => Err(format!("{text:?}: /0 would judge every forwarded packet; name the services' addresses")),
+        Ok(net) => Err(format!("{text:?}: host bits are set; write {}", net.trunc())),
+        Err(e) => Err(format!("{text:?}: not a CIDR ({e})")),
+    }
+}
+
+fn keygen(out: &std::path::Path) -> i32 {
+    let (private, public) = match crate::wire::signing::generate() {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("jpki-access keygen: {e}");
+            return 1;
+        }
+    };
+    let (key_path, pub_path) = (out.join("allowlist.key"), out.join("allowlist.pub"));
+    for p in [&key_path, &pub_path] {
+        if p.exists() {
+            eprintln!("jpki-access keygen: {} exists; not overwriting a key", p.display());
+            return 1;
+        }
+    }
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::create_dir_all(out)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_path)?;
+        f.write_all(private.as_bytes())?;
+        std::fs::write(&pub_path, &public)
+    };
+    match write() {
+        Ok(()) => {
+            println!("{}\n{}", key_path.display(), pub_path.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("jpki-access keygen: writing into {}: {e}", out.display());
+            1
         }
     }
 }

@@ -2,9 +2,11 @@
 //! apply with one field manager; never write what is already right. New allow rules and complete allowlist shards
 //! are written before the index that announces them and before anything stale is removed.
 
+use super::published::Signer;
 use super::stores::{OwnWrites, Stores};
+use crate::api::allowlist::{AccessAllowlist, AccessAllowlistShard};
 use crate::api::{AccessEnvironment, AccessRegistration};
-use crate::planner::children::{ALLOWLIST_LABEL, Child, ENVIRONMENT_LABEL};
+use crate::planner::children::{Child, ENVIRONMENT_LABEL, MANAGED_BY};
 use crate::planner::{EnvironmentPlan, Plan};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -85,13 +87,32 @@ fn id_of<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 /// Whether the cached object already holds everything `child` wants. ConfigMaps (a URL notice per registration,
 /// the allowlist shards) are compared as typed values: turning thousands of them into JSON on every pass was most
 /// of an idle pass's time. Other kinds go through [`json_includes`].
-fn already_there(stores: &Stores, child: &Child) -> bool {
+fn already_there(stores: &Stores, signer: &Signer, child: &Child) -> bool {
     use kube::runtime::reflector::ObjectRef;
-    if let Child::ConfigMap(desired) = child {
-        let (namespace, name) = (desired.metadata.namespace.as_deref().unwrap_or_default(), desired.metadata.name.as_deref().unwrap_or_default());
-        return stores.config_maps.get(&ObjectRef::new(name).within(namespace)).is_some_and(|e| config_map_includes(&e, desired));
+    let (_, _, namespace, name) = child.identity();
+    match child {
+        Child::ConfigMap(desired) => stores.config_maps.get(&ObjectRef::new(&name).within(&namespace)).is_some_and(|e| config_map_includes(&e, desired)),
+        // Only a valid signature of exactly the planned content counts: a forged or altered index is written again.
+        Child::Allowlist(desired) => stores
+            .allowlists
+            .get(&ObjectRef::new(&name).within(&namespace))
+            .is_some_and(|e| signer.stored_matches(&e, desired) && meta_includes(&e.metadata, &desired.metadata)),
+        Child::AllowlistShard(desired) => stores
+            .shards
+            .get(&ObjectRef::new(&name).within(&namespace))
+            .is_some_and(|e| e.spec == desired.spec && meta_includes(&e.metadata, &desired.metadata)),
+        _ => existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json())),
     }
-    existing(stores, child).is_some_and(|e| json_includes(&e, &child.to_json()))
+}
+
+/// Desired labels and annotations among the existing ones, and the same owners.
+fn meta_includes(existing: &kube::api::ObjectMeta, desired: &kube::api::ObjectMeta) -> bool {
+    fn subset(d: &Option<std::collections::BTreeMap<String, String>>, e: &Option<std::collections::BTreeMap<String, String>>) -> bool {
+        d.iter().flatten().all(|(k, v)| e.as_ref().and_then(|e| e.get(k)) == Some(v))
+    }
+    subset(&desired.labels, &existing.labels)
+        && subset(&desired.annotations, &existing.annotations)
+        && (desired.owner_references.is_none() || existing.owner_references == desired.owner_references)
 }
 
 /// [`json_includes`] for ConfigMaps: desired data, labels and annotations among the existing ones (a key someone
@@ -152,12 +173,15 @@ fn retry_delay(failure: Failure, attempt: u32) -> Duration {
     }
 }
 
-/// Server-side applies one child; records the written version so its watch echo does not start a pass.
+/// Server-side applies one child; records the written version so its watch echo does not start a pass. An
+/// allowlist index is given here already signed.
 async fn apply_child(client: &Client, own: &OwnWrites, child: &Child) -> Result<(), kube::Error> {
     let (_, _, namespace, name) = child.identity();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let body = child.to_json();
     let written = match child {
+        Child::Allowlist(_) => Api::<AccessAllowlist>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
+        Child::AllowlistShard(_) => Api::<AccessAllowlistShard>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
         Child::ConfigMap(_) => Api::<ConfigMap>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
         Child::NetworkPolicy(_) => Api::<NetworkPolicy>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
         Child::Ingress(_) => Api::<Ingress>::namespaced(client.clone(), &namespace).patch(&name, &pp, &Patch::Apply(&body)).await?.metadata,
@@ -179,11 +203,11 @@ fn write_order(child: &Child) -> u8 {
     match kind.as_str() {
         "NetworkPolicy" if name.ends_with("-default-deny") => 2,
         "NetworkPolicy" => 0,
-        "ConfigMap" => match child {
-            Child::ConfigMap(c) if c.labels().get(ALLOWLIST_LABEL).map(String::as_str) == Some("index") => 1,
-            _ => 0,
+        _ => match child {
+            Child::AllowlistShard(_) | Child::ConfigMap(_) => 0,
+            Child::Allowlist(_) => 1,
+            _ => 3,
         },
-        _ => 3,
     }
 }
 
@@ -198,6 +222,7 @@ pub async fn apply_environment(
     plan: &EnvironmentPlan,
     backoff: &mut Backoff,
     routes: &mut RouteMemory,
+    signer: &mut Signer,
     writes: &mut Writes,
 ) -> bool {
     let mut children: Vec<&Child> = plan.children.iter().collect();
@@ -209,7 +234,7 @@ pub async fn apply_environment(
             let key = id(child);
             let unchanged = match child {
                 Child::HttpRoute(_) => routes.0.get(&key) == Some(&child.to_json()),
-                _ => already_there(stores, child),
+                _ => already_there(stores, signer, child),
             };
             if unchanged {
                 continue;
@@ -218,17 +243,27 @@ pub async fn apply_environment(
                 ok = false;
                 continue;
             }
-            due.push((*child, key));
+            // The index is signed as it goes out, with a serial above the stored one.
+            let child = match *child {
+                Child::Allowlist(planned) => {
+                    let (_, _, namespace, name) = child.identity();
+                    let stored = stores.allowlists.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace)).map(|s| s.spec.serial);
+                    std::borrow::Cow::Owned(Child::Allowlist(signer.sign(planned, stored)))
+                }
+                _ => std::borrow::Cow::Borrowed(*child),
+            };
+            due.push((child, key));
         }
-        let mut results =
-            futures::stream::iter(due.into_iter().map(|(child, key)| async move { (child, key, apply_child(client, &stores.own_writes, child).await) }))
-                .buffer_unordered(WRITE_CONCURRENCY);
+        let mut results = futures::stream::iter(
+            due.into_iter().map(|(child, key)| async move { (child.clone(), key, apply_child(client, &stores.own_writes, &child).await) }),
+        )
+        .buffer_unordered(WRITE_CONCURRENCY);
         while let Some((child, key, result)) = results.next().await {
             match result {
                 Ok(()) => {
                     backoff.succeeded(&key);
                     writes.applied += 1;
-                    if let Child::HttpRoute(_) = child {
+                    if let Child::HttpRoute(_) = &*child {
                         routes.0.insert(key, child.to_json());
                     }
                 }
@@ -249,13 +284,13 @@ pub async fn apply_environment(
 pub const WRITE_CONCURRENCY: usize = 16;
 
 /// Writes the URL notices (children of registrations), several at a time: they are independent of each other.
-pub async fn apply_notices(client: &Client, stores: &Stores, plan: &Plan, backoff: &mut Backoff, writes: &mut Writes) {
+pub async fn apply_notices(client: &Client, stores: &Stores, signer: &Signer, plan: &Plan, backoff: &mut Backoff, writes: &mut Writes) {
     // Compared first, named only when different: naming every notice on every pass was a few allocations each.
     let due: Vec<(&Child, String)> = plan
         .registrations
         .values()
         .filter_map(|r| r.notice.as_ref())
-        .filter(|child| !already_there(stores, child))
+        .filter(|child| !already_there(stores, signer, child))
         .map(|child| (child, id(child)))
         .filter(|(_, key)| backoff.ready(key))
         .collect();
@@ -293,8 +328,11 @@ pub async fn delete_stale(client: &Client, stores: &Stores, plan: &Plan, held_ba
     // the plan (invalid, unreadable, or shadowed by another object for the same environment) keeps its objects:
     // deleting its default-deny policy would open the services (fail closed, never fail open). A deleted
     // AccessEnvironment's objects go with it through their ownerReferences.
+    // Only objects labelled as ours: the NetworkPolicy cache holds everyone's (foreign ones are reported, not
+    // removed).
     let keep = |labels: &std::collections::BTreeMap<String, String>| {
-        labels.get(ENVIRONMENT_LABEL).is_none_or(|e| held_back.contains(e) || !plan.environments.contains_key(e))
+        labels.get(MANAGED_BY.0).is_none_or(|m| m != MANAGED_BY.1)
+            || labels.get(ENVIRONMENT_LABEL).is_none_or(|e| held_back.contains(e) || !plan.environments.contains_key(e))
     };
     let dp = DeleteParams::default();
     for cm in stores.config_maps.state() {
@@ -312,6 +350,20 @@ pub async fn delete_stale(client: &Client, stores: &Stores, plan: &Plan, held_ba
         if !wanted.contains(&key) && !keep(np.labels()) {
             let api = Api::<NetworkPolicy>::namespaced(client.clone(), &np.namespace().unwrap_or_default());
             count_delete(api.delete(&np.name_any(), &dp).await.map(drop), &key, writes);
+        }
+    }
+    for index in stores.allowlists.state() {
+        let key = id_of(&*index);
+        if !wanted.contains(&key) && !keep(index.labels()) {
+            let api = Api::<AccessAllowlist>::namespaced(client.clone(), &index.namespace().unwrap_or_default());
+            count_delete(api.delete(&index.name_any(), &dp).await.map(drop), &key, writes);
+        }
+    }
+    for shard in stores.shards.state() {
+        let key = id_of(&*shard);
+        if !wanted.contains(&key) && !keep(shard.labels()) {
+            let api = Api::<AccessAllowlistShard>::namespaced(client.clone(), &shard.namespace().unwrap_or_default());
+            count_delete(api.delete(&shard.name_any(), &dp).await.map(drop), &key, writes);
         }
     }
     for ing in stores.ingresses.state() {

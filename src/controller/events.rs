@@ -63,11 +63,43 @@ pub async fn registration_transition(recorder: &Recorder, reg: &AccessRegistrati
 }
 
 pub async fn environment_transition(recorder: &Recorder, env: &AccessEnvironment, new: &AccessEnvironmentStatus) {
-    let held = |s: Option<&AccessEnvironmentStatus>| s.and_then(|s| condition_status(&s.conditions, "Held")) == Some("True");
-    if !held(env.status.as_ref()) && held(Some(new)) {
-        let note = new.conditions.iter().find(|c| c.type_ == "Held").map(|c| c.message.clone()).unwrap_or_default();
-        publish(recorder, env, EventType::Warning, "Held", note).await;
+    for (type_, reason, note) in environment_events(env.status.as_ref(), new) {
+        publish(recorder, env, type_, reason, note).await;
     }
+}
+
+/// The events a change of an environment's status calls for: a hold, agents falling out of sync (stale, missing,
+/// behind) and back, and a new set of foreign NetworkPolicies.
+pub fn environment_events(old: Option<&AccessEnvironmentStatus>, new: &AccessEnvironmentStatus) -> Vec<(EventType, &'static str, String)> {
+    let mut out = Vec::new();
+    let get = |s: Option<&AccessEnvironmentStatus>, t: &str| s.and_then(|s| s.conditions.iter().find(|c| c.type_ == t).cloned());
+    let message = |t: &str| get(Some(new), t).map(|c| c.message).unwrap_or_default();
+    let held = |s: Option<&AccessEnvironmentStatus>| s.and_then(|s| condition_status(&s.conditions, "Held")) == Some("True");
+    if !held(old) && held(Some(new)) {
+        out.push((EventType::Warning, "Held", message("Held")));
+    }
+    match (get(old, "AgentsInSync"), get(Some(new), "AgentsInSync")) {
+        (o, Some(n)) if n.status == "False" && o.as_ref().is_none_or(|o| o.status != "False" || o.reason != n.reason) => {
+            let reason = match n.reason.as_str() {
+                "AgentsMissing" => "AgentsMissing",
+                "AgentsStale" => "AgentsStale",
+                _ => "AgentsBehind",
+            };
+            out.push((EventType::Warning, reason, n.message));
+        }
+        (Some(o), Some(n)) if o.status == "False" && n.status == "True" => out.push((EventType::Normal, "AgentsInSync", n.message)),
+        _ => {}
+    }
+    let foreign = |s: Option<&AccessEnvironmentStatus>| s.map(|s| s.foreign_network_policies.clone()).unwrap_or_default();
+    if !new.foreign_network_policies.is_empty() && foreign(old) != new.foreign_network_policies {
+        out.push((EventType::Warning, "ForeignNetworkPolicy", message("ForeignNetworkPolicies")));
+    }
+    out
+}
+
+/// The published allowlist was found not to be the controller's (and is being written again).
+pub async fn tampered(recorder: &Recorder, env: &AccessEnvironment, note: &str) {
+    publish(recorder, env, EventType::Warning, "AllowlistTampered", note.to_string()).await;
 }
 
 pub async fn unreadable(recorder: &Recorder, u: &Unreadable) {

@@ -30,6 +30,20 @@ pub struct EnvironmentLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentStateLabel {
+    pub environment: String,
+    /// expected, reporting, in_sync, stale, missing, behind
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TamperLabel {
+    pub environment: String,
+    /// `wire::allowlist::Refusal::category`, or `deleted`
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
 }
@@ -65,6 +79,12 @@ pub struct Metrics {
     /// Stored objects the types cannot read, by kind.
     pub unreadable_objects: Family<KindLabel, Gauge>,
     pub is_leader: Gauge,
+    /// Firewall agents per environment and state (expected, reporting, in_sync, stale, missing, behind).
+    pub agents: Family<AgentStateLabel, Gauge>,
+    /// NetworkPolicies that may select an environment's services and are not ours.
+    pub foreign_policies: Family<EnvironmentLabel, Gauge>,
+    /// Published sets found not to be the controller's (forged, altered, replayed, deleted), replaced.
+    pub tampering: Family<TamperLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -81,6 +101,9 @@ impl Default for Metrics {
             overdue_setups: Family::default(),
             unreadable_objects: Family::default(),
             is_leader: Gauge::default(),
+            agents: Family::default(),
+            foreign_policies: Family::default(),
+            tampering: Family::default(),
             registry: Registry::default(),
         };
         registry.register("reconciles", "Reconcile passes by result", m.reconciles.clone());
@@ -93,6 +116,9 @@ impl Default for Metrics {
         registry.register("overdue_setups", "Registrations whose setup due date has passed", m.overdue_setups.clone());
         registry.register("unreadable_objects", "Stored objects that do not fit the types", m.unreadable_objects.clone());
         registry.register("leader", "1 while this replica holds the Lease", m.is_leader.clone());
+        registry.register("agents", "Firewall agents per environment and state", m.agents.clone());
+        registry.register("foreign_network_policies", "NetworkPolicies that may select an environment's services and are not ours", m.foreign_policies.clone());
+        registry.register("allowlist_tampering", "Published allowlists found not to be the controller's, and replaced", m.tampering.clone());
         Metrics { registry, ..m }
     }
 }

@@ -7,9 +7,11 @@
 //! Only the holder of the Lease writes; followers keep warm caches for a fast takeover.
 
 pub mod apply;
+pub mod edge;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod published;
 pub mod records;
 pub mod stores;
 
@@ -38,6 +40,8 @@ pub struct Settings {
     pub clock_offset: jiff::SignedDuration,
     pub resync: Duration,
     pub debounce: Duration,
+    /// Signs the published allowlists.
+    pub signing_key: Arc<crate::wire::signing::SigningKey>,
 }
 
 /// The injected clock.
@@ -115,6 +119,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         reported_unreadable: BTreeSet::new(),
         memo: Memo::default(),
         published_live: std::collections::BTreeMap::new(),
+        edge: edge::Edge::new(published::Signer::new(settings.signing_key.clone())),
     };
     let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
@@ -223,6 +228,8 @@ pub struct Reconciler {
     /// What each registration had published after this replica's last successful write of each environment (the
     /// mass-revocation hold counts removals from it; after a start it comes from the statuses).
     pub published_live: std::collections::BTreeMap<String, crate::planner::hold::LiveSet>,
+    /// The signing key, the tamper guard and the sets agents may still enforce.
+    pub edge: edge::Edge,
 }
 
 impl Reconciler {
@@ -230,7 +237,7 @@ impl Reconciler {
     pub async fn pass(&mut self) -> Option<Instant> {
         let started = Instant::now();
         let mut steps = Steps::new();
-        let snapshot = self.stores.snapshot();
+        let snapshot = self.stores.snapshot(self.edge.signer.public_key());
         steps.mark("snapshot");
         self.report_unreadable(&snapshot).await;
         let now = self.clock.now();
@@ -243,10 +250,26 @@ impl Reconciler {
         // What stays true for an environment whose writes fail this time: the last one written.
         self.published_live = previously_live.clone();
         steps.mark("plan");
+        // What is stored and was not written by us is reported, then replaced by the writes below.
+        for t in self.edge.check(&self.client, &self.stores, &first.plan.environments).await {
+            tracing::error!(environment = %t.environment, reason = t.reason, tampering = %t.message, "the published allowlist is not the one the controller wrote; writing it again");
+            self.shared.metrics.tampering.get_or_create(&metrics::TamperLabel { environment: t.environment.clone(), reason: t.reason }).inc();
+            if let Some(env) = objects.environments.iter().find(|e| e.name_any() == t.environment) {
+                events::tampered(&self.recorder, env, &t.message).await;
+            }
+        }
+        // Agents report the serial they enforce: never sign below it (a clock set back must not make them refuse).
+        for env in &objects.environments {
+            for hb in self.stores.heartbeats(&env.name_any(), crate::planner::children::allowlist_namespace(env)) {
+                if let Ok(r) = &hb.report {
+                    self.edge.signer.saw_serial(r.applied_serial);
+                }
+            }
+        }
         let mut writes = Writes::default();
         let mut failed_environments = BTreeSet::new();
         for (name, env_plan) in &first.plan.environments {
-            if apply::apply_environment(&self.client, &self.stores, env_plan, &mut self.backoff, &mut self.routes, &mut writes).await {
+            if apply::apply_environment(&self.client, &self.stores, env_plan, &mut self.backoff, &mut self.routes, &mut self.edge.signer, &mut writes).await {
                 self.published_live.insert(name.clone(), env_plan.published_live.clone());
             } else {
                 failed_environments.insert(name.clone());
@@ -266,11 +289,22 @@ impl Reconciler {
         records::write_records(&self.client, &self.stores, &plan, &unreadable, &mut self.backoff, &mut writes).await;
         records::write_approval_statuses(&self.client, &self.stores, &objects.approvals, &plan, now, &mut self.backoff, &mut writes).await;
         steps.mark("records");
-        apply::apply_notices(&self.client, &self.stores, &plan, &mut self.backoff, &mut writes).await;
+        apply::apply_notices(&self.client, &self.stores, &self.edge.signer, &plan, &mut self.backoff, &mut writes).await;
         steps.mark("notices");
         apply::delete_stale(&self.client, &self.stores, &plan, &failed_environments, &mut writes).await;
         steps.mark("stale");
 
+        // The edge: agents from their heartbeats, foreign policies; registrations wait for the expected agents.
+        let mut observed: std::collections::BTreeMap<String, edge::Observed> = std::collections::BTreeMap::new();
+        for &env in &objects.environments {
+            if let Some(ep) = plan.environments.get(&env.name_any()) {
+                observed.insert(ep.name.clone(), edge::observe(&self.stores, env, ep, now));
+            }
+        }
+        let reported: BTreeSet<String> = observed.values().flat_map(|o| o.agents.enforced.values().flatten().cloned()).collect();
+        self.edge.remember_sets(&plan.environments, &reported);
+        self.edge.failed_last_pass = failed_environments.clone();
+        let next_stale = observed.values().filter_map(|o| o.agents.next_stale).min();
         // Status tells the truth about the data plane: while an environment's writes fail, its registrations keep
         // the status they had (not Active before the rules are in place).
         let env_names: std::collections::HashMap<_, _> = plan.environments.values().map(|e| (e.environment, e.name.clone())).collect();
@@ -278,7 +312,14 @@ impl Reconciler {
             .registrations
             .iter()
             .copied()
-            .filter_map(|reg| Some((reg, &plan.registrations.get(&crate::planner::liveness::RegKey::of(reg))?.status)))
+            .filter_map(|reg| {
+                let mut status = plan.registrations.get(&crate::planner::liveness::RegKey::of(reg))?.status.clone();
+                if let Some(o) = env_names.get(&reg.spec.environment).and_then(|n| observed.get(n)) {
+                    let previous = reg.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+                    crate::planner::edge::gate_registration(&mut status, &o.agents, &self.edge.sets, previous, now);
+                }
+                Some((reg, status))
+            })
             .filter(|(reg, _)| !env_names.get(&reg.spec.environment).is_some_and(|n| failed_environments.contains(n)))
             .filter(|(reg, status)| !apply::registration_status_unchanged(reg, status))
             .map(|(reg, status)| (apply::status_key(reg), reg, status))
@@ -288,9 +329,9 @@ impl Reconciler {
         let (client, own, recorder) = (&self.client, &self.stores.own_writes, &self.recorder);
         let mut results = futures::stream::iter(due.into_iter().map(|(key, reg, status)| async move {
             let api = kube::Api::<crate::api::AccessRegistration>::namespaced(client.clone(), &reg.namespace().unwrap_or_default());
-            let result = apply::patch_status(api, own, reg, status).await;
+            let result = apply::patch_status(api, own, reg, &status).await;
             if result.is_ok() {
-                events::registration_transition(recorder, reg, status).await;
+                events::registration_transition(recorder, reg, &status).await;
             }
             (key, result)
         }))
@@ -304,7 +345,10 @@ impl Reconciler {
                 continue;
             };
             let mut status = ep.status.clone();
-            status.agents_in_sync = self.stores.agents_in_sync(&ep.name, crate::planner::children::allowlist_namespace(env), &ep.digest);
+            if let Some(o) = observed.get(&ep.name) {
+                edge::decorate(&mut status, env, o, self.edge.tampered.get(&ep.name), !failed_environments.contains(&ep.name), now);
+                self.record_edge(&ep.name, o);
+            }
             if apply::environment_status_unchanged(env, &status) {
                 continue;
             }
@@ -321,7 +365,26 @@ impl Reconciler {
         });
         self.backoff.prune(started);
         self.stores.own_writes.prune();
-        [next_transition, self.backoff.next_retry()].into_iter().flatten().min()
+        // A heartbeat turns stale with no event: look again then (a second after, so it has passed).
+        let stale_at = next_stale.map(|t| Instant::now() + now.duration_until(t).unsigned_abs().min(Duration::from_secs(3600)) + Duration::from_secs(1));
+        [next_transition, self.backoff.next_retry(), stale_at].into_iter().flatten().min()
+    }
+
+    /// The edge's metrics of one environment.
+    fn record_edge(&self, environment: &str, o: &edge::Observed) {
+        let m = &self.shared.metrics;
+        let s = &o.agents.status;
+        for (state, n) in [
+            ("expected", s.expected.unwrap_or(0)),
+            ("reporting", s.reporting),
+            ("in_sync", s.in_sync),
+            ("stale", s.stale_count),
+            ("missing", s.missing_count),
+            ("behind", s.behind_count),
+        ] {
+            m.agents.get_or_create(&metrics::AgentStateLabel { environment: environment.to_string(), state }).set(n);
+        }
+        m.foreign_policies.get_or_create(&EnvironmentLabel { environment: environment.to_string() }).set(o.foreign.len() as i64);
     }
 
     fn record(&self, plan: &crate::planner::Plan, writes: &Writes, steps: &Steps, started: Instant) {

@@ -3,12 +3,15 @@
 //! Every watch uses `DeserializeGuard`, so an object stored before a schema change that no longer fits the types
 //! is reported and skipped instead of ending the stream for everyone else.
 
+use crate::api::allowlist::{AccessAllowlist, AccessAllowlistShard, AllowlistPurpose};
 use crate::api::{AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, SignatureVerifier};
-use crate::planner::children::{ALLOWLIST_LABEL, DIGEST_ANNOTATION, ENVIRONMENT_LABEL, MANAGED_BY, baseline_name};
+use crate::planner::children::{MANAGED_BY, allowlist_namespace};
 use crate::planner::hold::{Baseline, PublishedAllowlist};
+use crate::wire::allowlist::{Expected, assemble, baseline_name, index_name};
+use crate::wire::signing::PublicKey;
 use futures::{Stream, StreamExt};
-use ipnet::IpNet;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
@@ -83,11 +86,18 @@ pub struct Stores {
     pub environments: Store<DeserializeGuard<AccessEnvironment>>,
     /// The durable records (`AccessRecord`).
     pub records: Store<DeserializeGuard<AccessRecord>>,
+    /// ConfigMaps we manage (the URL notices).
     pub config_maps: Store<ConfigMap>,
+    /// Every NetworkPolicy: ours, and foreign ones that may add to ours in the services' namespaces.
     pub network_policies: Store<NetworkPolicy>,
     pub ingresses: Store<Ingress>,
-    /// The firewall agents' reports (one ConfigMap per environment and node).
-    pub agent_reports: Store<ConfigMap>,
+    /// Every published allowlist index and shard (forged ones included: they are found and replaced).
+    pub allowlists: Store<AccessAllowlist>,
+    pub shards: Store<AccessAllowlistShard>,
+    /// The firewall agents' heartbeats and reports (a Lease per environment and node).
+    pub agent_leases: Store<Lease>,
+    /// The nodes, labels only (the expected agents of an environment are the nodes its firewall names).
+    pub nodes: Store<Node>,
 }
 
 /// An object the types cannot read, with what is known of it.
@@ -148,7 +158,8 @@ fn split<K: Resource<DynamicType = ()> + Clone>(
 }
 
 impl Stores {
-    pub fn snapshot(&self) -> Snapshot {
+    /// One consistent view; the published sets are those that verify with `public`.
+    pub fn snapshot(&self, public: &PublicKey) -> Snapshot {
         let mut s = Snapshot::default();
         split("SignatureVerifier", &self.verifiers, &mut s.verifiers, &mut s.unreadable);
         split("AccessRegistration", &self.registrations, &mut s.registrations, &mut s.unreadable);
@@ -156,82 +167,70 @@ impl Stores {
         split("AccessEnvironment", &self.environments, &mut s.environments, &mut s.unreadable);
         split("AccessRecord", &self.records, &mut s.records, &mut s.unreadable);
         s.unreadable.sort();
-        s.published = self.published_allowlists();
+        let environments: Vec<&AccessEnvironment> = s.environments.iter().filter_map(|g| g.0.as_ref().ok()).collect();
+        s.published = self.published_allowlists(&environments, public);
         s
     }
 
-    /// The CIDRs of the shards an index names, when every shard is there with the digest the index gives.
-    fn shard_cidrs(&self, index: &ConfigMap) -> Option<Vec<IpNet>> {
-        let data = index.data.as_ref()?;
-        let mut cidrs = Vec::new();
-        for line in data.get("shards").map(String::as_str).unwrap_or_default().lines() {
-            let mut fields = line.split_whitespace();
-            let (Some(name), Some(digest)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            // By key, not by a scan: the cache holds a URL notice per registration besides the shards.
-            let shard = self.config_maps.get(&reflector::ObjectRef::new(name).within(index.metadata.namespace.as_deref().unwrap_or_default()))?;
-            if annotation(&*shard, DIGEST_ANNOTATION) != Some(digest) {
-                return None;
-            }
-            cidrs.extend(
-                shard.data.as_ref().and_then(|d| d.get("cidrs")).map(String::as_str).unwrap_or_default().lines().filter_map(|l| l.parse::<IpNet>().ok()),
-            );
-        }
-        Some(cidrs)
+    /// A published set of `environment` in `namespace`, when it verifies completely.
+    fn verified(&self, namespace: &str, environment: &str, purpose: AllowlistPurpose, public: &PublicKey) -> Option<crate::wire::allowlist::VerifiedSet> {
+        let name = match purpose {
+            AllowlistPurpose::Enforce => index_name(environment),
+            AllowlistPurpose::HoldBaseline => baseline_name(environment),
+        };
+        let index = self.allowlists.get(&reflector::ObjectRef::new(&name).within(namespace))?;
+        // By key, not by a scan of every shard.
+        let shards: HashMap<String, Arc<AccessAllowlistShard>> =
+            index.spec.shards.iter().filter_map(|r| Some((r.name.clone(), self.shards.get(&reflector::ObjectRef::new(&r.name).within(namespace))?))).collect();
+        assemble(Expected { namespace, environment, purpose }, Some(&index), |n| shards.get(n).map(|s| &**s), public).ok()
     }
 
-    /// The allowlists as published now (index plus complete shards), per environment name, with the hold's
-    /// baseline where one is stored.
-    pub fn published_allowlists(&self) -> BTreeMap<String, PublishedAllowlist> {
+    /// The allowlists as published now (a verified index and its shards), per environment name, with the hold's
+    /// baseline where a verified one is stored. A set that does not verify counts as not published.
+    pub fn published_allowlists(&self, environments: &[&AccessEnvironment], public: &PublicKey) -> BTreeMap<String, PublishedAllowlist> {
         let mut out = BTreeMap::new();
-        let all = self.config_maps.state();
-        for index in all.iter().map(|c| &**c).filter(|c| label(*c, ALLOWLIST_LABEL) == Some("index")) {
-            let Some(env) = label(index, ENVIRONMENT_LABEL) else {
+        for env in environments {
+            let name = env.metadata.name.clone().unwrap_or_default();
+            let namespace = allowlist_namespace(env);
+            let Some(set) = self.verified(namespace, &name, AllowlistPurpose::Enforce, public) else {
                 continue;
             };
-            let Some(cidrs) = self.shard_cidrs(index) else {
-                continue;
-            };
-            let data = index.data.clone().unwrap_or_default();
-            let namespace = index.metadata.namespace.as_deref().unwrap_or_default();
-            let baseline = self.config_maps.get(&reflector::ObjectRef::new(&baseline_name(env)).within(namespace)).and_then(|b| {
-                let data = b.data.as_ref()?;
+            let baseline = self.verified(namespace, &name, AllowlistPurpose::HoldBaseline, public).and_then(|b| {
+                let hold = b.hold?;
                 Some(Baseline {
-                    cidrs: self.shard_cidrs(&b)?,
-                    since: data.get("since")?.parse().ok()?,
-                    affected_registrations: data.get("affectedRegistrations").and_then(|n| n.parse().ok()).unwrap_or(0),
-                    holding: data.get("holding").cloned(),
+                    cidrs: b.cidrs,
+                    since: hold.since.parse().ok()?,
+                    affected_registrations: usize::try_from(b.registrations).unwrap_or(0),
+                    holding: hold.holding,
                 })
             });
             out.insert(
-                env.to_string(),
-                PublishedAllowlist {
-                    digest: data.get("digest").cloned().unwrap_or_default(),
-                    cidrs,
-                    live_registrations: data.get("liveRegistrations").and_then(|n| n.parse().ok()).unwrap_or(0),
-                    baseline,
-                },
+                name,
+                PublishedAllowlist { digest: set.digest, cidrs: set.cidrs, live_registrations: usize::try_from(set.registrations).unwrap_or(0), baseline },
             );
         }
         out
     }
 
-    /// "in sync/total" of the agents that report for `environment` (None when no agent reports). Only reports in the
-    /// environment's allowlist namespace count: that is where its agents may write (the chart's admission policy),
-    /// so a report elsewhere is a stray, not an agent.
-    pub fn agents_in_sync(&self, environment: &str, namespace: &str, digest: &str) -> Option<String> {
-        let reports: Vec<_> = self
-            .agent_reports
+    /// The heartbeats of `environment`'s agents: only Leases in its allowlist namespace count, since that is where
+    /// its agents may write (the chart's admission policy), so a Lease elsewhere is a stray, not an agent.
+    pub fn heartbeats(&self, environment: &str, namespace: &str) -> Vec<crate::wire::report::Heartbeat> {
+        self.agent_leases
             .state()
-            .into_iter()
-            .filter(|r| label(&**r, crate::agent::REPORT_LABEL) == Some(environment) && r.metadata.namespace.as_deref() == Some(namespace))
-            .collect();
-        if reports.is_empty() {
-            return None;
-        }
-        let in_sync = reports.iter().filter(|r| r.data.as_ref().and_then(|d| d.get("appliedDigest")).map(String::as_str) == Some(digest)).count();
-        Some(format!("{in_sync}/{}", reports.len()))
+            .iter()
+            .filter(|l| label(&***l, crate::wire::report::REPORT_LABEL) == Some(environment) && l.metadata.namespace.as_deref() == Some(namespace))
+            .map(|l| crate::wire::report::heartbeat(l))
+            .collect()
+    }
+
+    /// The nodes whose labels include all of `selector`, by name.
+    pub fn nodes_matching(&self, selector: &BTreeMap<String, String>) -> std::collections::BTreeSet<String> {
+        self.nodes
+            .state()
+            .iter()
+            .filter(|n| selector.iter().all(|(k, v)| n.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v)))
+            .filter_map(|n| n.metadata.name.clone())
+            .collect()
     }
 
     /// True once every watch has delivered its initial list.
@@ -245,31 +244,16 @@ impl Stores {
             self.config_maps.wait_until_ready(),
             self.network_policies.wait_until_ready(),
             self.ingresses.wait_until_ready(),
-            self.agent_reports.wait_until_ready(),
+            self.allowlists.wait_until_ready(),
+            self.shards.wait_until_ready(),
+            self.agent_leases.wait_until_ready(),
+            self.nodes.wait_until_ready(),
         );
     }
 }
 
 fn label<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
     obj.meta().labels.as_ref()?.get(key).map(String::as_str)
-}
-
-fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
-    obj.meta().annotations.as_ref()?.get(key).map(String::as_str)
-}
-
-/// The watches' backoff: exponential from 0.8 s with jitter, like kube-runtime's default (client-go's), but capped at
-/// `max` instead of 30 s. After an outage of the API server the default's cap leaves a cache up to 30 s behind once
-/// the server is back, and a re-list after "too old resource version" costs a second backoff (tests/faults.rs).
-/// The controller (two replicas, 8 watches) uses 2 s; the agents, one per edge node, 5 s.
-pub fn watch_backoff(max: std::time::Duration) -> watcher::ExponentialBackoff {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(std::time::Duration::from_millis(800).min(max))
-        .with_max_delay(max)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .into()
 }
 
 /// A reflector over `api`, poking `changed` on every event except the echo of our own writes; the returned future
@@ -281,6 +265,7 @@ fn reflect<K>(
     changed: Arc<Notify>,
     own: Arc<OwnWrites>,
     relisting: Arc<Relisting>,
+    significant: Option<fn(&K) -> String>,
 ) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -290,6 +275,9 @@ where
     // managedFields are often the larger part of an object and the planner never reads them: drop them before
     // they reach the cache (kube.rs "watcher memory improvements").
     let expired = relisting.clone();
+    // With `significant`, an update that leaves its fingerprint unchanged starts no pass (an agent's heartbeat
+    // renews its Lease every few seconds; only a changed report matters, and staleness is timed by the controller).
+    let mut fingerprints: HashMap<String, String> = HashMap::new();
     let stream = reflector::reflector(writer, watcher(api, config).modify(|o| o.meta_mut().managed_fields = None))
         // "Too old resource version" (410, as when the API server comes back with a fresh watch cache): the watcher
         // re-lists on its next poll. Like client-go, re-list at once: only other errors go through the backoff.
@@ -301,7 +289,7 @@ where
             }
             std::future::ready(!is_expired)
         })
-        .backoff(watch_backoff(std::time::Duration::from_secs(2)))
+        .backoff(crate::watch::backoff(std::time::Duration::from_secs(2)))
         .map(move |event| {
             match &event {
                 // A failing watch changes nothing in the cache: no pass.
@@ -313,6 +301,18 @@ where
                 Ok(watcher::Event::InitDone) => relisting.mark(name, false),
                 Ok(watcher::Event::Apply(obj)) if own.take(obj.meta().resource_version.as_deref()) => {
                     return;
+                }
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) if significant.is_some() => {
+                    let key = format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default());
+                    let print = significant.map(|f| f(obj)).unwrap_or_default();
+                    if fingerprints.get(&key) == Some(&print) {
+                        return;
+                    }
+                    fingerprints.insert(key, print);
+                }
+                Ok(watcher::Event::Delete(obj)) if significant.is_some() => {
+                    let key = format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default());
+                    fingerprints.remove(&key);
                 }
                 Ok(_) => {}
             }
@@ -328,7 +328,10 @@ pub fn start(client: &Client, changed: Arc<Notify>) -> (Stores, impl Stream<Item
     let shared = (changed, own_writes.clone(), relisting.clone());
     macro_rules! reflect {
         ($name:expr, $api:expr, $config:expr) => {
-            reflect($name, $api, $config, shared.0.clone(), shared.1.clone(), shared.2.clone())
+            reflect($name, $api, $config, shared.0.clone(), shared.1.clone(), shared.2.clone(), None)
+        };
+        ($name:expr, $api:expr, $config:expr, $significant:expr) => {
+            reflect($name, $api, $config, shared.0.clone(), shared.1.clone(), shared.2.clone(), Some($significant))
         };
     }
     // Small pages keep the relist peak low (kube.rs "watcher memory improvements").
@@ -338,15 +341,50 @@ pub fn start(client: &Client, changed: Arc<Notify>) -> (Stores, impl Stream<Item
     let (registrations, s2) = reflect!("AccessRegistration", Api::all(client.clone()), forms.clone());
     let (approvals, s3) = reflect!("AccessApproval", Api::all(client.clone()), forms.clone());
     let (environments, s4) = reflect!("AccessEnvironment", Api::all(client.clone()), forms.clone());
-    let (records, s9) = reflect!("AccessRecord", Api::all(client.clone()), forms);
+    let (records, s9) = reflect!("AccessRecord", Api::all(client.clone()), forms.clone());
     let (config_maps, s5) = reflect!("ConfigMap", Api::all(client.clone()), ours.clone());
-    let (network_policies, s6) = reflect!("NetworkPolicy", Api::all(client.clone()), ours.clone());
+    let (network_policies, s6) = reflect!("NetworkPolicy", Api::all(client.clone()), forms.clone());
     let (ingresses, s7) = reflect!("Ingress", Api::all(client.clone()), ours);
-    let reports = watcher::Config::default().labels(crate::agent::REPORT_LABEL);
-    let (agent_reports, s8) = reflect!("agent report", Api::all(client.clone()), reports);
-    let stream = futures::stream::select_all(vec![s1.boxed(), s2.boxed(), s3.boxed(), s4.boxed(), s5.boxed(), s6.boxed(), s7.boxed(), s8.boxed(), s9.boxed()]);
+    let (allowlists, s10) = reflect!("AccessAllowlist", Api::all(client.clone()), forms.clone());
+    let (shards, s11) = reflect!("AccessAllowlistShard", Api::all(client.clone()), forms.clone());
+    let reports = watcher::Config::default().labels(crate::wire::report::REPORT_LABEL);
+    let (agent_leases, s8) = reflect!("agent heartbeat", Api::all(client.clone()), reports, |l: &Lease| {
+        let report = l.metadata.annotations.as_ref().and_then(|a| a.get(crate::wire::report::REPORT_ANNOTATION));
+        format!("{report:?}")
+    });
+    // Only a node's labels matter (which environments expect an agent on it), not its status updates.
+    let (nodes, s12) = reflect!("Node", Api::all(client.clone()), forms, |n: &Node| format!("{:?}", n.metadata.labels));
+    let stream = futures::stream::select_all(vec![
+        s1.boxed(),
+        s2.boxed(),
+        s3.boxed(),
+        s4.boxed(),
+        s5.boxed(),
+        s6.boxed(),
+        s7.boxed(),
+        s8.boxed(),
+        s9.boxed(),
+        s10.boxed(),
+        s11.boxed(),
+        s12.boxed(),
+    ]);
     (
-        Stores { own_writes, relisting, verifiers, registrations, approvals, environments, records, config_maps, network_policies, ingresses, agent_reports },
+        Stores {
+            own_writes,
+            relisting,
+            verifiers,
+            registrations,
+            approvals,
+            environments,
+            records,
+            config_maps,
+            network_policies,
+            ingresses,
+            allowlists,
+            shards,
+            agent_leases,
+            nodes,
+        },
         stream,
     )
 }

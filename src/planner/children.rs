@@ -1,9 +1,14 @@
 //! The objects an environment's plan consists of: NetworkPolicies (a default deny and sharded allows), the
-//! allowlist (sharded ConfigMaps and an index that announces the digest of the whole set), and an Ingress or a
-//! Gateway API HTTPRoute per endpoint. Names are stable and content sorted, so the same input renders the same
-//! bytes and an unchanged shard is recognisably unchanged.
+//! allowlist (an `AccessAllowlist` index that announces the digest of the whole set and its
+//! `AccessAllowlistShard`s; see `crate::wire::allowlist`), and an Ingress or a Gateway API HTTPRoute per endpoint.
+//! Names are stable and content sorted, so the same input renders the same bytes and an unchanged shard is
+//! recognisably unchanged. The index is planned unsigned (serial 0, no signature): signing is I/O with a key, done
+//! by the controller as it writes (`crate::controller::apply`).
 
-use crate::api::environment::{AccessEnvironment, Firewall, Protocol};
+use crate::api::allowlist::{
+    AccessAllowlist, AccessAllowlistShard, AccessAllowlistShardSpec, AccessAllowlistSpec, AllowlistPurpose, HoldBookkeeping, ShardRef,
+};
+use crate::api::environment::{AccessEnvironment, Firewall, FirewallPort, Protocol};
 use crate::domain::digest::digest_bytes;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -19,8 +24,9 @@ use std::collections::BTreeMap;
 
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "jpki-access");
 pub const ENVIRONMENT_LABEL: &str = "access.jpki.dev/environment";
+/// Label of the allowlist objects: `index` and `shard` (what agents read), `baseline-index` and `baseline-shard`
+/// (the hold's baseline, read by the controller only).
 pub const ALLOWLIST_LABEL: &str = "access.jpki.dev/allowlist";
-pub const DIGEST_ANNOTATION: &str = "access.jpki.dev/allowlist-digest";
 
 /// One object the plan wants to exist.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +36,9 @@ pub enum Child {
     Ingress(Ingress),
     /// gateway.networking.k8s.io/v1 HTTPRoute (no k8s-openapi type exists for it).
     HttpRoute(serde_json::Value),
+    /// The signed index of a published set (planned unsigned).
+    Allowlist(AccessAllowlist),
+    AllowlistShard(AccessAllowlistShard),
 }
 
 impl Child {
@@ -43,6 +52,8 @@ impl Child {
             Child::NetworkPolicy(o) => of(o),
             Child::ConfigMap(o) => of(o),
             Child::Ingress(o) => of(o),
+            Child::Allowlist(o) => of(o),
+            Child::AllowlistShard(o) => of(o),
             Child::HttpRoute(v) => (
                 "gateway.networking.k8s.io/v1".into(),
                 "HTTPRoute".into(),
@@ -64,6 +75,8 @@ impl Child {
             Child::NetworkPolicy(o) => with_type(o),
             Child::ConfigMap(o) => with_type(o),
             Child::Ingress(o) => with_type(o),
+            Child::Allowlist(o) => with_type(o),
+            Child::AllowlistShard(o) => with_type(o),
             Child::HttpRoute(v) => v.clone(),
         }
     }
@@ -180,85 +193,91 @@ pub fn allowlist_namespace(env: &AccessEnvironment) -> &str {
     env.spec.firewall.as_ref().map(|f| f.allowlist_namespace.as_str()).unwrap_or(&env.spec.service_namespace)
 }
 
-/// `TCP/443` lines: the ports the firewall agents filter.
-pub fn firewall_ports_text(firewall: Option<&Firewall>) -> String {
-    let mut lines: Vec<String> = firewall
-        .map(|f| f.ports.iter().map(|p| format!("{}/{}", if p.protocol == Protocol::Udp { "UDP" } else { "TCP" }, p.port)).collect())
-        .unwrap_or_default();
-    lines.sort();
-    lines.dedup();
-    lines.iter().map(|l| format!("{l}\n")).collect()
+/// The ports the firewall agents filter: sorted by protocol (TCP first) and port, without duplicates.
+pub fn firewall_ports(firewall: Option<&Firewall>) -> Vec<FirewallPort> {
+    let mut ports: Vec<FirewallPort> = firewall.map(|f| f.ports.clone()).unwrap_or_default();
+    ports.sort_by_key(|p| (p.protocol == Protocol::Udp, p.port));
+    ports.dedup();
+    ports
 }
 
-/// Shards of `cidrs` named `<prefix>-<n>` with the `ALLOWLIST_LABEL` value `label`; returns them and the index lines
-/// (`name digest count`).
-fn shard_maps(env: &AccessEnvironment, cidrs: &[IpNet], prefix: &str, label: &str) -> (Vec<Child>, String) {
+/// Shards of `cidrs` named `<prefix>-<n>` with the `ALLOWLIST_LABEL` value `label`; returns them and the references
+/// the index names them by.
+fn shard_objects(env: &AccessEnvironment, cidrs: &[IpNet], prefix: &str, label: &str) -> (Vec<Child>, Vec<ShardRef>) {
     let name = env.metadata.name.clone().unwrap_or_default();
     let namespace = allowlist_namespace(env);
     let owners = owner(env);
     let mut out = Vec::new();
-    let mut index_lines = String::new();
+    let mut refs = Vec::new();
     for (i, shard) in shards(cidrs, env.spec.policy.max_cidrs_per_object as usize).into_iter().enumerate() {
         let text = cidr_text(shard);
-        let shard_digest = digest_bytes(text.as_bytes());
         let shard_name = format!("{prefix}-{i}");
-        index_lines.push_str(&format!("{shard_name} {shard_digest} {}\n", shard.len()));
+        refs.push(ShardRef { name: shard_name.clone(), digest: digest_bytes(text.as_bytes()), count: shard.len() as i64 });
         let mut m = meta(shard_name, namespace, &name, owners.clone());
         m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), label.into());
-        m.annotations = Some(BTreeMap::from([(DIGEST_ANNOTATION.to_string(), shard_digest)]));
-        out.push(Child::ConfigMap(ConfigMap { metadata: m, data: Some(BTreeMap::from([("cidrs".to_string(), text)])), ..Default::default() }));
+        out.push(Child::AllowlistShard(AccessAllowlistShard { metadata: m, spec: AccessAllowlistShardSpec { environment: name.clone(), cidrs: text } }));
     }
-    (out, index_lines)
+    (out, refs)
 }
 
-/// The allowlist shards and their index. The index names every shard with its digest and announces the digest of
-/// the whole set, so a reader applies only a complete, consistent set.
+/// The allowlist's shards and its index (unsigned). The index names every shard with its digest and announces the
+/// digest of the whole set, so a reader applies only a complete, consistent set.
 pub fn allowlist(env: &AccessEnvironment, cidrs: &[IpNet], live_registrations: usize) -> (Vec<Child>, String) {
     let name = env.metadata.name.clone().unwrap_or_default();
-    let namespace = allowlist_namespace(env);
     let digest = digest_bytes(cidr_text(cidrs).as_bytes());
-    let (mut out, index_lines) = shard_maps(env, cidrs, &format!("jpki-allowlist-{name}"), "shard");
-    let mut m = meta(format!("jpki-allowlist-{name}"), namespace, &name, owner(env));
+    let index_name = crate::wire::allowlist::index_name(&name);
+    let (mut out, refs) = shard_objects(env, cidrs, &index_name, "shard");
+    let mut m = meta(index_name, allowlist_namespace(env), &name, owner(env));
     m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), "index".into());
-    m.annotations = Some(BTreeMap::from([(DIGEST_ANNOTATION.to_string(), digest.clone())]));
-    let data = BTreeMap::from([
-        ("environment".to_string(), name.clone()),
-        ("digest".to_string(), digest.clone()),
-        ("cidrCount".to_string(), cidrs.len().to_string()),
-        ("liveRegistrations".to_string(), live_registrations.to_string()),
-        ("shards".to_string(), index_lines),
-        ("ports".to_string(), firewall_ports_text(env.spec.firewall.as_ref())),
-    ]);
-    out.insert(0, Child::ConfigMap(ConfigMap { metadata: m, data: Some(data), ..Default::default() }));
+    let mut forward_destinations: Vec<String> = env.spec.firewall.as_ref().map(|f| f.forward_destinations.clone()).unwrap_or_default();
+    forward_destinations.sort();
+    forward_destinations.dedup();
+    let spec = AccessAllowlistSpec {
+        environment: name.clone(),
+        purpose: AllowlistPurpose::Enforce,
+        serial: 0,
+        digest: digest.clone(),
+        cidr_count: cidrs.len() as i64,
+        registrations: live_registrations as i64,
+        shards: refs,
+        ports: firewall_ports(env.spec.firewall.as_ref()),
+        forward_destinations,
+        hold: None,
+        signature: String::new(),
+    };
+    out.insert(0, Child::Allowlist(AccessAllowlist { metadata: m, spec }));
     (out, digest)
 }
 
-/// The mass-revocation hold's baseline (`super::hold`), stored beside the allowlist in the same shape (index and
-/// shards, label values `baseline-index` and `baseline-shard`, which readers of the allowlist ignore), so it survives
-/// restarts of the controller.
+/// The mass-revocation hold's baseline (`super::hold`), stored like the allowlist (an index of purpose
+/// `HoldBaseline` and its shards, label values `baseline-index` and `baseline-shard`), signed the same way, so it
+/// survives restarts of the controller and nobody but the controller can move it.
 pub fn hold_baseline(env: &AccessEnvironment, baseline: &super::hold::Baseline) -> Vec<Child> {
     let name = env.metadata.name.clone().unwrap_or_default();
     let prefix = baseline_name(&name);
-    let (mut out, index_lines) = shard_maps(env, &baseline.cidrs, &prefix, "baseline-shard");
+    let (mut out, refs) = shard_objects(env, &baseline.cidrs, &prefix, "baseline-shard");
     let mut m = meta(prefix, allowlist_namespace(env), &name, owner(env));
     m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), "baseline-index".into());
-    let mut data = BTreeMap::from([
-        ("environment".to_string(), name.clone()),
-        ("digest".to_string(), baseline.digest()),
-        ("since".to_string(), baseline.since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
-        ("affectedRegistrations".to_string(), baseline.affected_registrations.to_string()),
-        ("shards".to_string(), index_lines),
-    ]);
-    if let Some(holding) = &baseline.holding {
-        data.insert("holding".to_string(), holding.clone());
-    }
-    out.insert(0, Child::ConfigMap(ConfigMap { metadata: m, data: Some(data), ..Default::default() }));
+    let spec = AccessAllowlistSpec {
+        environment: name.clone(),
+        purpose: AllowlistPurpose::HoldBaseline,
+        serial: 0,
+        digest: baseline.digest(),
+        cidr_count: baseline.cidrs.len() as i64,
+        registrations: baseline.affected_registrations as i64,
+        shards: refs,
+        ports: Vec::new(),
+        forward_destinations: Vec::new(),
+        hold: Some(HoldBookkeeping { since: baseline.since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(), holding: baseline.holding.clone() }),
+        signature: String::new(),
+    };
+    out.insert(0, Child::Allowlist(AccessAllowlist { metadata: m, spec }));
     out
 }
 
 /// Name of an environment's hold baseline index (its shards add `-<n>`).
 pub fn baseline_name(environment: &str) -> String {
-    format!("jpki-hold-baseline-{environment}")
+    crate::wire::allowlist::baseline_name(environment)
 }
 
 /// An Ingress per endpoint, or an HTTPRoute per endpoint when the environment names a Gateway.

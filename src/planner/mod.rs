@@ -7,6 +7,7 @@
 //! `nft` → per registration: `status` and the URL `notice` → `records`: the facts to record durably.
 
 pub mod children;
+pub mod edge;
 pub mod hold;
 pub mod liveness;
 pub mod memo;
@@ -277,8 +278,14 @@ pub fn plan_environments_with<'a>(input: &PlanInput<'a>, now: Timestamp, memo: O
         all.extend(children::routes(env));
         let v4: Vec<ipnet::Ipv4Net> = outcome.publish.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect();
         let v6: Vec<ipnet::Ipv6Net> = outcome.publish.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect();
-        let ports = env.spec.firewall.as_ref().map(|f| f.ports.clone()).unwrap_or_default();
-        let nft = nft::render_ruleset(&name, &v4, &v6, &ports);
+        let ports = children::firewall_ports(env.spec.firewall.as_ref());
+        let forward: Vec<IpNet> =
+            env.spec.firewall.iter().flat_map(|f| f.forward_destinations.iter()).filter_map(|d| d.parse::<IpNet>().ok()).map(|n| n.trunc()).collect();
+        let forward = sorted_aggregate(&forward);
+        let f4: Vec<ipnet::Ipv4Net> = forward.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect();
+        let f6: Vec<ipnet::Ipv6Net> = forward.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect();
+        let rules = nft::Rules { allow_v4: &v4, allow_v6: &v6, ports: &ports, forward_v4: &f4, forward_v6: &f6, comment: None };
+        let nft = nft::render(&name, &rules);
         let status = environment_status(env, &outcome.publish, &digest, live.len(), outcome.hold.as_ref(), now);
         result.environments.insert(
             name.clone(),
@@ -408,5 +415,7 @@ fn environment_status(env: &AccessEnvironment, cidrs: &[IpNet], digest: &str, li
         cidr_count: Some(cidrs.len() as i64),
         allowlist_digest: Some(digest.to_string()),
         agents_in_sync: None,
+        agents: None,
+        foreign_network_policies: Vec::new(),
     }
 }

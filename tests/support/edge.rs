@@ -11,16 +11,49 @@ use std::time::{Duration, Instant};
 pub struct Agent {
     pub child: Child,
     pub log: PathBuf,
+    /// Its /healthz, /readyz and /metrics.
+    pub port: u16,
+}
+
+/// A state directory of its own for each agent of a test (the boot path reads it): the test's temporary dir.
+pub fn state_dir(node: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jpki-agent-state-{}-{node}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 impl Agent {
-    /// An agent of the production environment (allowlist namespace jpki-system) applying in `router`; resync every
-    /// 5 s; `extra` are added to its arguments.
+    /// An agent of the production environment (allowlist namespace jpki-system) applying in `router`, protecting
+    /// TCP 443 locally and forwarded to the server's addresses; resync every 5 s, heartbeat every 2 s; its state in
+    /// [`state_dir`]`(node)`; `extra` are added to its arguments (a later `--nft` replaces the default).
     pub fn start(kubeconfig: &Path, router: &str, node: &str, extra: &[&str]) -> Agent {
+        Self::start_with(kubeconfig, &[], router, node, extra)
+    }
+
+    /// [`Agent::start`], the agent process itself run under `wrapper` (e.g. `ip netns exec NS`, to give it another
+    /// network namespace than the test's); with a wrapper, nft runs in the agent's own namespace.
+    pub fn start_with(kubeconfig: &Path, wrapper: &[&str], router: &str, node: &str, extra: &[&str]) -> Agent {
         let log = std::env::temp_dir().join(format!("jpki-agent-{}-{node}.log", std::process::id()));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_jpki-access"))
-            .args(["agent", "--environment", "production", "--namespace", "jpki-system", "--node", node, "--netns", router, "--resync-seconds", "5"])
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let bin = env!("CARGO_BIN_EXE_jpki-access");
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        command.args(["agent", "--environment", "production", "--namespace", "jpki-system", "--node", node, "--resync-seconds", "5"]);
+        if wrapper.is_empty() {
+            command.args(["--netns", router]);
+        }
+        let state = state_dir(node);
+        let child = command
+            .args(["--heartbeat-seconds", "2", "--protected-port", "TCP/443", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--forward-destination", "203.0.113.2/32", "--forward-destination", "2001:db8:2::2/128"])
+            .args(["--public-key-file", super::path_str(&super::public_key()), "--state-dir", super::path_str(&state)])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn,jpki_access=info")
@@ -28,7 +61,24 @@ impl Agent {
             .stderr(file)
             .spawn()
             .unwrap();
-        Agent { child, log }
+        Agent { child, log, port }
+    }
+
+    /// GET on the agent's endpoint: (status code, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let answer = super::http_get(self.port, path)?;
+        let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+    }
+
+    /// The value of one metric sample of the agent, 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let body = self.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+        body.lines()
+            .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn log(&self) -> String {

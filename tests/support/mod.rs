@@ -152,6 +152,16 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The test-only key that signs the allowlists of the controllers the tests start (tests/fixtures/signing).
+pub fn signing_key() -> PathBuf {
+    repo_root().join("tests/fixtures/signing/test-allowlist.key")
+}
+
+/// The public key the tests' agents verify with.
+pub fn public_key() -> PathBuf {
+    repo_root().join("tests/fixtures/signing/test-allowlist.pub")
+}
+
 /// A `jpki-access controller` process of a test, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct ControllerProcess {
     pub child: std::process::Child,
@@ -174,6 +184,7 @@ impl ControllerProcess {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--debounce-ms", "100"])
             .args(args)
             .env("KUBECONFIG", kubeconfig)
+            .env("JPKI_SIGNING_KEY_FILE", signing_key())
             .env("RUST_LOG", "warn,jpki_access=debug")
             .stdout(file.try_clone().unwrap())
             .stderr(file)

@@ -272,7 +272,9 @@ func startControllerManager(dir string, pki *pkiFiles) (*exec.Cmd, error) {
 		// serviceaccount-controller makes each namespace's "default" ServiceAccount and the root-CA publisher its
 		// kube-root-ca.crt ConfigMap: with them the ServiceAccount admission plugin (on, as in any cluster) gives
 		// pods the projected token volume that in-cluster clients read (scripts/node runs pods on a real node).
-		"--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,root-ca-certificate-publisher-controller",
+		// clusterrole-aggregation fills the built-in view/edit/admin ClusterRoles from the roles labelled to
+		// aggregate into them: without it they are empty, and a test "as a user bound to edit" proves nothing.
+		"--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller",
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--use-service-account-credentials=false",
