@@ -1,5 +1,5 @@
 //! Unit tests of the planner, one or more per rule of DESIGN §3, with an injected clock. Whole generated objects
-//! are asserted where it matters (NetworkPolicies, allowlist ConfigMaps, the nft ruleset's sets).
+//! are asserted where it matters (NetworkPolicies, the allowlist index and shards, the nft ruleset's sets).
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use super::hold::{PublishedAllowlist, RELEASE_ANNOTATION};
@@ -205,24 +205,24 @@ fn an_approved_registration_is_active_and_every_output_is_exact() {
     let mut shard_labels = labels.clone();
     shard_labels["access.jpki.dev/allowlist"] = json!("shard");
     assert_eq!(
-        child(&plan, "production", "ConfigMap", "jpki-allowlist-production-0"),
+        child(&plan, "production", "AccessAllowlistShard", "jpki-allowlist-production-0"),
         json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "jpki-allowlist-production-0", "namespace": "jpki-system", "labels": shard_labels,
-                         "annotations": {"access.jpki.dev/allowlist-digest": digest}, "ownerReferences": owner_refs("production")},
-            "data": {"cidrs": shard_text}
+            "apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessAllowlistShard",
+            "metadata": {"name": "jpki-allowlist-production-0", "namespace": "jpki-system", "labels": shard_labels, "ownerReferences": owner_refs("production")},
+            "spec": {"environment": "production", "cidrs": shard_text}
         })
     );
     let mut index_labels = labels.clone();
     index_labels["access.jpki.dev/allowlist"] = json!("index");
+    // Planned unsigned (serial 0, no signature): the controller signs as it writes.
     assert_eq!(
-        child(&plan, "production", "ConfigMap", "jpki-allowlist-production"),
+        child(&plan, "production", "AccessAllowlist", "jpki-allowlist-production"),
         json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "jpki-allowlist-production", "namespace": "jpki-system", "labels": index_labels,
-                         "annotations": {"access.jpki.dev/allowlist-digest": digest}, "ownerReferences": owner_refs("production")},
-            "data": {"environment": "production", "digest": digest, "cidrCount": "2", "liveRegistrations": "1",
-                     "shards": format!("jpki-allowlist-production-0 {digest} 2\n"), "ports": "TCP/443\n"}
+            "apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessAllowlist",
+            "metadata": {"name": "jpki-allowlist-production", "namespace": "jpki-system", "labels": index_labels, "ownerReferences": owner_refs("production")},
+            "spec": {"environment": "production", "purpose": "Enforce", "serial": 0, "digest": digest, "cidrCount": 2, "registrations": 1,
+                     "shards": [{"name": "jpki-allowlist-production-0", "digest": digest, "count": 2}],
+                     "ports": [{"protocol": "TCP", "port": 443}], "signature": ""}
         })
     );
     assert_eq!(plan.environments["production"].digest, digest);
@@ -455,10 +455,10 @@ fn large_sets_are_sharded_with_stable_names() {
             "jpki-production-crl",
         ]
     );
-    let shard = child(&plan, "production", "ConfigMap", "jpki-allowlist-production-2");
-    assert_eq!(shard["data"]["cidrs"], "2001:db8::/48\n");
-    let index = child(&plan, "production", "ConfigMap", "jpki-allowlist-production");
-    assert_eq!(index["data"]["shards"].as_str().unwrap().lines().count(), 3);
+    let shard = child(&plan, "production", "AccessAllowlistShard", "jpki-allowlist-production-2");
+    assert_eq!(shard["spec"]["cidrs"], "2001:db8::/48\n");
+    let index = child(&plan, "production", "AccessAllowlist", "jpki-allowlist-production");
+    assert_eq!(index["spec"]["shards"].as_array().unwrap().len(), 3);
 }
 
 #[test]

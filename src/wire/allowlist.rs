@@ -222,3 +222,164 @@ pub fn assemble<'s>(
         hold: spec.hold.clone(),
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::planner::children::Child;
+    use crate::wire::signing::generate;
+
+    struct Published {
+        index: AccessAllowlist,
+        shards: Vec<AccessAllowlistShard>,
+    }
+
+    impl Published {
+        fn assemble(&self, key: &PublicKey) -> Result<VerifiedSet, Refusal> {
+            self.assemble_as("jpki-system", "production", key)
+        }
+        fn assemble_as(&self, namespace: &str, environment: &str, key: &PublicKey) -> Result<VerifiedSet, Refusal> {
+            let expected = Expected { namespace, environment, purpose: AllowlistPurpose::Enforce };
+            assemble(expected, Some(&self.index), |n| self.shards.iter().find(|s| s.metadata.name.as_deref() == Some(n)), key)
+        }
+        fn shard_mut(&mut self, n: usize) -> &mut AccessAllowlistShard {
+            &mut self.shards[n]
+        }
+    }
+
+    fn keys() -> (SigningKey, PublicKey) {
+        let (private, _) = generate().unwrap();
+        let key = SigningKey::from_pem(&private, "test").unwrap();
+        let public = key.public_key();
+        (key, public)
+    }
+
+    /// The planner's children for these CIDRs, signed as the controller signs them.
+    fn published(cidrs: &[&str], per_object: i32, key: &SigningKey) -> Published {
+        let mut env: crate::api::AccessEnvironment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessEnvironment", "metadata": {"name": "production"},
+            "spec": {"environment": "Production", "serviceNamespace": "s", "podSelector": {"matchLabels": {"a": "b"}},
+                     "endpoints": [{"name": "o", "provisionMethod": "Ocsp", "service": {"name": "o", "port": 1}, "host": "o.example"}],
+                     "firewall": {"allowlistNamespace": "jpki-system", "ports": [{"protocol": "TCP", "port": 443}], "forwardDestinations": ["203.0.113.0/24"]}}
+        }))
+        .unwrap();
+        env.spec.policy.max_cidrs_per_object = per_object;
+        let nets: Vec<IpNet> = cidrs.iter().map(|c| c.parse().unwrap()).collect();
+        let (children, _) = crate::planner::children::allowlist(&env, &nets, 1);
+        let mut index = None;
+        let mut shards = Vec::new();
+        for c in children {
+            match c {
+                Child::Allowlist(i) => index = Some(i),
+                Child::AllowlistShard(s) => shards.push(s),
+                _ => {}
+            }
+        }
+        let mut index = index.unwrap();
+        index.spec.serial = 7;
+        sign("jpki-system", &mut index.spec, key);
+        Published { index, shards }
+    }
+
+    /// Recomputes every digest of the index from the shards, as someone who can write the objects but has no key.
+    fn recompute_digests(p: &mut Published) {
+        let mut text = String::new();
+        for (r, s) in p.index.spec.shards.iter_mut().zip(&p.shards) {
+            r.digest = digest_bytes(s.spec.cidrs.as_bytes());
+            r.count = s.spec.cidrs.lines().count() as i64;
+            text.push_str(&s.spec.cidrs);
+        }
+        p.index.spec.digest = digest_bytes(text.as_bytes());
+        p.index.spec.cidr_count = text.lines().count() as i64;
+    }
+
+    const SET: [&str; 3] = ["192.0.2.0/28", "198.51.100.0/24", "2001:db8::/48"];
+
+    #[test]
+    fn a_set_signed_by_the_controller_is_assembled_in_order() {
+        let (key, public) = keys();
+        let p = published(&SET, 2, &key);
+        let set = p.assemble(&public).unwrap();
+        assert_eq!(set.cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(), SET);
+        assert_eq!((set.v4().len(), set.v6().len(), set.serial), (2, 1, 7));
+        assert_eq!(set.ports, vec![FirewallPort { protocol: crate::api::environment::Protocol::Tcp, port: 443 }]);
+        assert_eq!(set.forward_destinations, vec!["203.0.113.0/24".parse::<IpNet>().unwrap()]);
+    }
+
+    #[test]
+    fn every_tampering_of_someone_without_the_key_is_refused() {
+        let (key, public) = keys();
+        let good = published(&SET, 2, &key);
+
+        // (a) the ports emptied, or changed.
+        let mut p = published(&SET, 2, &key);
+        p.index.spec.ports.clear();
+        assert!(matches!(p.assemble(&public), Err(Refusal::Signature { error: SignatureError::Invalid, .. })));
+        // (b) 0.0.0.0/0 added to a shard: its digest no longer matches the signed index.
+        let mut p = published(&SET, 2, &key);
+        p.shard_mut(0).spec.cidrs.insert_str(0, "0.0.0.0/0\n");
+        assert!(matches!(p.assemble(&public), Err(Refusal::ShardDigest { .. })));
+        // (c) a shard replaced by another valid-looking set, every digest recomputed: the signature fails.
+        let mut p = published(&SET, 2, &key);
+        p.shard_mut(0).spec.cidrs = "203.0.113.0/24\n".into();
+        recompute_digests(&mut p);
+        assert!(matches!(p.assemble(&public), Err(Refusal::Signature { .. })));
+        // ... and signed with another key.
+        let (other, _) = keys();
+        sign("jpki-system", &mut p.index.spec, &other);
+        assert!(matches!(p.assemble(&public), Err(Refusal::Signature { error: SignatureError::Invalid, .. })));
+        // Unsigned.
+        let mut p = published(&SET, 2, &key);
+        p.index.spec.signature.clear();
+        assert!(matches!(p.assemble(&public), Err(Refusal::Signature { error: SignatureError::Missing, .. })));
+        // (d) no index at all.
+        let expected = Expected { namespace: "jpki-system", environment: "production", purpose: AllowlistPurpose::Enforce };
+        let err = assemble(expected, None, |_| None, &public).unwrap_err();
+        assert_eq!(err, Refusal::NoIndex("jpki-allowlist-production".into()));
+        assert_eq!(err.category(), "no_index");
+        // A good set copied to another namespace or read as another environment's.
+        assert!(matches!(good.assemble_as("elsewhere", "production", &public), Err(Refusal::Signature { .. })));
+        assert!(matches!(good.assemble_as("jpki-system", "test", &public), Err(Refusal::WrongEnvironment { .. })));
+        assert!(good.assemble(&public).is_ok());
+    }
+
+    #[test]
+    fn a_signed_set_is_still_checked_by_the_forms_rules_and_must_name_a_port() {
+        // What a compromised or broken controller could sign is refused all the same.
+        let (key, public) = keys();
+        for (bad, category) in [("0.0.0.0/0", "invalid_cidr"), ("127.0.0.0/8", "invalid_cidr"), ("10.0.0.1/8", "invalid_cidr")] {
+            let mut p = published(&SET, 2, &key);
+            p.shard_mut(0).spec.cidrs = format!("{bad}\n");
+            recompute_digests(&mut p);
+            sign("jpki-system", &mut p.index.spec, &key);
+            let err = p.assemble(&public).unwrap_err();
+            assert_eq!(err.category(), category, "{bad}: {err}");
+            assert!(err.to_string().contains("line 1"), "{err}");
+        }
+        let mut p = published(&SET, 2, &key);
+        p.index.spec.ports.clear();
+        sign("jpki-system", &mut p.index.spec, &key);
+        assert_eq!(p.assemble(&public).unwrap_err(), Refusal::NoPorts("jpki-allowlist-production".into()));
+        let mut p = published(&SET, 3, &key);
+        p.shard_mut(0).spec.cidrs = "198.51.100.0/24\n192.0.2.0/28\n2001:db8::/48\n".into();
+        recompute_digests(&mut p);
+        sign("jpki-system", &mut p.index.spec, &key);
+        assert_eq!(p.assemble(&public).unwrap_err().category(), "unordered");
+    }
+
+    #[test]
+    fn a_half_written_set_waits_and_is_told_apart_from_a_forgery() {
+        let (key, public) = keys();
+        let mut p = published(&SET, 2, &key);
+        let removed = p.shards.remove(1);
+        let err = p.assemble(&public).unwrap_err();
+        assert_eq!(err, Refusal::MissingShard("jpki-allowlist-production-1".into()));
+        assert!(err.may_be_in_flight());
+        let mut newer = removed;
+        newer.spec.cidrs = "2001:db8:1::/48\n".into();
+        p.shards.push(newer);
+        assert!(p.assemble(&public).unwrap_err().may_be_in_flight());
+        assert!(!Refusal::NoPorts("x".into()).may_be_in_flight());
+    }
+}
