@@ -163,12 +163,15 @@ fn kubectl_with_token(token: &str, args: &[&str], stdin: Option<&serde_json::Val
     kubectl_piped(&full, stdin)
 }
 
-/// The chart's agent Role lets an agent create and patch any ConfigMap of the allowlist namespace (RBAC has no
-/// per-node names); its admission policy narrows that to the report of the node in the agent's bound token. Tested
-/// with real tokens of pods bound to two nodes, rendered from the chart by helm.
+/// The chart's agent Role lets an agent read the signed allowlist and create and patch Leases of the allowlist
+/// namespace, nothing else (RBAC has no per-node names); its admission policy narrows the Lease writes to the
+/// heartbeat of the node in the agent's bound token. Tested with real requests with real tokens of pods bound to two
+/// nodes, rendered from the chart by helm: its own heartbeat is written, another node's, the allowlist, the
+/// namespace's ConfigMaps and Secrets are not.
 #[tokio::test]
 async fn a_firewall_agent_writes_only_its_own_nodes_report() {
     let client = client().await;
+    install_crds(&client).await;
     let ns = TestNamespace::new(&client, "agentreport").await;
     let agent_ns = format!("{}-agent", ns.name);
     let helm = repo_root().join("target/testenv/helm");
@@ -177,6 +180,7 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
         .args(["--show-only", "templates/agent.yaml", "--show-only", "templates/agent-report-policy.yaml"])
         .args(["--set", &format!("agent.namespace={agent_ns}"), "--set", &format!("agent.allowlistNamespace={}", ns.name)])
         .args(["--set", "agent.environment=production", "--kube-version", "1.36.3"])
+        .args(["--set-file", &format!("signing.publicKey={}", path_str(&public_key()))])
         .output()
         .unwrap();
     assert!(rendered.status.success(), "helm template: {}", String::from_utf8_lossy(&rendered.stderr));
@@ -202,7 +206,10 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
         assert!(out.status.success(), "{kind}: {}", stderr(&out));
         kinds.push(kind);
     }
-    assert_eq!(kinds, ["Namespace", "ServiceAccount", "Role", "RoleBinding", "DaemonSet", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]);
+    assert_eq!(
+        kinds,
+        ["Namespace", "ServiceAccount", "ConfigMap", "Role", "RoleBinding", "DaemonSet", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    );
 
     /// Pods on a node without a kubelet stay Terminating until deleted by force, and would hold their namespace.
     struct ForceDeletePods(String);
@@ -231,17 +238,25 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
     let (node_a, token_a) = &tokens[0];
     let (node_b, _) = &tokens[1];
 
-    // The allowlist shard every node enforces, written by the controller (here: the admin).
-    let shard = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "jpki-allowlist-production-0", "namespace": ns.name,
-        "labels": {"access.jpki.dev/environment": "production"}}, "data": {"cidrs": "192.0.2.0/28\n"}});
+    // The allowlist shard every node enforces, written by the controller (here: the admin), and objects of the
+    // namespace that are not the agent's.
+    let shard = json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessAllowlistShard", "metadata": {"name": "jpki-allowlist-production-0",
+        "namespace": ns.name, "labels": {"access.jpki.dev/environment": "production", "access.jpki.dev/allowlist": "shard"}},
+        "spec": {"environment": "production", "cidrs": "192.0.2.0/28\n"}});
     assert!(create_as("admin", &shard).status.success());
-    let report = |node: &str, labelled: bool| {
-        let mut r = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("jpki-agent-production-{node}"), "namespace": ns.name},
-            "data": {"environment": "production", "node": node, "appliedDigest": "d", "publishedDigest": "d", "error": ""}});
-        if labelled {
-            r["metadata"]["labels"] = json!({"access.jpki.dev/agent-report": "production"});
+    for other in [
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "someone-elses", "namespace": ns.name}, "data": {"k": "v"}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "someone-elses", "namespace": ns.name}, "stringData": {"k": "v"}}),
+    ] {
+        assert!(create_as("admin", &other).status.success());
+    }
+    let lease = |node: &str, labelled: bool| {
+        let report = jpki_access::wire::report::AgentReport { environment: "production".into(), node: node.into(), ..Default::default() };
+        let mut l = jpki_access::wire::report::lease_body(&ns.name, &report, jiff::Timestamp::now(), 6);
+        if !labelled {
+            l["metadata"]["labels"] = json!({});
         }
-        r
+        l
     };
     let apply = |token: &str, object: &serde_json::Value| {
         let out = kubectl_with_token(token, &["apply", "--server-side", "--force-conflicts", "--field-manager=jpki-access-agent", "-f", "-"], Some(object));
@@ -249,32 +264,44 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
     };
     // The policy takes effect a moment after it is created.
     eventually(Duration::from_secs(20), "the agent-report policy in force", || async {
-        apply(token_a, &report(node_b, true)).1.contains("may write only its report")
+        apply(token_a, &lease(node_b, true)).1.contains("may write only its heartbeat")
     })
     .await;
 
-    let (ok, err) = apply(token_a, &report(node_a, true));
-    assert!(ok, "the agent on {node_a} writes its own report: {err}");
-    let (ok, err) = apply(token_a, &report(node_a, true));
-    assert!(ok, "and updates it: {err}");
-    let (ok, err) = apply(token_a, &report(node_b, true));
+    let (ok, err) = apply(token_a, &lease(node_a, true));
+    assert!(ok, "the agent on {node_a} writes its own heartbeat: {err}");
+    let (ok, err) = apply(token_a, &lease(node_a, true));
+    assert!(ok, "and renews it: {err}");
+    let (ok, err) = apply(token_a, &lease(node_b, true));
     assert!(
-        !ok && err
-            .contains(&format!("the agent on node {node_a} may write only its report jpki-agent-production-{node_a}, not jpki-agent-production-{node_b}")),
+        !ok && err.contains(&format!(
+            "the agent on node {node_a} may write only its heartbeat jpki-agent-production-{node_a}, not jpki-agent-production-{node_b}"
+        )),
         "{err}"
     );
-    let mut widened = shard.clone();
-    widened["data"]["cidrs"] = json!("0.0.0.0/1\n192.0.2.0/28\n");
-    let (ok, err) = apply(token_a, &widened);
-    assert!(!ok && err.contains("may write only its report"), "the shard every node enforces is refused: {err}");
-    let (ok, err) = apply(token_a, &report(node_a, false));
-    assert!(!ok && err.contains("must carry the label access.jpki.dev/agent-report=production"), "{err}");
-    let (ok, err) = apply(&unbound, &report(node_a, true));
+    let (ok, err) = apply(token_a, &lease(node_a, false));
+    assert!(!ok && err.contains("must carry the labels access.jpki.dev/agent-report=production"), "{err}");
+    let (ok, err) = apply(&unbound, &lease(node_a, true));
     assert!(!ok && err.contains("not bound to a node"), "a token of no pod is refused: {err}");
-    let out = kubectl_with_token(token_a, &["delete", "configmap", "jpki-allowlist-production-0", "-n", &ns.name], None);
-    assert!(!out.status.success(), "the agent may not delete the shard");
+    let out = kubectl_with_token(token_a, &["delete", "lease", &format!("jpki-agent-production-{node_a}"), "-n", &ns.name], None);
+    assert!(!out.status.success(), "the agent may not delete Leases");
 
-    let stored = kubectl_ok(&["get", "configmap", "jpki-allowlist-production-0", "-n", &ns.name, "-o", "jsonpath={.data.cidrs}"]);
+    // The allowlist: read, never written.
+    let out = kubectl_with_token(token_a, &["get", "accessallowlistshards", "-n", &ns.name, "-o", "name"], None);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("jpki-allowlist-production-0"), "{}", stderr(&out));
+    let mut widened = shard.clone();
+    widened["spec"]["cidrs"] = json!("0.0.0.0/1\n192.0.2.0/28\n");
+    let (ok, err) = apply(token_a, &widened);
+    assert!(!ok && err.contains("forbidden"), "the shard every node enforces is refused: {err}");
+    let out = kubectl_with_token(token_a, &["delete", "accessallowlistshard", "jpki-allowlist-production-0", "-n", &ns.name], None);
+    assert!(!out.status.success(), "the agent may not delete the shard");
+    // Nothing else of the namespace: its ConfigMaps and Secrets are not the agent's.
+    for (verb, what) in [("get", "configmap/someone-elses"), ("get", "secret/someone-elses"), ("list", "configmaps"), ("list", "secrets")] {
+        let out = kubectl_with_token(token_a, &["get", what, "-n", &ns.name], None);
+        assert!(!out.status.success() && stderr(&out).contains("forbidden"), "the agent may not {verb} {what}: {}", stderr(&out));
+    }
+
+    let stored = kubectl_ok(&["get", "accessallowlistshard", "jpki-allowlist-production-0", "-n", &ns.name, "-o", "jsonpath={.spec.cidrs}"]);
     assert_eq!(stored, "192.0.2.0/28\n", "the shard is untouched");
     drop(_pods);
     drop(cleanup);

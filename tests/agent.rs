@@ -9,14 +9,13 @@ mod support;
 
 use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision, SignatureVerifier};
 use jpki_access::domain::approve::approval_for;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Config, ResourceExt};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::edge::{Agent, wait_for};
+use support::edge::{Agent, report, wait_for};
 use support::netns::*;
 use support::*;
 
@@ -64,9 +63,6 @@ async fn teardown(client: &Client, ns: &str) {
     delete_namespace_and_wait(client, ns).await;
 }
 
-async fn report(client: &Client, node: &str) -> Option<std::collections::BTreeMap<String, String>> {
-    Api::<ConfigMap>::namespaced(client.clone(), "jpki-system").get_opt(&format!("jpki-agent-production-{node}")).await.unwrap().and_then(|c| c.data)
-}
 
 #[tokio::test]
 async fn an_approval_opens_the_edge_within_5s_and_its_deletion_closes_it() {
@@ -91,7 +87,7 @@ async fn an_approval_opens_the_edge_within_5s_and_its_deletion_closes_it() {
         let digest = env.status.as_ref().and_then(|s| s.allowlist_digest.clone());
         let agents = env.status.and_then(|s| s.agents_in_sync).unwrap_or_default();
         let ours = report(&client, &node).await.unwrap_or_default();
-        agents.starts_with(|c: char| c.is_ascii_digit()) && ours.get("appliedDigest") == digest.as_ref() && ours.get("error").is_some_and(String::is_empty)
+        agents.starts_with(|c: char| c.is_ascii_digit()) && Some(&ours.applied_digest) == digest.as_ref() && ours.error.is_empty() && ours.ready
     })
     .await;
     let table = topo.list(&["chain", "inet", "jpki_access_production", "input"]);
@@ -122,7 +118,7 @@ async fn a_broken_ruleset_leaves_the_previous_rules_and_is_reported() {
     let break_file = hook.path().join("break");
     let agent = Agent::start(&cp.kubeconfig, &topo.router, &node, &["--break-file", path_str(&break_file)]);
     wait_for(&topo, "approved", &expect_only(&[C4_OK, C6_OK]), Duration::from_secs(15));
-    let good = report(&client, &node).await.unwrap()["appliedDigest"].clone();
+    let good = report(&client, &node).await.unwrap().applied_digest;
 
     std::fs::write(&break_file, "").unwrap();
     // A second registration of the same verifier adds the refused addresses: the agent's apply now fails.
@@ -133,9 +129,11 @@ async fn a_broken_ruleset_leaves_the_previous_rules_and_is_reported() {
     let more = Api::<AccessRegistration>::namespaced(client.clone(), &ns).create(&PostParams::default(), &more).await.unwrap();
     approve(&client, &more).await;
     eventually(Duration::from_secs(15), "the failure is reported", || async {
-        report(&client, &node).await.is_some_and(|r| !r["error"].is_empty() && r["appliedDigest"] == good && r["publishedDigest"] != good)
+        let published = Api::<AccessEnvironment>::all(client.clone()).get("production").await.unwrap().status.and_then(|s| s.allowlist_digest);
+        report(&client, &node).await.is_some_and(|r| !r.error.is_empty() && !r.ready && r.applied_digest == good && published.is_some_and(|p| p != good))
     })
     .await;
+    assert_eq!(agent.get("/readyz").map(|(code, _)| code), Some(503), "not ready while its applies fail");
     topo.check("the previous rules stay in force", &expect_only(&[C4_OK, C6_OK]));
     assert!(agent.log().contains("apply failed; the previous rules stay in force"), "{}", agent.log());
 

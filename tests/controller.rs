@@ -96,19 +96,19 @@ impl Scene {
     }
 }
 
-/// The production allowlist as published: CIDRs of the shards named by the index.
+/// An environment's allowlist as published: CIDRs of the shards named by the index (verified as the agents verify
+/// it).
 async fn published(client: &Client, env: &str) -> Vec<String> {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "jpki-system");
-    let Some(index) = cms.get_opt(&format!("jpki-allowlist-{env}")).await.unwrap() else {
+    use jpki_access::api::{AccessAllowlist, AccessAllowlistShard, AllowlistPurpose};
+    let index = Api::<AccessAllowlist>::namespaced(client.clone(), "jpki-system").get_opt(&format!("jpki-allowlist-{env}")).await.unwrap();
+    if index.is_none() {
         return Vec::new();
-    };
-    let mut out = Vec::new();
-    for line in index.data.unwrap_or_default().get("shards").cloned().unwrap_or_default().lines() {
-        let shard = line.split_whitespace().next().unwrap();
-        let cm = cms.get(shard).await.unwrap();
-        out.extend(cm.data.unwrap().get("cidrs").unwrap().lines().map(str::to_string));
     }
-    out
+    let shards = Api::<AccessAllowlistShard>::namespaced(client.clone(), "jpki-system").list(&ListParams::default()).await.unwrap().items;
+    let key = jpki_access::wire::signing::PublicKey::from_file(&public_key()).unwrap();
+    let expected = jpki_access::wire::allowlist::Expected { namespace: "jpki-system", environment: env, purpose: AllowlistPurpose::Enforce };
+    let set = jpki_access::wire::allowlist::assemble(expected, index.as_ref(), |n| shards.iter().find(|s| s.metadata.name.as_deref() == Some(n)), &key);
+    set.unwrap().cidrs.iter().map(ToString::to_string).collect()
 }
 
 async fn policy_blocks(client: &Client) -> Vec<String> {
@@ -229,7 +229,7 @@ async fn deleting_the_approval_or_the_registration_revokes_within_5s_and_gc_remo
     takeover.metadata = kube::api::ObjectMeta { name: Some("a-gc-probe".into()), ..Default::default() };
     takeover.status = None;
     envs.create(&PostParams::default(), &takeover).await.unwrap();
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "jpki-system");
+    let cms: Api<jpki_access::api::AccessAllowlist> = Api::namespaced(client.clone(), "jpki-system");
     eventually(Duration::from_secs(10), "children of the new environment", || async { cms.get_opt("jpki-allowlist-a-gc-probe").await.unwrap().is_some() })
         .await;
     controller.stop();
@@ -367,6 +367,12 @@ async fn versions(client: &Client, namespace: &str) -> BTreeMap<String, String> 
     }
     for np in Api::<NetworkPolicy>::all(client.clone()).list(&lp).await.unwrap() {
         out.insert(format!("np/{}/{}", np.namespace().unwrap(), np.name_any()), np.resource_version().unwrap());
+    }
+    for a in Api::<jpki_access::api::AccessAllowlist>::all(client.clone()).list(&lp).await.unwrap() {
+        out.insert(format!("aal/{}/{}", a.namespace().unwrap(), a.name_any()), a.resource_version().unwrap());
+    }
+    for a in Api::<jpki_access::api::AccessAllowlistShard>::all(client.clone()).list(&lp).await.unwrap() {
+        out.insert(format!("aals/{}/{}", a.namespace().unwrap(), a.name_any()), a.resource_version().unwrap());
     }
     for r in Api::<AccessRegistration>::namespaced(client.clone(), namespace).list(&ListParams::default()).await.unwrap() {
         out.insert(format!("reg/{}", r.name_any()), r.resource_version().unwrap());

@@ -152,7 +152,7 @@ fn burst_cidr(first: u32, n: u32) -> String {
     format!("10.{}.{}.0/24", first + n / 256, n % 256)
 }
 
-/// Every object the controller writes (ConfigMaps, NetworkPolicies) and every registration status: name → (resource
+/// Every object the controller writes (ConfigMaps, NetworkPolicies, allowlists) and every registration status: name → (resource
 /// version, content), to tell a rewrite of an unchanged object from a needed write.
 async fn written_state(client: &Client, ns: &str) -> BTreeMap<String, (String, String)> {
     let mut out = BTreeMap::new();
@@ -162,6 +162,12 @@ async fn written_state(client: &Client, ns: &str) -> BTreeMap<String, (String, S
     }
     for np in Api::<NetworkPolicy>::all(client.clone()).list(&ours).await.unwrap() {
         out.insert(format!("np/{}/{}", np.namespace().unwrap(), np.name_any()), (np.resource_version().unwrap(), serde_json::to_string(&np.spec).unwrap()));
+    }
+    for a in Api::<jpki_access::api::AccessAllowlist>::all(client.clone()).list(&ours).await.unwrap() {
+        out.insert(format!("aal/{}/{}", a.namespace().unwrap(), a.name_any()), (a.resource_version().unwrap(), serde_json::to_string(&a.spec).unwrap()));
+    }
+    for a in Api::<jpki_access::api::AccessAllowlistShard>::all(client.clone()).list(&ours).await.unwrap() {
+        out.insert(format!("aals/{}/{}", a.namespace().unwrap(), a.name_any()), (a.resource_version().unwrap(), serde_json::to_string(&a.spec).unwrap()));
     }
     for r in Api::<AccessRegistration>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap() {
         out.insert(format!("status/{}", r.name_any()), (r.resource_version().unwrap(), serde_json::to_string(&r.status).unwrap()));
@@ -180,7 +186,7 @@ fn edge_admits(topo: &Topology, what: &str) -> bool {
     let Ok(listed) = jpki_access::agent::drift::parse_listing(&String::from_utf8_lossy(&out.stdout)) else {
         return false;
     };
-    listed.ranges.iter().any(|(f, a, b)| *f == lo.0 && *a <= lo.1 && *b >= hi.2)
+    listed.allowed.iter().any(|(f, a, b)| *f == lo.0 && *a <= lo.1 && *b >= hi.2)
 }
 
 fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
@@ -394,9 +400,7 @@ async fn a_rogue_element_or_rule_is_corrected_within_the_resync_period_and_repor
     let _one = ONE_AT_A_TIME.lock().await;
     let (rig, mut controller, agent) = Rig::with_edge("r", "node-r").await;
     let resync = Duration::from_secs(5); // the agent's, set by support::edge
-    let reports: Api<ConfigMap> = Api::namespaced(rig.client.clone(), "jpki-system");
-    let drift =
-        || async { reports.get("jpki-agent-production-node-r").await.ok().and_then(|c| c.data).and_then(|d| d.get("drift").cloned()).unwrap_or_default() };
+    let drift = || async { support::edge::report(&rig.client, "node-r").await.map(|r| r.drift).unwrap_or_default() };
     assert_eq!(drift().await, "", "no drift before the rogue change");
     let checker = rig.checker(PROPAGATION, Duration::from_millis(200));
 

@@ -9,7 +9,8 @@
 //!   2001:db8:1::10 / ::20            forwarding on, ruleset here        listeners :443, :8443
 //! ```
 //!
-//! The ruleset goes into R with `ip netns exec R nft -f`; its forward chain judges C → S, its input chain C → R.
+//! The ruleset goes into R with `ip netns exec R nft -f`; its forward chain judges C → S (S's addresses are the
+//! declared destinations), its input chain C → R.
 //!
 //! Sockets: the test enters a namespace from a fresh thread with `setns(2)` (network namespaces are per thread) and
 //! creates its sockets there, so listeners and clients are plain in-process sockets: no helper processes or extra
@@ -27,6 +28,8 @@
 mod support;
 
 use jpki_access::planner::nft::{render_removal, render_ruleset, table_name};
+#[allow(unused_imports)]
+use support::netns::ruleset_to_server;
 use support::netns::*;
 
 #[test]
@@ -35,7 +38,7 @@ fn allowlist_filters_forwarded_and_local_tcp_443_only() {
     topo.settle();
 
     let (v4, v6) = allow(C4_OK, C6_OK);
-    let ruleset = render_ruleset(ENV, &v4, &v6, &[tcp(443)]);
+    let ruleset = ruleset_to_server(&v4, &v6, &[tcp(443)]);
     topo.apply(&ruleset); // the first apply: the table does not exist yet, the delete must not fail
     let table = topo.list(&["table", "inet", &table_name(ENV)]);
     assert!(table.contains(C4_OK) && table.contains(C6_OK) && !table.contains(C4_NO), "{table}");
@@ -51,11 +54,11 @@ fn replacing_the_ruleset_is_atomic_and_flips_access() {
     let t = table_name(ENV);
 
     let (v4, v6) = allow(C4_OK, C6_OK);
-    topo.apply(&render_ruleset(ENV, &v4, &v6, &[tcp(443)]));
+    topo.apply(&ruleset_to_server(&v4, &v6, &[tcp(443)]));
     topo.check("allowlist .10 / ::10", &expect_only(&[C4_OK, C6_OK]));
 
     let (v4, v6) = allow(C4_NO, C6_NO);
-    let swapped = render_ruleset(ENV, &v4, &v6, &[tcp(443)]);
+    let swapped = ruleset_to_server(&v4, &v6, &[tcp(443)]);
     topo.apply(&swapped);
     topo.apply(&swapped); // applying the same text again is harmless
     assert_eq!(topo.list(&["tables"]), format!("table inet {t}\n"), "exactly one table after replacing");
@@ -72,10 +75,10 @@ fn replacing_the_ruleset_is_atomic_and_flips_access() {
     assert!(!out.status.success(), "nft accepted port 70000:\n{bad}");
     assert_eq!(topo.list(&["table", "inet", &t]), before, "a refused file changed the live table");
 
-    topo.apply(&render_ruleset(ENV, &[], &[], &[tcp(443)]));
+    topo.apply(&ruleset_to_server(&[], &[], &[tcp(443)]));
     topo.check("empty allowlist", &expect_only(&[]));
 
-    topo.apply(&render_ruleset(ENV, &[], &[], &[]));
+    topo.apply(&ruleset_to_server(&[], &[], &[]));
     topo.check("no ports: nothing filtered", &baseline());
 
     let removal = render_removal(ENV);
@@ -117,4 +120,39 @@ fn the_rendered_ruleset_of_forms_filters_real_packets() {
     topo.settle();
     topo.apply(&ruleset);
     topo.check("rendered from forms: .10 / ::10 approved", &expect_only(&[C4_OK, C6_OK]));
+}
+
+/// The forward chain judges only the declared destinations: a second address of the server, not declared, is
+/// reached on 443 by every source, and without any destination nothing forwarded is judged (the node's own input
+/// chain still is). Before issue 18 the forward chain dropped every forwarded TCP/443 from sources not on the
+/// allowlist, whatever its destination (a pod's own outgoing HTTPS included).
+#[test]
+fn the_forward_chain_judges_only_the_declared_destinations() {
+    let mut topo = Topology::new("d").with_listeners();
+    const OTHER4: &str = "203.0.113.3";
+    const OTHER6: &str = "2001:db8:2::3";
+    run(&["ip", "-n", &topo.server, "addr", "add", &format!("{OTHER4}/24"), "dev", "sr"]);
+    run(&["ip", "-n", &topo.server, "addr", "add", &format!("{OTHER6}/64"), "dev", "sr", "nodad"]);
+    let server = topo.server.clone();
+    topo.listen(&server, OTHER4, 443);
+    topo.listen(&server, OTHER6, 443);
+    topo.settle();
+    let others = |expect: bool| {
+        [C4_OK, C4_NO].iter().map(|s| probe(s, OTHER4, 443, expect)).chain([C6_OK, C6_NO].iter().map(|s| probe(s, OTHER6, 443, expect))).collect::<Vec<_>>()
+    };
+
+    let (v4, v6) = allow(C4_OK, C6_OK);
+    topo.apply(&ruleset_to_server(&v4, &v6, &[tcp(443)]));
+    topo.check("declared destination judged", &expect_only(&[C4_OK, C6_OK]));
+    topo.check("another destination behind the node is not touched", &others(true));
+
+    topo.apply(&render_ruleset(ENV, &v4, &v6, &[tcp(443)]));
+    let table = topo.list(&["table", "inet", &table_name(ENV)]);
+    assert!(!table.contains("hook forward"), "no destinations, no forward chain:\n{table}");
+    let mut probes = others(true);
+    for (src, dst, router) in [(C4_OK, S4, R4), (C4_NO, S4, R4), (C6_OK, S6, R6), (C6_NO, S6, R6)] {
+        let ok = [C4_OK, C6_OK].contains(&src);
+        probes.extend([probe(src, dst, 443, true), probe(src, router, 443, ok)]);
+    }
+    topo.check("without destinations only the node's own port is judged", &probes);
 }

@@ -110,8 +110,8 @@ async fn the_api_server_accepts_the_rendered_objects() {
     for object in [
         "networkpolicy.networking.k8s.io/jpki-production-default-deny",
         "networkpolicy.networking.k8s.io/jpki-production-allow-0",
-        "configmap/jpki-allowlist-production",
-        "configmap/jpki-allowlist-production-0",
+        "accessallowlist.access.jpki.dev/jpki-allowlist-production",
+        "accessallowlistshard.access.jpki.dev/jpki-allowlist-production-0",
         "ingress.networking.k8s.io/jpki-production-ocsp",
         "configmap/sapporo-production-2026-url-notice",
     ] {

@@ -124,3 +124,12 @@ pub fn wait_for(topo: &Topology, what: &str, probes: &[Probe], limit: Duration) 
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}: {outcomes:?}\n{}", topo.list(&["ruleset"]));
     }
 }
+
+/// The report of the production agent on `node`, from its heartbeat Lease in jpki-system.
+pub async fn report(client: &kube::Client, node: &str) -> Option<jpki_access::wire::report::AgentReport> {
+    let lease = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), "jpki-system")
+        .get_opt(&jpki_access::wire::report::lease_name("production", node))
+        .await
+        .ok()??;
+    jpki_access::wire::report::heartbeat(&lease).report.ok()
+}

@@ -4,7 +4,7 @@
 //!
 //! Layers of the data plane, each compared on its own:
 //! - `networkPolicy`: the ipBlocks of the environment's NetworkPolicies;
-//! - `allowlist`: the published allowlist (index and shards, accepted only when complete, as the agent does);
+//! - `allowlist`: the published allowlist (signed index and shards, accepted only when verified, as the agent does);
 //! - `nft`: the set elements of the agent's table in the router namespace, read with `nft -j list table`; a missing
 //!   table admits every source.
 //!
@@ -22,12 +22,10 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 use ipnet::IpNet;
-use jpki_access::agent::allowlist::assemble;
 use jpki_access::agent::drift::parse_listing;
 use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, SignatureVerifier};
 use jpki_access::domain::cidr::{Family, interval};
 use jpki_access::planner::{Objects, plan};
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::{Client, Resource};
@@ -212,12 +210,16 @@ async fn network_policy_ranges(client: &Client) -> Option<Vec<Range>> {
 }
 
 async fn allowlist_ranges(client: &Client) -> Option<Vec<Range>> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "jpki-system");
-    let list = api.list(&ListParams::default().labels("access.jpki.dev/allowlist")).await.ok()?;
+    use jpki_access::api::allowlist::{AccessAllowlist, AccessAllowlistShard, AllowlistPurpose};
+    use jpki_access::wire::allowlist::{Expected, assemble};
+    let index = Api::<AccessAllowlist>::namespaced(client.clone(), "jpki-system").get_opt("jpki-allowlist-production").await.ok()?;
+    let shards = Api::<AccessAllowlistShard>::namespaced(client.clone(), "jpki-system").list(&ListParams::default().labels("access.jpki.dev/allowlist=shard")).await.ok()?;
+    let key = jpki_access::wire::signing::PublicKey::from_file(&super::public_key()).unwrap();
     // Not complete (being rewritten) counts as "not read": the agent keeps what it had then, and so does the
     // checker's view of this layer.
-    let set = assemble("production", &list.items).ok()?;
-    Some(merge(set.v4.iter().map(|n| interval(&IpNet::V4(*n))).chain(set.v6.iter().map(|n| interval(&IpNet::V6(*n)))).collect()))
+    let expected = Expected { namespace: "jpki-system", environment: "production", purpose: AllowlistPurpose::Enforce };
+    let set = assemble(expected, index.as_ref(), |n| shards.items.iter().find(|s| s.metadata.name.as_deref() == Some(n)), &key).ok()?;
+    Some(merge(set.cidrs.iter().map(interval).collect()))
 }
 
 async fn nft_ranges(router: &str) -> Option<Vec<Range>> {
@@ -230,7 +232,7 @@ async fn nft_ranges(router: &str) -> Option<Vec<Range>> {
         // No table: nothing is filtered, every source admitted.
         return Some(vec![(Family::V4, 0, u128::from(u32::MAX)), (Family::V6, 0, u128::MAX)]);
     }
-    Some(parse_listing(&String::from_utf8_lossy(&out.stdout)).unwrap().ranges)
+    Some(parse_listing(&String::from_utf8_lossy(&out.stdout)).unwrap().allowed)
 }
 
 fn merge(mut ranges: Vec<Range>) -> Vec<Range> {
