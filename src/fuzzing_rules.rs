@@ -56,11 +56,13 @@ fn time(text: &str) -> Option<Time> {
 }
 
 fn environment(name: &str, env: &str) -> Option<AccessEnvironment> {
-    serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessEnvironment", "metadata": {"name": name, "uid": format!("env-{name}"), "generation": 1},
+    serde_json::from_value(
+        json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessEnvironment", "metadata": {"name": name, "uid": format!("env-{name}"), "generation": 1},
         "spec": {"environment": env, "serviceNamespace": format!("svc-{name}"), "podSelector": {"matchLabels": {"app": "r"}},
                  "endpoints": [{"name": "ocsp", "provisionMethod": "Ocsp", "service": {"name": "ocsp", "port": 8080}, "host": "ocsp.example"},
                                {"name": "crl", "provisionMethod": "Crl", "service": {"name": "crl", "port": 8080}, "host": "crl.example", "path": "/crl"}],
-                 "policy": {"minPrefixLengthV4": 8, "minPrefixLengthV6": 16, "requireVerificationTest": true}}}))
+                 "policy": {"minPrefixLengthV4": 8, "minPrefixLengthV6": 16, "requireVerificationTest": true}}}),
+    )
     .ok()
 }
 
@@ -217,7 +219,10 @@ pub fn rules(data: &[u8]) {
                     && a.spec.registration_ref == reg.metadata.name.clone().unwrap_or_default()
                     && Some(&a.spec.registration_uid) == reg.metadata.uid.as_ref()
                     && a.spec.decision == Decision::Approved
-                    && a.spec.approved.as_ref().is_some_and(|copy| digest_of(copy).ok().as_ref() == Some(&a.spec.spec_digest) && copy.environment == reg.spec.environment)
+                    && a.spec
+                        .approved
+                        .as_ref()
+                        .is_some_and(|copy| digest_of(copy).ok().as_ref() == Some(&a.spec.spec_digest) && copy.environment == reg.spec.environment)
                     && a.metadata.creation_timestamp.as_ref().map(|t| t.0) >= filed
             })
             .collect();

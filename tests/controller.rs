@@ -32,7 +32,6 @@ async fn policy_blocks(client: &Client) -> Vec<String> {
     out
 }
 
-
 #[tokio::test]
 async fn an_approved_registration_becomes_active_with_exact_outputs_and_kubectl_wait_returns() {
     let _one = ONE_CONTROLLER_AT_A_TIME.lock().await;

@@ -115,8 +115,7 @@ async fn a_backdated_approval_does_not_win_a_conflict() {
     Api::<AccessRegistration>::namespaced(client.clone(), &other_ns.name).create(&PostParams::default(), &b).await.unwrap();
     scene.decide(&b, Decision::Approved, "2020-01-01T00:00:00Z").await; // claims to be years older
     let others: Api<AccessRegistration> = Api::namespaced(client.clone(), &other_ns.name);
-    eventually(Duration::from_secs(10), "b in Conflict", || async { others.get("b").await.unwrap().status.and_then(|s| s.phase) == Some(Conflict) })
-        .await;
+    eventually(Duration::from_secs(10), "b in Conflict", || async { others.get("b").await.unwrap().status.and_then(|s| s.phase) == Some(Conflict) }).await;
     assert_eq!(scene.phase("a").await, Some(Active));
     assert_eq!(ours(published(&client, "production").await, "10.172."), ["10.172.0.0/24"]);
     controller.stop();
@@ -236,8 +235,7 @@ async fn a_conflict_is_told_at_approval_when_the_access_windows_overlap() {
     let others: Api<AccessRegistration> = Api::namespaced(client.clone(), &other_ns.name);
     others.create(&PostParams::default(), &b).await.unwrap();
     scene.decide(&b, Decision::Approved, "2026-03-05T01:00:00Z").await;
-    eventually(Duration::from_secs(10), "b Scheduled", || async { others.get("b").await.unwrap().status.and_then(|s| s.phase) == Some(Scheduled) })
-        .await;
+    eventually(Duration::from_secs(10), "b Scheduled", || async { others.get("b").await.unwrap().status.and_then(|s| s.phase) == Some(Scheduled) }).await;
     next_second().await;
     let a = scene.registration(&early, "a", &["10.176.0.0/24"], &today_plus(-1), None);
     scene.create(&a).await;
@@ -262,11 +260,7 @@ fn validate_reasons(objects: &[&str], object: &str) -> Vec<String> {
         args.extend(["-o", "yaml"]);
         std::fs::write(dir.path().join(format!("{i}.yaml")), kubectl_ok(&args)).unwrap();
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jpki-access"))
-        .args(["validate", "--output", "json"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jpki-access")).args(["validate", "--output", "json"]).arg(dir.path()).output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     report["problems"]
         .as_array()
@@ -316,7 +310,9 @@ async fn the_controller_refuses_what_validate_refuses_for_the_same_reason() {
 
     // validate, over what the API server holds, gives each the same reason.
     let objects = ["signatureverifiers", "accessenvironments", &format!("accessregistrations,accessapprovals -n {}", scene.ns)];
-    for (name, reason) in [("none", "ProvisionMethodForRole"), ("orphan", "SupersedesNotFound"), ("lgpki", "LgwanCenterPending"), ("claimed", "NamespaceClaimed")] {
+    for (name, reason) in
+        [("none", "ProvisionMethodForRole"), ("orphan", "SupersedesNotFound"), ("lgpki", "LgwanCenterPending"), ("claimed", "NamespaceClaimed")]
+    {
         let reasons = validate_reasons(&objects, &format!("AccessRegistration/{name}"));
         assert!(reasons.iter().any(|r| r == reason), "validate on {name}: {reasons:?}, the controller: {reason}");
     }

@@ -100,8 +100,10 @@ async fn removals_sliced_or_offset_by_additions_are_held_until_a_person_releases
 
     // 4 removals (under minCidrs 5): immediate. 4 more later, from the same baseline: 8 ≥ 5 and 40 % ≥ 10 %: held.
     revoke(&client, &approvals[0..4]).await;
-    eventually(Duration::from_secs(10), "4 revoked", || async { phases(&client).await.values().filter(|p| **p == RegistrationPhase::PendingApproval).count() == 4 })
-        .await;
+    eventually(Duration::from_secs(10), "4 revoked", || async {
+        phases(&client).await.values().filter(|p| **p == RegistrationPhase::PendingApproval).count() == 4
+    })
+    .await;
     assert!(held(&client).await.is_none(), "a few revocations stay immediate");
     revoke(&client, &approvals[4..8]).await;
     let message = {
@@ -113,8 +115,7 @@ async fn removals_sliced_or_offset_by_additions_are_held_until_a_person_releases
         .await;
         m.unwrap()
     };
-    eventually(Duration::from_secs(10), "4 Held", || async { phases(&client).await.values().filter(|p| **p == RegistrationPhase::Held).count() == 4 })
-        .await;
+    eventually(Duration::from_secs(10), "4 Held", || async { phases(&client).await.values().filter(|p| **p == RegistrationPhase::Held).count() == 4 }).await;
     // While held, their CIDRs are still published, and their statuses say so.
     let published: Vec<ipnet::IpNet> = support::scene::published(&client, "production").await.iter().map(|c| c.parse().unwrap()).collect();
     for i in 4..8 {
@@ -156,10 +157,8 @@ async fn the_history_shows_decisions_a_revocation_and_a_release_with_actor_and_t
     file_and_decide(&client, &registration("refused", "10.181.1.0/24"), Decision::Rejected).await;
     let revoked = file_and_decide(&client, &registration("revoked", "10.181.2.0/24"), Decision::Approved).await;
     let second = file_and_decide(&client, &registration("second", "10.181.3.0/24"), Decision::Approved).await;
-    eventually(Duration::from_secs(20), "three Active", || async {
-        phases(&client).await.values().filter(|p| **p == RegistrationPhase::Active).count() == 3
-    })
-    .await;
+    eventually(Duration::from_secs(20), "three Active", || async { phases(&client).await.values().filter(|p| **p == RegistrationPhase::Active).count() == 3 })
+        .await;
     // A revocation (the approval deleted), then a mass removal held and released.
     revoke(&client, &[revoked.clone(), second.clone()]).await;
     let message = {

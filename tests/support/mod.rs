@@ -256,13 +256,13 @@ pub async fn delete_namespace_and_wait(client: &Client, name: &str) {
     let _ = api.delete(name, &kube::api::DeleteParams::default()).await;
     eventually(Duration::from_secs(90), "namespace deleted", || async { api.get_opt(name).await.unwrap().is_none() }).await;
 }
-pub mod scene;
 #[cfg(target_os = "linux")]
 pub mod edge;
 #[cfg(target_os = "linux")]
 pub mod invariant;
 #[cfg(target_os = "linux")]
 pub mod netns;
+pub mod scene;
 
 /// A control plane of one test alone (its own etcd in `dir`), for tests that stop it or need it empty.
 pub struct OwnControlPlane {
@@ -280,13 +280,7 @@ impl OwnControlPlane {
     pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> OwnControlPlane {
         let bin = repo_root().join("target/testenv/kube-testenv");
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let mut child = Command::new(&bin)
-            .args(["--dir", path_str(dir.path())])
-            .args(extra)
-            .stdout(std::process::Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child = Command::new(&bin).args(["--dir", path_str(dir.path())]).args(extra).stdout(std::process::Stdio::piped()).stderr(log).spawn().unwrap();
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
         assert!(!line.trim().is_empty(), "kube-testenv did not start: {}", std::fs::read_to_string(dir.path().join("log")).unwrap_or_default());

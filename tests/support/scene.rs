@@ -112,7 +112,6 @@ impl Scene {
     }
 }
 
-
 /// The production allowlist as published: CIDRs of the shards named by the index.
 pub async fn published(client: &Client, env: &str) -> Vec<String> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "jpki-system");
