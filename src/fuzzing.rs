@@ -22,7 +22,8 @@ use std::path::Path;
 pub type Target = fn(&[u8]);
 
 /// The targets, by the name of their corpus folder (`fuzz/corpus/<name>`).
-pub const TARGETS: [(&str, Target); 4] = [("cidr", cidr), ("identifiers", identifiers), ("forms", forms), ("yaml", yaml)];
+pub const TARGETS: [(&str, Target); 5] =
+    [("cidr", cidr), ("identifiers", identifiers), ("forms", forms), ("yaml", yaml), ("rules", crate::fuzzing_rules::rules)];
 
 /// Text from bytes: invalid UTF-8 is replaced rather than skipped, so every input reaches the parser.
 fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {

@@ -82,6 +82,10 @@ pub struct ReadProblem {
 pub struct ReadResult {
     pub documents: Vec<Document>,
     pub problems: Vec<ReadProblem>,
+    /// What the API server would refuse before storing an object (its schema's limits, metadata rules), apart from
+    /// `problems` so `validate` can leave out what a rule of its own already says better about the same field. A
+    /// document with such a problem is still read (and judged), but no cluster would ever hold it.
+    pub schema_problems: Vec<ReadProblem>,
     pub files: usize,
     /// Documents of other kinds (Namespaces, ConfigMaps, …), which are not ours to judge.
     pub other_documents: usize,
@@ -195,18 +199,16 @@ fn read_one(origin: &Origin, value: serde_yaml::Value, result: &mut ReadResult) 
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    let refused = checked.iter().any(Problem::is_error);
     if !checked.is_empty() {
         let object = value
             .get("kind")
             .and_then(|k| k.as_str())
             .map(|k| format!("{k}/{}", value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("<unnamed>")));
         for problem in checked {
-            result.problems.push(ReadProblem { origin: origin.clone(), object: object.clone(), problem });
+            result.schema_problems.push(ReadProblem { origin: origin.clone(), object: object.clone(), problem });
         }
     }
     match read_value(value) {
-        Ok(Some(_)) if refused => {}
         Ok(Some(form)) => result.documents.push(Document { origin: origin.clone(), form }),
         Ok(None) => result.other_documents += 1,
         Err((object, problems)) => {

@@ -16,100 +16,10 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use support::scene::*;
 use support::*;
 
 static ONE_CONTROLLER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A test's own verifiers and namespace, removed (and waited for) at the end.
-struct Scene {
-    client: Client,
-    ns: String,
-    verifiers: Vec<String>,
-}
-
-impl Scene {
-    async fn new(client: &Client, prefix: &str) -> Self {
-        install_crds(client).await;
-        kubectl_ok(&["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-R", "-f", path_str(&repo_root().join("examples"))]);
-        let ns = TestNamespace::new(client, prefix).await;
-        let name = ns.name.clone();
-        std::mem::forget(ns); // cleaned up synchronously by `cleanup`
-        Scene { client: client.clone(), ns: name, verifiers: Vec::new() }
-    }
-
-    /// A verifier filing in this scene's namespace (or another namespace, for the conflict test).
-    async fn verifier(&mut self, name: &str) -> String {
-        let full = format!("{}-{name}", self.ns);
-        let v: SignatureVerifier = serde_json::from_value(json!({
-            "apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier", "metadata": {"name": full},
-            "spec": {"displayName": name, "organizationType": "LocalGovernment", "lgCode": "011002",
-                     "roles": ["SignatureVerifier", "UserAuthenticationVerifier"], "namespace": self.ns,
-                     "agreement": {"effectiveDate": "2026-01-01"},
-                     "procedure": {"confidentialityPledgeReceivedOn": "2026-01-01", "testEnvironmentApplicationReceivedOn": "2026-01-01",
-                                   "verificationTestCompletedOn": "2026-01-01"}}
-        }))
-        .unwrap();
-        Api::<SignatureVerifier>::all(self.client.clone()).create(&PostParams::default(), &v).await.unwrap();
-        self.verifiers.push(full.clone());
-        full
-    }
-
-    fn registration(&self, verifier: &str, name: &str, cidrs: &[&str], start: &str, end: Option<&str>) -> AccessRegistration {
-        let mut spec = json!({"verifierRef": verifier, "environment": "Production", "connectionMethod": "Lgwan", "receivedOn": "2026-03-01",
-            "sourceCidrs": cidrs, "accessStartDate": start, "provisionMethods": {"signing": "Ocsp", "userAuthentication": "Crl"},
-            "officialSealAffixed": true});
-        if let Some(end) = end {
-            spec["accessEndDate"] = json!(end);
-        }
-        serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
-            "metadata": {"name": name, "namespace": self.ns}, "spec": spec}))
-        .unwrap()
-    }
-
-    fn registrations(&self) -> Api<AccessRegistration> {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    async fn create(&self, reg: &AccessRegistration) -> AccessRegistration {
-        self.registrations().create(&PostParams::default(), reg).await.unwrap()
-    }
-
-    async fn approve(&self, reg: &AccessRegistration, at: &str) -> AccessApproval {
-        let current = self.registrations().get(&reg.name_any()).await.unwrap();
-        let approval = approval_for(&current, Decision::Approved, "approver@j-lis", at.parse().unwrap(), None).unwrap();
-        Api::<AccessApproval>::namespaced(self.client.clone(), &self.ns).create(&PostParams::default(), &approval).await.unwrap()
-    }
-
-    async fn phase(&self, name: &str) -> Option<RegistrationPhase> {
-        self.registrations().get(name).await.ok()?.status?.phase
-    }
-
-    async fn wait_phase(&self, name: &str, phase: RegistrationPhase, limit: Duration) -> Duration {
-        eventually(limit, &format!("{name} reaches {phase:?}"), || async { self.phase(name).await == Some(phase) }).await
-    }
-
-    async fn cleanup(self) {
-        for v in &self.verifiers {
-            let _ = Api::<SignatureVerifier>::all(self.client.clone()).delete(v, &DeleteParams::default()).await;
-        }
-        delete_namespace_and_wait(&self.client, &self.ns).await;
-    }
-}
-
-/// An environment's allowlist as published: CIDRs of the shards named by the index (verified as the agents verify
-/// it).
-async fn published(client: &Client, env: &str) -> Vec<String> {
-    use jpki_access::api::{AccessAllowlist, AccessAllowlistShard, AllowlistPurpose};
-    let index = Api::<AccessAllowlist>::namespaced(client.clone(), "jpki-system").get_opt(&format!("jpki-allowlist-{env}")).await.unwrap();
-    if index.is_none() {
-        return Vec::new();
-    }
-    let shards = Api::<AccessAllowlistShard>::namespaced(client.clone(), "jpki-system").list(&ListParams::default()).await.unwrap().items;
-    let key = jpki_access::wire::signing::PublicKey::from_file(&public_key()).unwrap();
-    let expected = jpki_access::wire::allowlist::Expected { namespace: "jpki-system", environment: env, purpose: AllowlistPurpose::Enforce };
-    let set = jpki_access::wire::allowlist::assemble(expected, index.as_ref(), |n| shards.iter().find(|s| s.metadata.name.as_deref() == Some(n)), &key);
-    set.unwrap().cidrs.iter().map(ToString::to_string).collect()
-}
 
 async fn policy_blocks(client: &Client) -> Vec<String> {
     let nps: Api<NetworkPolicy> = Api::namespaced(client.clone(), "jpki-production");
@@ -120,10 +30,6 @@ async fn policy_blocks(client: &Client) -> Vec<String> {
         }
     }
     out
-}
-
-fn ours(cidrs: Vec<String>, prefix: &str) -> Vec<String> {
-    cidrs.into_iter().filter(|c| c.starts_with(prefix)).collect()
 }
 
 #[tokio::test]

@@ -37,8 +37,11 @@ fn cases() -> Vec<Case> {
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
             // JSON has no comments: a JSON case's header lines are in `<file>.header` beside it.
-            let header_text =
-                if path.extension().is_some_and(|e| e == "json") { std::fs::read_to_string(path.with_extension("json.header")).unwrap() } else { text.clone() };
+            let header_text = if path.extension().is_some_and(|e| e == "json") {
+                std::fs::read_to_string(path.with_extension("json.header")).unwrap()
+            } else {
+                text.trim_start_matches('\u{feff}').to_string()
+            };
             let header = |key: &str| {
                 header_text
                     .lines()

@@ -53,7 +53,10 @@ fn plan_of(paths: &[&Path]) -> (Plan, Vec<(PathBuf, String, Option<String>, Stri
     let read = read_paths(&paths.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>());
     let (mut v, mut r, mut a, mut e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut objects = Vec::new();
-    for doc in read.documents {
+    // What the API server would refuse to store never reaches a controller.
+    let refused_by_server: BTreeSet<(PathBuf, usize)> =
+        read.schema_problems.iter().filter(|p| p.problem.is_error()).map(|p| (p.origin.file.clone(), p.origin.document)).collect();
+    for doc in read.documents.into_iter().filter(|d| !refused_by_server.contains(&(d.origin.file.clone(), d.origin.document))) {
         let meta = doc.form.meta();
         objects.push((doc.origin.file.clone(), doc.form.kind().to_string(), meta.namespace.clone(), meta.name.clone().unwrap_or_default()));
         match doc.form {

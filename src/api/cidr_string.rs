@@ -73,3 +73,14 @@ impl JsonSchema for CidrString {
         })
     }
 }
+
+/// Schema of a list of CIDRs the controller writes into a status (at most 256): plain strings, without the CEL rules
+/// of [`CidrString`]. Nobody but the controller writes a status, what it writes passed those rules as a spec, and the
+/// rules' cost in a nested status list would exceed the API server's budget for the CRD.
+pub fn status_cidrs_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 256,
+        "items": {"type": "string", "maxLength": 43}
+    })
+}

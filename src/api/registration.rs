@@ -1,7 +1,7 @@
 //! `AccessRegistration`: one access-rights registration form, 「テスト環境アクセス権登録申請書兼承認書 (A-08-1)」 or
 //! 「アクセス権登録申請書兼承認書 (A-11-2)」, with the provision-method choice of A-11-1.
 
-use super::cidr_string::CidrString;
+use super::cidr_string::{CidrString, status_cidrs_schema};
 use super::common::{Conditions, Environment, JstDate, ProvisionMethods, conditions_schema};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,7 @@ pub struct AccessRegistrationStatus {
     pub conditions: Conditions,
     /// The CIDRs live now (approved content narrowed by the current spec), normalised.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(schema_with = "status_cidrs_schema")]
     pub effective_cidrs: Vec<CidrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_cidr_count: Option<i64>,
@@ -158,7 +158,7 @@ pub struct AccessRegistrationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PendingDifference {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(schema_with = "status_cidrs_schema")]
     pub added_cidrs: Vec<CidrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub earlier_start_date: Option<JstDate>,
@@ -188,7 +188,7 @@ pub struct ConflictRef {
     #[schemars(length(max = 253))]
     pub verifier: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(schema_with = "status_cidrs_schema")]
     pub cidrs: Vec<CidrString>,
     /// When the overlap in time begins (RFC 3339, UTC): the later of the two access starts, or now.
     #[serde(default, skip_serializing_if = "Option::is_none")]

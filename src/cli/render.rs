@@ -10,8 +10,9 @@ use std::path::PathBuf;
 /// could not be read).
 pub fn plan_paths(paths: &[PathBuf], at: jiff::Timestamp) -> Result<Plan, Vec<String>> {
     let read = read_paths(paths);
-    if !read.problems.is_empty() {
-        return Err(read.problems.iter().map(|p| format!("{}: {}: {}", p.origin, p.problem.field, p.problem.message)).collect());
+    let refused: Vec<_> = read.problems.iter().chain(read.schema_problems.iter().filter(|p| p.problem.is_error())).collect();
+    if !refused.is_empty() {
+        return Err(refused.iter().map(|p| format!("{}: {}: {}", p.origin, p.problem.field, p.problem.message)).collect());
     }
     let (mut verifiers, mut registrations, mut approvals, mut environments, mut records) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for doc in read.documents {

@@ -126,6 +126,19 @@ pub fn validate_read(read: ReadResult, now: jiff::Timestamp) -> Report {
             report.problems.push(finding(origin, Some(format!("{}/{}", key.kind, key.name)), key.namespace.clone(), problem));
         }
     }
+    // What the API server would refuse, unless a rule of ours already says it (with a better message) of that field.
+    for p in &read.schema_problems {
+        let said = report.problems.iter().any(|f| {
+            f.file == p.origin.file.display().to_string()
+                && f.document == p.origin.document
+                && f.object == p.object
+                && f.field == p.problem.field
+                && f.severity == Severity::Error
+        });
+        if !said {
+            report.problems.push(finding(&p.origin, p.object.clone(), None, &p.problem));
+        }
+    }
     report.problems.sort_by(|a, b| (&a.file, a.document, &a.field).cmp(&(&b.file, b.document, &b.field)));
     report.errors = report.problems.iter().filter(|p| p.severity == Severity::Error).count();
     report.warnings = report.problems.len() - report.errors;

@@ -273,6 +273,7 @@ pub mod edge;
 pub mod invariant;
 #[cfg(target_os = "linux")]
 pub mod netns;
+pub mod scene;
 
 /// A control plane of one test alone (its own etcd in `dir`), for tests that stop it or need it empty.
 pub struct OwnControlPlane {
@@ -283,9 +284,14 @@ pub struct OwnControlPlane {
 
 impl OwnControlPlane {
     pub fn start(dir: tempfile::TempDir) -> OwnControlPlane {
+        Self::start_with(dir, &[])
+    }
+
+    /// With extra arguments to kube-testenv (after `--`, flags of kube-apiserver, e.g. `--event-ttl=20s`).
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> OwnControlPlane {
         let bin = repo_root().join("target/testenv/kube-testenv");
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let mut child = Command::new(&bin).args(["--dir", path_str(dir.path())]).stdout(std::process::Stdio::piped()).stderr(log).spawn().unwrap();
+        let mut child = Command::new(&bin).args(["--dir", path_str(dir.path())]).args(extra).stdout(std::process::Stdio::piped()).stderr(log).spawn().unwrap();
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
         assert!(!line.trim().is_empty(), "kube-testenv did not start: {}", std::fs::read_to_string(dir.path().join("log")).unwrap_or_default());

@@ -243,7 +243,7 @@ fn reference_rules<'a>(reg: &AccessRegistration, ctx: &'a Context<'_>, out: &mut
         Some(ns) if ns == verifier.spec.namespace => {}
         found => out.problems.push(Problem::refusal(
             Reason::NamespaceMismatch,
-            "metadata.namespace",
+            "spec.verifierRef",
             format!(
                 "verifier {name} files its forms in namespace {:?}, not {}: one verifier, one namespace",
                 verifier.spec.namespace,
