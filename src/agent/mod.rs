@@ -164,9 +164,17 @@ impl Agent {
         ports.dedup();
         let forward = crate::planner::hold::sorted_aggregate(&forward);
         let fwd_text = forward.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        // nft limits a comment to 128 characters: the whole state (set digest, serial, ports, destinations) goes in
+        // as a digest of its description, with the set's digest and serial shortened for people.
+        let state = |what: String| crate::domain::digest::digest_bytes(what.as_bytes())["sha256:".len()..][..16].to_string();
         let tag = match target {
-            Target::Closed => format!("jpki-access closed ports {} forward {fwd_text}", ports_text(&ports)),
-            Target::Set { set, .. } => format!("jpki-access digest {} serial {} ports {} forward {fwd_text}", set.digest, set.serial, ports_text(&ports)),
+            Target::Closed => format!("jpki-access closed state {}", state(format!("closed ports {} forward {fwd_text}", ports_text(&ports)))),
+            Target::Set { set, .. } => format!(
+                "jpki-access digest {} serial {} state {}",
+                &set.digest[..set.digest.len().min(23)],
+                set.serial,
+                state(format!("{} {} ports {} forward {fwd_text}", set.digest, set.serial, ports_text(&ports)))
+            ),
         };
         let (v4, v6): (Vec<_>, Vec<_>) = (
             cidrs.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect(),
@@ -187,6 +195,7 @@ impl Agent {
     fn nft_failed(&mut self, what: &str, e: &nft::NftError) {
         self.shared.metrics.nft_failures.get_or_create(&http::ReasonLabel { reason: e.category() }).inc();
         self.report.error = format!("{what}: {e}");
+        self.report.ready = false;
         self.shared.set_ready(Some(format!("{what}: {e}")));
     }
 
@@ -230,6 +239,7 @@ impl Agent {
         self.report.applied_digest = digest;
         self.report.applied_serial = serial;
         self.report.error = String::new();
+        self.report.ready = true;
         self.shared.set_ready(None);
         if let Target::Set { stored, source: Enforcing::Verified, .. } = target
             && changed

@@ -207,9 +207,7 @@ pub struct Firewall {
     /// and nothing the node forwards (its pods' own outgoing HTTPS, other services) is touched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = kube::core::cel::Rule::new("self.all(d, isCIDR(d) && string(cidr(d).masked()) == d && cidr(d).prefixLength() > 0)")
-        .message("forwardDestinations: each is a CIDR in canonical form (host bits clear), never /0"))]
-    pub forward_destinations: Vec<String>,
+    pub forward_destinations: Vec<super::CidrString>,
     /// The nodes that must run an agent of this environment (their labels): each is expected to report, and one
     /// that does not is counted as missing. Unset: no node is expected (the agents that report are counted).
     #[serde(default, skip_serializing_if = "Option::is_none")]

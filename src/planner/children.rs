@@ -229,7 +229,8 @@ pub fn allowlist(env: &AccessEnvironment, cidrs: &[IpNet], live_registrations: u
     let (mut out, refs) = shard_objects(env, cidrs, &index_name, "shard");
     let mut m = meta(index_name, allowlist_namespace(env), &name, owner(env));
     m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), "index".into());
-    let mut forward_destinations: Vec<String> = env.spec.firewall.as_ref().map(|f| f.forward_destinations.clone()).unwrap_or_default();
+    let mut forward_destinations: Vec<String> =
+        env.spec.firewall.as_ref().map(|f| f.forward_destinations.iter().map(|d| d.0.clone()).collect()).unwrap_or_default();
     forward_destinations.sort();
     forward_destinations.dedup();
     let spec = AccessAllowlistSpec {

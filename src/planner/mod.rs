@@ -280,7 +280,7 @@ pub fn plan_environments_with<'a>(input: &PlanInput<'a>, now: Timestamp, memo: O
         let v6: Vec<ipnet::Ipv6Net> = outcome.publish.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect();
         let ports = children::firewall_ports(env.spec.firewall.as_ref());
         let forward: Vec<IpNet> =
-            env.spec.firewall.iter().flat_map(|f| f.forward_destinations.iter()).filter_map(|d| d.parse::<IpNet>().ok()).map(|n| n.trunc()).collect();
+            env.spec.firewall.iter().flat_map(|f| f.forward_destinations.iter()).filter_map(|d| d.as_str().parse::<IpNet>().ok()).map(|n| n.trunc()).collect();
         let forward = sorted_aggregate(&forward);
         let f4: Vec<ipnet::Ipv4Net> = forward.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect();
         let f6: Vec<ipnet::Ipv6Net> = forward.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect();

@@ -13,6 +13,9 @@ pub struct Agent {
     pub log: PathBuf,
     /// Its /healthz, /readyz and /metrics.
     pub port: u16,
+    /// Its heartbeat Lease is deleted when the agent is dropped, so later tests do not count it as a stale agent.
+    pub kubeconfig: PathBuf,
+    pub node: String,
 }
 
 /// A state directory of its own for each agent of a test (the boot path reads it): the test's temporary dir.
@@ -61,7 +64,7 @@ impl Agent {
             .stderr(file)
             .spawn()
             .unwrap();
-        Agent { child, log, port }
+        Agent { child, log, port, kubeconfig: kubeconfig.to_path_buf(), node: node.to_string() }
     }
 
     /// GET on the agent's endpoint: (status code, body).
@@ -90,7 +93,7 @@ impl Agent {
         self.log().lines().filter(|l| l.contains(": applied digest=")).count()
     }
 
-    /// SIGKILL: no shutdown path at all.
+    /// SIGKILL: no shutdown path at all (its Lease stays, as a killed agent's would).
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -110,6 +113,12 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
+        let lease = jpki_access::wire::report::lease_name("production", &self.node);
+        let _ = Command::new(&super::control_plane().kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "lease", &lease, "-n", "jpki-system", "--ignore-not-found", "--wait=false"])
+            .output();
     }
 }
 
