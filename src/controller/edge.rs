@@ -35,12 +35,23 @@ impl Edge {
     }
 
     /// Checks the published sets of every planned environment; returns what was found.
-    pub async fn check(&mut self, client: &Client, stores: &Stores, plans: &BTreeMap<String, EnvironmentPlan>) -> Vec<Tampering> {
+    pub async fn check(
+        &mut self,
+        client: &Client,
+        stores: &Stores,
+        plans: &BTreeMap<String, EnvironmentPlan>,
+        environments: &[&AccessEnvironment],
+    ) -> Vec<Tampering> {
         let published: Vec<Published<'_>> = plans
             .values()
             .filter_map(|p| {
                 let (namespace, purposes) = index_children(p);
-                Some(Published { namespace: namespace?, environment: &p.name, purposes })
+                let namespace = namespace?;
+                let env = environments.iter().find(|e| e.metadata.name.as_deref() == Some(p.name.as_str()));
+                let published_before = env.and_then(|e| e.status.as_ref()).is_some_and(|s| s.allowlist_digest.is_some());
+                let enforced_serial =
+                    stores.heartbeats(&p.name, namespace).iter().filter_map(|h| h.report.as_ref().ok()).map(|r| r.applied_serial).max().unwrap_or(0);
+                Some(Published { namespace, environment: &p.name, purposes, published_before, enforced_serial })
             })
             .collect();
         let found = self.guard.check(client, stores, self.signer.public_key(), &published, &self.failed_last_pass).await;

@@ -78,17 +78,22 @@ pub fn environment_events(old: Option<&AccessEnvironmentStatus>, new: &AccessEnv
     if !held(old) && held(Some(new)) {
         out.push((EventType::Warning, "Held", message("Held")));
     }
-    match (get(old, "AgentsInSync"), get(Some(new), "AgentsInSync")) {
-        (o, Some(n)) if n.status == "False" && o.as_ref().is_none_or(|o| o.status != "False" || o.reason != n.reason) => {
-            let reason = match n.reason.as_str() {
-                "AgentsMissing" => "AgentsMissing",
-                "AgentsStale" => "AgentsStale",
-                _ => "AgentsBehind",
-            };
-            out.push((EventType::Warning, reason, n.message));
+    // Agents that became stale, missing or behind since the last status: one Warning per kind, naming them.
+    let agents = |s: Option<&AccessEnvironmentStatus>| s.and_then(|s| s.agents.clone()).unwrap_or_default();
+    let (was, now) = (agents(old), agents(Some(new)));
+    for (reason, before, after) in
+        [("AgentsStale", &was.stale, &now.stale), ("AgentsMissing", &was.missing, &now.missing), ("AgentsBehind", &was.behind, &now.behind)]
+    {
+        let newly: Vec<&str> = after.iter().filter(|n| !before.contains(n)).map(String::as_str).collect();
+        if !newly.is_empty() {
+            out.push((EventType::Warning, reason, format!("{}: {}", newly.join(", "), message("AgentsInSync"))));
         }
-        (Some(o), Some(n)) if o.status == "False" && n.status == "True" => out.push((EventType::Normal, "AgentsInSync", n.message)),
-        _ => {}
+    }
+    if let (Some(o), Some(n)) = (get(old, "AgentsInSync"), get(Some(new), "AgentsInSync"))
+        && o.status == "False"
+        && n.status == "True"
+    {
+        out.push((EventType::Normal, "AgentsInSync", n.message));
     }
     let foreign = |s: Option<&AccessEnvironmentStatus>| s.map(|s| s.foreign_network_policies.clone()).unwrap_or_default();
     if !new.foreign_network_policies.is_empty() && foreign(old) != new.foreign_network_policies {

@@ -251,7 +251,7 @@ impl Reconciler {
         self.published_live = previously_live.clone();
         steps.mark("plan");
         // What is stored and was not written by us is reported, then replaced by the writes below.
-        for t in self.edge.check(&self.client, &self.stores, &first.plan.environments).await {
+        for t in self.edge.check(&self.client, &self.stores, &first.plan.environments, &objects.environments).await {
             tracing::error!(environment = %t.environment, reason = t.reason, tampering = %t.message, "the published allowlist is not the one the controller wrote; writing it again");
             self.shared.metrics.tampering.get_or_create(&metrics::TamperLabel { environment: t.environment.clone(), reason: t.reason }).inc();
             if let Some(env) = objects.environments.iter().find(|e| e.name_any() == t.environment) {

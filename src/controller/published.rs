@@ -87,6 +87,12 @@ pub struct Published<'a> {
     pub namespace: &'a str,
     pub environment: &'a str,
     pub purposes: Vec<AllowlistPurpose>,
+    /// The environment's status names a published digest: a set was published before this process started, so a
+    /// missing index is a deletion, not a first publication.
+    pub published_before: bool,
+    /// The highest serial an agent of the environment reports enforcing: a stored index below it is an old set put
+    /// back, even when this process never saw the newer one.
+    pub enforced_serial: i64,
 }
 
 impl Guard {
@@ -131,14 +137,15 @@ impl Guard {
             .filter_map(|r| Some((r.name.clone(), stores.shards.get(&ObjectRef::new(&r.name).within(p.namespace))?)))
             .collect();
         let cached_result = assemble(expected, cached.as_deref(), |n| cached_shards.get(n).map(|s| &**s), public);
-        let seen_serial = self.serials.get(&key).copied().unwrap_or(0);
+        let seen_serial = self.serials.get(&key).copied().unwrap_or(0).max(if purpose == AllowlistPurpose::Enforce { p.enforced_serial } else { 0 });
+        let seen_before = self.seen.contains(&key) || (purpose == AllowlistPurpose::Enforce && p.published_before);
         match &cached_result {
             Ok(set) if set.serial >= seen_serial => {
                 self.seen.insert(key.clone());
                 self.serials.insert(key, set.serial);
                 return None;
             }
-            Err(Refusal::NoIndex(_)) if !self.seen.contains(&key) => return None,
+            Err(Refusal::NoIndex(_)) if !seen_before => return None,
             _ => {}
         }
         // The cache disagrees: ask the API server itself.
@@ -166,9 +173,7 @@ impl Guard {
                     p.namespace, set.serial
                 ),
             ),
-            Err(Refusal::NoIndex(_)) if self.seen.contains(&key) => {
-                tampering("deleted", format!("{}/{name} was deleted by someone other than the controller", p.namespace))
-            }
+            Err(Refusal::NoIndex(_)) if seen_before => tampering("deleted", format!("{}/{name} was deleted by someone other than the controller", p.namespace)),
             Err(Refusal::NoIndex(_)) => None,
             Err(r) if suspect && r.may_be_in_flight() => None,
             Err(r) => tampering(r.category(), format!("{}/{name}: {r}", p.namespace)),
