@@ -191,7 +191,7 @@ fn metadata(meta: &Value, kind: &str, problems: &mut Vec<Problem>) {
     }
     for (key, value) in meta.get("labels").and_then(Value::as_object).into_iter().flatten() {
         if let Some(why) = key_problem(key) {
-            problems.push(Problem::error(format!("metadata.labels[{key}]"), why));
+            problems.push(Problem::error("metadata.labels", why));
         }
         let value = value.as_str().unwrap_or_default();
         let ok = value.is_empty()
@@ -209,7 +209,7 @@ fn metadata(meta: &Value, kind: &str, problems: &mut Vec<Problem>) {
     let mut annotation_bytes = 0;
     for (key, value) in meta.get("annotations").and_then(Value::as_object).into_iter().flatten() {
         if let Some(why) = key_problem(key) {
-            problems.push(Problem::error(format!("metadata.annotations[{key}]"), why));
+            problems.push(Problem::error("metadata.annotations", why));
         }
         annotation_bytes += key.len() + value.as_str().map_or(0, str::len);
     }

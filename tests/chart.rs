@@ -78,6 +78,8 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
                 "apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration", "metadata": {"name": "probe", "namespace": self.2},
                 "spec": {"verifierRef": "v", "environment": "Test", "connectionMethod": "Lgwan", "sourceCidrs": ["192.0.2.0/28"], "accessStartDate": "2026-04-01"}
             })).unwrap();
+            let mut reg = reg;
+            reg.metadata.uid = Some("00000000-0000-4000-8000-0000000000c1".into());
             let approval =
                 jpki_access::domain::approve::approval_for(&reg, jpki_access::api::Decision::Approved, "someone-else", jiff::Timestamp::now(), None).unwrap();
             let file = std::env::temp_dir().join(format!("jpki-chart-probe-{}.json", std::process::id()));
