@@ -1,0 +1,80 @@
+"""The SBOM of each image: CycloneDX JSON with the Rust crates of the binary (from cargo-cyclonedx, licences
+included) and the image's Debian packages (from images/debian.lock), made reproducible (the serial number is
+derived from the image's digest, the timestamp is the commit's).
+
+Also the one-line-per-component summary that images/crates.txt and the tests compare:
+  crate NAME VERSION LICENCE        every crate compiled into the binary (build-time-only crates excluded)
+  deb NAME VERSION ARCH             every Debian package in the image
+"""
+
+from __future__ import annotations
+
+import copy
+import urllib.parse
+import uuid
+
+MEDIA_TYPE = "application/vnd.cyclonedx+json"
+
+
+def _license(component: dict) -> str:
+    """A component's licence as one SPDX expression ('' when none is declared)."""
+    names = []
+    for entry in component.get("licenses", []):
+        if "expression" in entry:
+            names.append(entry["expression"])
+        elif "license" in entry:
+            names.append(entry["license"].get("id") or entry["license"].get("name", ""))
+    return " AND ".join(n for n in names if n)
+
+
+def crates(bom: dict) -> list[str]:
+    """'crate NAME VERSION LICENCE' of every crate the SBOM says is in the binary (scope other than
+    'excluded', which cargo-cyclonedx gives to build dependencies)."""
+    lines = []
+    root = bom.get("metadata", {}).get("component", {})
+    for component in [root, *bom.get("components", [])]:
+        if component.get("purl", "").startswith("pkg:cargo/") and component.get("scope") != "excluded":
+            lines.append(f"crate {component['name']} {component['version']} {_license(component)}".rstrip())
+    return sorted(set(lines))
+
+
+def debs(bom: dict) -> list[str]:
+    lines = []
+    for component in bom.get("components", []):
+        if component.get("purl", "").startswith("pkg:deb/"):
+            arch = urllib.parse.parse_qs(component["purl"].split("?", 1)[1])["arch"][0]
+            lines.append(f"deb {component['name']} {component['version']} {arch}")
+    return sorted(lines)
+
+
+def _deb_component(pin) -> dict:
+    version = urllib.parse.quote(pin.version, safe="")
+    purl = f"pkg:deb/debian/{pin.name}@{version}?arch={pin.arch}&distro=debian-12"
+    return {
+        "type": "application" if pin.name == "nftables" else "library",
+        "bom-ref": purl,
+        "name": pin.name,
+        "version": pin.version,
+        "purl": purl,
+        "hashes": [{"alg": "SHA-256", "content": pin.sha256}],
+        "description": "Debian 12 (bookworm) package",
+    }
+
+
+def image_sbom(cargo_bom: dict, pins: list, name: str, version: str, manifest_digest: str, epoch: int) -> dict:
+    """The image's SBOM: the container is the described component; it holds the jpki-access binary (whose
+    crates and their dependency graph come from cargo-cyclonedx) and the Debian packages."""
+    from oci import rfc3339
+
+    bom = copy.deepcopy(cargo_bom)
+    binary = bom["metadata"]["component"]
+    repository = name.rsplit("/", 1)[-1]
+    purl = f"pkg:oci/{repository}@{urllib.parse.quote(manifest_digest, safe='')}?repository_url={urllib.parse.quote(name, safe='/')}&tag={version}"
+    container = {"type": "container", "bom-ref": purl, "name": name, "version": version, "purl": purl}
+    bom["serialNumber"] = "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, purl))
+    bom["metadata"]["timestamp"] = rfc3339(epoch)
+    bom["metadata"]["component"] = container
+    packages = [_deb_component(p) for p in pins]
+    bom["components"] = [binary, *bom.get("components", []), *packages]
+    bom.setdefault("dependencies", []).append({"ref": purl, "dependsOn": [binary["bom-ref"], *(p["bom-ref"] for p in packages)]})
+    return bom
