@@ -206,10 +206,10 @@ def cmd_build(args) -> None:
         }
         manifest = layout.image(layers, config, history, epoch, labels)
         image_pins = [p for p in pins if image in p.images]
-        bom = sbom.image_sbom(cargo_sbom, image_pins, name, args.version, manifest["digest"], epoch)
+        bom = sbom.image_sbom(cargo_sbom, image_pins, image, args.version, manifest["digest"], epoch)
         bom_bytes = (json.dumps(bom, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
         attached = layout.attachment(manifest, bom_bytes, sbom.MEDIA_TYPE, f"{image}.cdx.json")
-        index = layout.tag([manifest, attached], name, args.version, {"org.opencontainers.image.ref.name": args.version})
+        index = layout.tag([manifest, attached], name, args.version)
         layout.docker_compatible(manifest, name, args.version)
         layout.write(args.out / image, args.out / f"{image}.oci.tar", epoch)
         (args.out / f"{image}.cdx.json").write_bytes(bom_bytes)

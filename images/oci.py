@@ -145,10 +145,11 @@ class Layout:
             annotations={"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": subject["digest"]},
         )
 
-    def tag(self, manifests: list[dict], name: str, tag: str, annotations: dict) -> dict:
-        """An image index over `manifests`, named in index.json for podman/skopeo (ref.name: the tag) and for
-        containerd and Docker (io.containerd.image.name: the full name)."""
-        index = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests, "annotations": annotations}
+    def tag(self, manifests: list[dict], name: str, tag: str) -> dict:
+        """An image index over `manifests`, named in index.json (not in any blob, so the digests do not depend on
+        the name) for podman and skopeo (ref.name: the tag) and for containerd and Docker (io.containerd.image.name:
+        the full name)."""
+        index = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests}
         desc = self.blob(canonical_json(index), MEDIA_INDEX)
         self.index.append({**desc, "annotations": {"io.containerd.image.name": f"{name}:{tag}", "org.opencontainers.image.ref.name": tag}})
         return desc

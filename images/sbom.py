@@ -61,16 +61,16 @@ def _deb_component(pin) -> dict:
     }
 
 
-def image_sbom(cargo_bom: dict, pins: list, name: str, version: str, manifest_digest: str, epoch: int) -> dict:
+def image_sbom(cargo_bom: dict, pins: list, image: str, version: str, manifest_digest: str, epoch: int) -> dict:
     """The image's SBOM: the container is the described component; it holds the jpki-access binary (whose
     crates and their dependency graph come from cargo-cyclonedx) and the Debian packages."""
     from oci import rfc3339
 
     bom = copy.deepcopy(cargo_bom)
     binary = bom["metadata"]["component"]
-    repository = name.rsplit("/", 1)[-1]
-    purl = f"pkg:oci/{repository}@{urllib.parse.quote(manifest_digest, safe='')}?repository_url={urllib.parse.quote(name, safe='/')}&tag={version}"
-    container = {"type": "container", "bom-ref": purl, "name": name, "version": version, "purl": purl}
+    # No registry in the SBOM: the images' digests stay the same wherever they are pushed or loaded.
+    purl = f"pkg:oci/{image}@{urllib.parse.quote(manifest_digest, safe='')}?arch=amd64&tag={version}"
+    container = {"type": "container", "bom-ref": purl, "name": f"jpki-access-{image}", "version": version, "purl": purl}
     bom["serialNumber"] = "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, purl))
     bom["metadata"]["timestamp"] = rfc3339(epoch)
     bom["metadata"]["component"] = container
