@@ -3,8 +3,8 @@
 which builds the binary and the crates' SBOM first and calls this).
 
   build.py lock  --lock images/debian.lock
-  build.py build --lock images/debian.lock --binary PATH --cargo-sbom PATH --debs DIR --out DIR \\
-                 --version 0.1.0 --revision COMMIT --epoch SECONDS --registry ghcr.io/jpki-access
+  build.py build --lock images/debian.lock --binary PATH --cargo-sbom PATH --crates PATH --source DIR \\
+                 --debs DIR --out DIR --version 0.1.0 --revision COMMIT --epoch SECONDS --registry ghcr.io/jpki-access
 """
 
 from __future__ import annotations
@@ -169,7 +169,15 @@ def cmd_build(args) -> None:
     base_files(base)
     app = oci.Tree()
     app.file("usr/bin/jpki-access", args.binary.read_bytes(), 0o755)
-    cargo_sbom = json.loads(args.cargo_sbom.read_text())
+    runtime = set()
+    for line in args.crates.read_text().splitlines():
+        if line.startswith("crate "):
+            runtime.add(tuple(line.split()[1:3]))
+    cargo_sbom = sbom.crates_sbom(json.loads(args.cargo_sbom.read_text()), str(args.source), runtime)
+    listed = set(sbom.crates(cargo_sbom))
+    expected = {line for line in args.crates.read_text().splitlines() if line.startswith("crate ")}
+    if listed != expected:
+        raise debian.Failure(f"cargo-cyclonedx and cargo tree disagree on the binary's crates: {sorted(listed ^ expected)}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     base_tar, app_tar = base.tar(epoch), app.tar(epoch)
@@ -238,6 +246,8 @@ def main() -> None:
     build.add_argument("--lock", type=Path, required=True)
     build.add_argument("--binary", type=Path, required=True)
     build.add_argument("--cargo-sbom", type=Path, required=True)
+    build.add_argument("--crates", type=Path, required=True, help="'crate NAME VERSION LICENCE' lines from cargo tree")
+    build.add_argument("--source", type=Path, required=True, help="the source tree cargo-cyclonedx read")
     build.add_argument("--debs", type=Path, required=True)
     build.add_argument("--out", type=Path, required=True)
     build.add_argument("--version", required=True)

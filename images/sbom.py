@@ -19,7 +19,7 @@ MEDIA_TYPE = "application/vnd.cyclonedx+json"
 def _license(component: dict) -> str:
     """A component's licence as one SPDX expression ('' when none is declared)."""
     names = []
-    for entry in component.get("licenses", []):
+    for entry in component.get("licenses", []):  # cargo-cyclonedx writes one expression
         if "expression" in entry:
             names.append(entry["expression"])
         elif "license" in entry:
@@ -61,9 +61,32 @@ def _deb_component(pin) -> dict:
     }
 
 
+def _relocatable(value, source: str):
+    """`value` with the source tree's absolute path (in cargo-cyclonedx's bom-refs of the workspace crate) made
+    independent of where the tree was: two clones must give the same SBOM."""
+    if isinstance(value, dict):
+        return {k: _relocatable(v, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocatable(v, source) for v in value]
+    if isinstance(value, str):
+        return value.replace(f"path+file://{source}#", "path+file:///jpki-access#")
+    return value
+
+
+def crates_sbom(cargo_bom: dict, source: str, runtime: set[tuple[str, str]]) -> dict:
+    """cargo-cyclonedx's SBOM, relocatable, with every crate that is not compiled into the binary marked scope
+    'excluded' as cargo-cyclonedx marks build dependencies: proc-macros and their dependencies, which run in the
+    compiler only. `runtime` is (name, version) of the crates cargo tree -e normal,no-proc-macro lists."""
+    bom = _relocatable(copy.deepcopy(cargo_bom), source.rstrip("/"))
+    for component in bom.get("components", []):
+        if component.get("purl", "").startswith("pkg:cargo/") and (component["name"], component["version"]) not in runtime:
+            component["scope"] = "excluded"
+    return bom
+
+
 def image_sbom(cargo_bom: dict, pins: list, image: str, version: str, manifest_digest: str, epoch: int) -> dict:
     """The image's SBOM: the container is the described component; it holds the jpki-access binary (whose
-    crates and their dependency graph come from cargo-cyclonedx) and the Debian packages."""
+    crates and their dependency graph come from crates_sbom) and the Debian packages."""
     from oci import rfc3339
 
     bom = copy.deepcopy(cargo_bom)

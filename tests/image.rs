@@ -7,8 +7,8 @@
 //! With the feature `image-tests` (scripts/test enables it): `scripts/image check` builds both images twice and
 //! they are byte-identical; each SBOM, read from the image layout, lists exactly the crates of images/crates.txt
 //! and the Debian packages found in the image; the controller image holds no shell and is under 40 MB; both run
-//! under podman: `--version` and `--help`, the controller as UID 65532 serving /healthz, the agent's own `nft`
-//! applying the ruleset its own binary renders from examples/.
+//! under podman: `--version` and `--help`; the controller as UID 65532, ready against the test control plane; the
+//! agent's own `nft` applying the ruleset its own binary renders from examples/.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -65,7 +65,11 @@ fn the_crates_summary_lists_exactly_the_crates_cargo_lock_puts_in_the_binary() {
 }
 
 #[cfg(feature = "image-tests")]
+mod support;
+
+#[cfg(feature = "image-tests")]
 mod built {
+    use super::support::*;
     use super::*;
     use serde_json::Value;
     use std::io::{Read, Write};
@@ -144,7 +148,8 @@ mod built {
     }
 
     /// podman with storage of its own (nothing left in the machine's image store) and resource limits this
-    /// machine allows (podman's default open-files limit is above the hard limit here).
+    /// machine allows: podman's defaults (open files 1048576, processes 32768 or more) are above what the
+    /// sandbox lets runc set here, so 4096 each, or the hard limit where that is lower.
     struct Podman {
         dir: tempfile::TempDir,
         limits: Vec<String>,
@@ -153,8 +158,11 @@ mod built {
     impl Podman {
         fn new() -> Podman {
             assert!(Command::new("podman").arg("--version").output().is_ok(), "podman is missing: scripts/test installs it (apt-get install podman)");
-            let hard = |flag: &str| run(Command::new("bash").args(["-c", &format!("ulimit -H{flag}")])).trim().to_string();
-            let (files, processes) = (hard("n"), hard("u"));
+            let limit = |flag: &str| {
+                let hard = run(Command::new("bash").args(["-c", &format!("ulimit -H{flag}")]));
+                hard.trim().parse::<u64>().map_or(4096, |h| h.min(4096))
+            };
+            let (files, processes) = (limit("n"), limit("u"));
             let limits = vec!["--ulimit".into(), format!("nofile={files}:{files}"), "--ulimit".into(), format!("nproc={processes}:{processes}")];
             Podman { dir: tempfile::tempdir().unwrap(), limits }
         }
@@ -191,8 +199,8 @@ mod built {
         Some(answer)
     }
 
-    #[test]
-    fn two_builds_give_the_same_images_which_run_and_whose_sboms_list_every_crate_and_package() {
+    #[tokio::test]
+    async fn two_builds_give_the_same_images_which_run_and_whose_sboms_list_every_crate_and_package() {
         let started = Instant::now();
         let out = tempfile::tempdir().unwrap();
         run(Command::new(root().join("scripts/image")).arg("check").arg("--out").arg(out.path()));
@@ -253,33 +261,73 @@ mod built {
             assert!(help.contains("controller") && help.contains("agent") && help.contains("Examples:"), "{help}");
         }
 
-        // The controller as a non-root UID: running, with /healthz served, against an API server that is not there.
-        let kubeconfig = out.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters: [{name: none, cluster: {server: 'https://127.0.0.1:9'}}]\nusers: [{name: none, user: {token: none}}]\ncontexts: [{name: none, context: {cluster: none, user: none}}]\ncurrent-context: none\n").unwrap();
+        // The controller as a non-root UID, for real: the image's controller against the test control plane, its
+        // caches synced (/readyz), with the read verbs of its ClusterRole only, so it changes nothing of the other
+        // tests (cargo runs one test binary at a time; no other controller runs meanwhile).
+        let controller = reference("controller");
+        let client = client().await;
+        install_crds(&client).await;
+        let ns = TestNamespace::new(&client, "image").await;
+        let role = format!("{}-reader", ns.name);
+        let fixture: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(root().join("tests/fixtures/rbac/controller.yaml")).unwrap()).unwrap();
+        let rules: Vec<Value> = fixture["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|rule| serde_json::to_value(rule).unwrap())
+            .map(|mut rule| {
+                let reads: Vec<Value> = rule["verbs"].as_array().unwrap().iter().filter(|v| ["get", "list", "watch"].contains(&v.as_str().unwrap())).cloned().collect();
+                rule["verbs"] = Value::Array(reads);
+                rule
+            })
+            .filter(|rule| !rule["verbs"].as_array().unwrap().is_empty())
+            .collect();
+        let rbac = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "controller", "namespace": ns.name}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": role}, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": role},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+             "subjects": [{"kind": "ServiceAccount", "name": "controller", "namespace": ns.name}]}]});
+        let rbac_file = out.path().join("rbac.json");
+        std::fs::write(&rbac_file, rbac.to_string()).unwrap();
+        kubectl_ok(&["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-f", path_str(&rbac_file)]);
+        struct DeleteRole(String);
+        impl Drop for DeleteRole {
+            fn drop(&mut self) {
+                let _ = kubectl(&["delete", "clusterrolebinding,clusterrole", &self.0, "--ignore-not-found"]);
+            }
+        }
+        let _delete_role = DeleteRole(role.clone());
+        let token = kubectl_ok(&["create", "token", "controller", "-n", &ns.name, "--duration", "1h"]);
+        let admin: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&control_plane().kubeconfig).unwrap()).unwrap();
+        let kubeconfig = serde_json::json!({"apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": serde_json::to_value(&admin["clusters"][0]["cluster"]).unwrap()}],
+            "users": [{"name": "controller", "user": {"token": token.trim()}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "controller"}}], "current-context": "c"});
+        let kubeconfig_file = out.path().join("kubeconfig");
+        std::fs::write(&kubeconfig_file, kubeconfig.to_string()).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
-        let mount = format!("{}:/kubeconfig:ro", kubeconfig.display());
-        let controller = reference("controller");
-        let id = podman
-            .ok(&[&["run", "--detach", "--network", "host", "--volume", &mount, "--env", "KUBECONFIG=/kubeconfig"], podman.limits.iter().map(String::as_str).collect::<Vec<_>>().as_slice(), &[&controller, "controller", "--no-leader-election", "--listen", &listen]].concat())
-            .trim()
-            .to_string();
+        let mount = format!("{}:/kubeconfig:ro", kubeconfig_file.display());
+        let options = ["run", "--detach", "--network", "host", "--volume", &mount, "--env", "KUBECONFIG=/kubeconfig"];
+        let limits: Vec<&str> = podman.limits.iter().map(String::as_str).collect();
+        let id = podman.ok(&[&options[..], &limits, &[&controller, "controller", "--no-leader-election", "--listen", &listen]].concat()).trim().to_string();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let healthz = loop {
-            if let Some(answer) = http_get(port, "/healthz") {
-                break answer;
+        loop {
+            if http_get(port, "/readyz").is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
+                break;
             }
             let state = podman.ok(&["inspect", "--format", "{{.State.Status}}", &id]);
-            assert!(state.trim() == "running" && Instant::now() < deadline, "the controller container is {state}:\n{}", podman.ok(&["logs", &id]));
+            assert!(state.trim() == "running" && Instant::now() < deadline, "the controller container is {} and not ready:\n{}", state.trim(), podman.ok(&["logs", &id]));
             std::thread::sleep(Duration::from_millis(250));
-        };
-        assert!(healthz.starts_with("HTTP/1.1 200") || healthz.starts_with("HTTP/1.0 200"), "{healthz}");
+        }
         let pid = podman.ok(&["inspect", "--format", "{{.State.Pid}}", &id]);
         let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
-        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-        let gid = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
-        assert_eq!(uid.split_whitespace().skip(1).collect::<Vec<_>>(), ["65532"; 4], "{uid}");
-        assert_eq!(gid.split_whitespace().skip(1).collect::<Vec<_>>(), ["65532"; 4], "{gid}");
+        for field in ["Uid:", "Gid:"] {
+            let ids = status.lines().find(|l| l.starts_with(field)).unwrap();
+            assert_eq!(ids.split_whitespace().skip(1).collect::<Vec<_>>(), ["65532"; 4], "the controller's {ids}");
+        }
+        eprintln!("the controller image's controller: ready against the control plane, running as UID and GID 65532");
         podman.ok(&["rm", "--force", &id]);
 
         // The agent's nft: its version, and the ruleset the image's own binary renders from examples/ applied in
