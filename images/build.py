@@ -234,7 +234,7 @@ def cmd_build(args) -> None:
         }
     (args.out / "images.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     for image, s in summary.items():
-        log(f"{s['reference']}@{s['index_digest']} (image manifest {s['manifest_digest']}): {s['layers_uncompressed_bytes'] / 1e6:.1f} MB, {s['layers_compressed_bytes'] / 1e6:.1f} MB compressed")
+        log(f"{s['reference']}: image {s['manifest_digest']} (linux/amd64; with the SBOM, index {s['index_digest']}): {s['layers_uncompressed_bytes'] / 1e6:.1f} MB, {s['layers_compressed_bytes'] / 1e6:.1f} MB compressed")
 
 
 def main() -> None:
