@@ -132,7 +132,8 @@ def fetch(pins: list[Pin], cache: Path, log) -> dict[str, Path]:
     if missing:
         log(f"downloading {len(missing)} Debian packages with apt-get into {cache}")
         wanted = [f"{p.name}={p.version}" for p in missing]
-        download = ["apt-get", "download", "-q", *wanted]
+        # As root into a directory the _apt user cannot write: download as root rather than warn about it.
+        download = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", *wanted]
         if subprocess.run(download, cwd=cache, capture_output=True).returncode != 0:
             # Lists may be missing or stale on a fresh machine: update once, then try again.
             subprocess.run(["apt-get", "update", "-qq"], check=False)
