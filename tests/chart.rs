@@ -67,7 +67,7 @@ fn helm_template_with_defaults_names_the_built_images_and_pins_a_digest_when_giv
     let helm = root().join("target/testenv/helm");
     assert!(helm.exists(), "{} missing: run scripts/controlplane build", helm.display());
     let template = |args: &[&str]| {
-        let out = Command::new(&helm).arg("template").arg("jpki").arg(root().join("charts/jpki-access")).args(args).env("HELM_CACHE_HOME", std::env::temp_dir().join("jpki-helm-cache")).output().unwrap();
+        let out = Command::new(&helm).arg("template").arg("jpki").arg(root().join("charts/jpki-access")).args(["--kube-version", "v1.36.3"]).args(args).env("HELM_CACHE_HOME", std::env::temp_dir().join("jpki-helm-cache")).output().unwrap();
         assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
         let images: Vec<String> = serde_yaml::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
             .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
