@@ -47,9 +47,9 @@ def debs(bom: dict) -> list[str]:
     return sorted(lines)
 
 
-def _deb_component(pin) -> dict:
+def _deb_component(pin, release: str) -> dict:
     version = urllib.parse.quote(pin.version, safe="")
-    purl = f"pkg:deb/debian/{pin.name}@{version}?arch={pin.arch}&distro=debian-12"
+    purl = f"pkg:deb/debian/{pin.name}@{version}?arch={pin.arch}&distro=debian-{release}"
     return {
         "type": "application" if pin.name == "nftables" else "library",
         "bom-ref": purl,
@@ -57,7 +57,7 @@ def _deb_component(pin) -> dict:
         "version": pin.version,
         "purl": purl,
         "hashes": [{"alg": "SHA-256", "content": pin.sha256}],
-        "description": "Debian 12 (bookworm) package",
+        "description": f"Debian {release} package",
     }
 
 
@@ -97,7 +97,9 @@ def image_sbom(cargo_bom: dict, pins: list, image: str, version: str, manifest_d
     bom["serialNumber"] = "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, purl))
     bom["metadata"]["timestamp"] = rfc3339(epoch)
     bom["metadata"]["component"] = container
-    packages = [_deb_component(p) for p in pins]
+    # The Debian release is base-files' major version (12.4+deb12u15: Debian 12).
+    release = next(p.version.split(".")[0] for p in pins if p.name == "base-files")
+    packages = [_deb_component(p, release) for p in pins]
     bom["components"] = [binary, *bom.get("components", []), *packages]
     bom.setdefault("dependencies", []).append({"ref": purl, "dependsOn": [binary["bom-ref"], *(p["bom-ref"] for p in packages)]})
     return bom
