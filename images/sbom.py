@@ -62,14 +62,19 @@ def _deb_component(pin, release: str) -> dict:
 
 
 def _relocatable(value, source: str):
-    """`value` with the source tree's absolute path (in cargo-cyclonedx's bom-refs of the workspace crate) made
-    independent of where the tree was: two clones must give the same SBOM."""
+    """`value` with the source tree's absolute path (in cargo-cyclonedx's bom-refs of the workspace crate, cargo's
+    package id 'path+file://DIR#NAME@VERSION', or 'path+file://DIR#VERSION' when DIR is named NAME) made independent
+    of where the tree was: two clones must give the same SBOM."""
     if isinstance(value, dict):
         return {k: _relocatable(v, source) for k, v in value.items()}
     if isinstance(value, list):
         return [_relocatable(v, source) for v in value]
-    if isinstance(value, str):
-        return value.replace(f"path+file://{source}#", "path+file:///jpki-access#")
+    prefix = f"path+file://{source}#"
+    if isinstance(value, str) and value.startswith(prefix):
+        fragment = value[len(prefix) :]
+        if "@" not in fragment:
+            fragment = f"{source.rsplit('/', 1)[-1]}@{fragment}"
+        return "path+file:///jpki-access#" + fragment
     return value
 
 
