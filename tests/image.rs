@@ -89,12 +89,11 @@ fn the_crates_summary_lists_exactly_the_crates_cargo_lock_puts_in_the_binary() {
                 words.next().unwrap(),
                 words.next().unwrap().trim_start_matches('v'),
             );
-            format!(
-                "crate {name} {version} {}",
-                licence.trim_end_matches(" (*)").trim()
-            )
-            .trim_end()
-            .to_string()
+            // The deprecated licence separator '/' reads ' OR ' (as cargo-cyclonedx writes it in the SBOM).
+            let licence = licence.trim_end_matches(" (*)").trim().replace('/', " OR ");
+            format!("crate {name} {version} {licence}")
+                .trim_end()
+                .to_string()
         })
         .collect();
     assert!(
