@@ -364,10 +364,12 @@ mod built {
                 );
             }
             eprintln!(
-                "{image}: {}@{}, {} bytes in layers",
+                "{image}: {} image {} index {}, {} bytes in layers ({} compressed)",
                 first[image]["reference"],
+                first[image]["manifest_digest"],
                 first[image]["index_digest"],
-                first[image]["layers_uncompressed_bytes"]
+                first[image]["layers_uncompressed_bytes"],
+                first[image]["layers_compressed_bytes"]
             );
         }
         let controller_bytes = first["controller"]["layers_uncompressed_bytes"]
@@ -558,6 +560,8 @@ mod built {
         let options = [
             "run",
             "--detach",
+            "--log-driver",
+            "k8s-file",
             "--network",
             "host",
             "--volume",
@@ -583,7 +587,9 @@ mod built {
             .to_string();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if http_get(port, "/readyz").is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
+            // The answer's status line: "HTTP/1.0 200 OK" (the server answers in the request's version).
+            if http_get(port, "/readyz").is_some_and(|a| a.split_whitespace().nth(1) == Some("200"))
+            {
                 break;
             }
             let state = podman.ok(&["inspect", "--format", "{{.State.Status}}", &id]);
