@@ -56,7 +56,8 @@ const IPT_RULES: usize = 10_000;
 /// Drops the datagrams at the end of `input` in every setup, so no setup delivers them to a socket.
 const SINK: &str = "table inet jpki_bench_sink {\n\tchain input {\n\t\ttype filter hook input priority 100; policy accept;\n\t\tudp dport 47000 drop\n\t}\n}\n";
 /// One more base chain with one rule the datagrams do not match: about what ours saves by never reaching the sink.
-const CALIBRATION: &str = "table inet jpki_bench_calib {\n\tchain input {\n\t\ttype filter hook input priority 50; policy accept;\n\t\tudp dport 47001 drop\n\t}\n}\n";
+const CALIBRATION: &str =
+    "table inet jpki_bench_calib {\n\tchain input {\n\t\ttype filter hook input priority 50; policy accept;\n\t\tudp dport 47001 drop\n\t}\n}\n";
 
 struct Config {
     quick: bool,
@@ -77,8 +78,7 @@ impl Config {
             reps: var("JPKI_BENCH_REPS").map_or(3, |v| v.parse().expect("JPKI_BENCH_REPS")),
             sample: Duration::from_secs_f64(var("JPKI_BENCH_SAMPLE_SECS").map_or(1.0, |v| v.parse().expect("JPKI_BENCH_SAMPLE_SECS"))),
             add_timeout: Duration::from_secs_f64(var("JPKI_BENCH_ADD_TIMEOUT").map_or(120.0, |v| v.parse().expect("JPKI_BENCH_ADD_TIMEOUT"))),
-            out: var("JPKI_BENCH_OUT")
-                .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-dataplane.json"), PathBuf::from),
+            out: var("JPKI_BENCH_OUT").map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-dataplane.json"), PathBuf::from),
         }
     }
 }
@@ -414,9 +414,7 @@ impl Sender {
         let (in_receives, delivered) = (delta("Ip.InReceives"), delta("Udp.InDatagrams") + delta("Udp.NoPorts") + delta("Udp.InErrors"));
         let backlog_drops = drops1 - drops0;
         if in_receives < sent || delivered > 0 || backlog_drops > 0 {
-            eprintln!(
-                "dataplane: WARNING {label}: sent {sent}, IP InReceives {in_receives}, reached UDP {delivered}, backlog drops {backlog_drops}"
-            );
+            eprintln!("dataplane: WARNING {label}: sent {sent}, IP InReceives {in_receives}, reached UDP {delivered}, backlog drops {backlog_drops}");
         }
         json!({"ns_per_packet": median(&per_call), "mean_ns_per_packet": elapsed.as_nanos() as f64 / sent as f64,
                "calls": per_call.len(), "packets": sent, "seconds": secs(elapsed),
@@ -445,7 +443,13 @@ fn run(cfg: &Config) {
     let [s0, s1, s2] = cfg.sizes;
     eprintln!("dataplane: generating random allowlists of {s0}, {s1}, {s2} prefixes");
     let lists: Vec<Vec<Ipv4Net>> = cfg.sizes.iter().zip(1u64..).map(|(&n, seed)| random_allowlist(n, 0x5eed_0000 + seed)).collect();
-    let ipt_list = if s0 == IPT_RULES { lists[0].clone() } else if s1 == IPT_RULES { lists[1].clone() } else { random_allowlist(IPT_RULES, 0x5eed_0001) };
+    let ipt_list = if s0 == IPT_RULES {
+        lists[0].clone()
+    } else if s1 == IPT_RULES {
+        lists[1].clone()
+    } else {
+        random_allowlist(IPT_RULES, 0x5eed_0001)
+    };
     let counts: Vec<usize> = lists.iter().map(Vec::len).collect();
     eprintln!("dataplane: after aggregation {counts:?}; iptables chain {} rules", ipt_list.len());
 
@@ -491,8 +495,11 @@ fn run(cfg: &Config) {
     for setup in &setups {
         let v = ns(setup);
         let added: Vec<f64> = v.iter().zip(&base).map(|(x, b)| x - b).collect();
-        packet.insert(setup.clone(), json!({"ns_per_packet": v, "median_ns_per_packet": median(&v),
-            "added_ns_per_round": added, "median_added_ns": median(&added), "samples": samples[setup.as_str()]}));
+        packet.insert(
+            setup.clone(),
+            json!({"ns_per_packet": v, "median_ns_per_packet": median(&v),
+            "added_ns_per_round": added, "median_added_ns": median(&added), "samples": samples[setup.as_str()]}),
+        );
     }
     let added = |setup: &str| packet[setup]["median_added_ns"].as_f64().unwrap();
     let ipt_key = format!("iptables_nft_{}", ipt_list.len());
@@ -521,8 +528,15 @@ fn run(cfg: &Config) {
         let start = Instant::now();
         pipe_to("iptables-nft-restore", &[], &ipt_big);
         ipt_load.push(secs(start.elapsed()));
-        eprintln!("dataplane: round {} load of {}: render+nft {:.2} s (render {:.3} s), raw nft -f {:.2} s, iptables-nft-restore {:.2} s",
-            round + 1, big.len(), ours_load[round], ours_render[round], raw_load[round], ipt_load[round]);
+        eprintln!(
+            "dataplane: round {} load of {}: render+nft {:.2} s (render {:.3} s), raw nft -f {:.2} s, iptables-nft-restore {:.2} s",
+            round + 1,
+            big.len(),
+            ours_load[round],
+            ours_render[round],
+            raw_load[round],
+            ipt_load[round]
+        );
     }
     reset();
     let load = json!({"elements": big.len(), "render_and_nft_seconds": ours_load, "render_seconds": ours_render,
@@ -548,8 +562,13 @@ fn run(cfg: &Config) {
         change_render.push(secs(r));
         let file = if has_host { &file_plus } else { &file_big };
         reload.push(secs(timed(Command::new("nft").arg("-f").arg(file))));
-        eprintln!("dataplane: round {} update at {}: 1-CIDR change (render+replace) {:.2} s, full reload {:.2} s",
-            round + 1, big.len(), change[round], reload[round]);
+        eprintln!(
+            "dataplane: round {} update at {}: 1-CIDR change (render+replace) {:.2} s, full reload {:.2} s",
+            round + 1,
+            big.len(),
+            change[round],
+            reload[round]
+        );
     }
     if has_host {
         render_and_load(big);

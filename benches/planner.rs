@@ -56,10 +56,13 @@ mod aggregation {
     fn baseline_sort_and_merge_1m(bencher: divan::Bencher) {
         let input = random_prefixes(1_000_000, 7);
         bencher.bench(|| {
-            let mut intervals: Vec<(u128, u128)> = divan::black_box(&input).iter().map(|n| {
-                let (_, lo, hi) = interval(n);
-                (lo, hi)
-            }).collect();
+            let mut intervals: Vec<(u128, u128)> = divan::black_box(&input)
+                .iter()
+                .map(|n| {
+                    let (_, lo, hi) = interval(n);
+                    (lo, hi)
+                })
+                .collect();
             intervals.sort_unstable();
             let mut merged: Vec<(u128, u128)> = Vec::with_capacity(intervals.len());
             for (lo, hi) in intervals {
@@ -120,9 +123,11 @@ mod plan {
                     "endpoints": [{"name": "ocsp", "provisionMethod": "Ocsp", "service": {"name": "ocsp", "port": 8080}, "host": "ocsp.example"},
                                   {"name": "crl", "provisionMethod": "Crl", "service": {"name": "crl", "port": 8080}, "host": "crl.example", "path": "/crl"}],
                     "exposure": {"ingressClassName": "nginx"},
-                    "firewall": {"allowlistNamespace": "jpki-system", "ports": [{"protocol": "TCP", "port": 443}]}}})).unwrap()
+                    "firewall": {"allowlistNamespace": "jpki-system", "ports": [{"protocol": "TCP", "port": 443}]}}}))
+            .unwrap()
         };
-        let mut f = Fleet { verifiers: vec![], registrations: vec![], approvals: vec![], environments: vec![env("production", "Production"), env("test", "Test")] };
+        let mut f =
+            Fleet { verifiers: vec![], registrations: vec![], approvals: vec![], environments: vec![env("production", "Production"), env("test", "Test")] };
         for v in 0..verifiers {
             let name = format!("v{v}");
             f.verifiers.push(serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier", "metadata": {"name": name},
@@ -135,7 +140,8 @@ mod plan {
                     "metadata": {"name": format!("r-{e}"), "namespace": format!("ns-{v}")},
                     "spec": {"verifierRef": name, "environment": e, "connectionMethod": "Lgwan", "receivedOn": "2026-03-01",
                         "sourceCidrs": [format!("{}.{}.{}.0/28", 11 + k / 65536, (k / 256) % 256, k % 256), format!("2001:db8:{:x}::/48", k + 1)],
-                        "accessStartDate": "2026-04-01", "provisionMethods": {"signing": "Ocsp", "userAuthentication": "Crl"}, "officialSealAffixed": true}})).unwrap();
+                        "accessStartDate": "2026-04-01", "provisionMethods": {"signing": "Ocsp", "userAuthentication": "Crl"}, "officialSealAffixed": true}}))
+                .unwrap();
                 let at = jiff::Timestamp::from_second(1_767_225_600 + k as i64).unwrap();
                 f.approvals.push(jpki_access::domain::approve::approval_for(&reg, Decision::Approved, "approver", at, None).unwrap());
                 f.registrations.push(reg);

@@ -3,12 +3,14 @@
 //! At 1× it is the real population: every local government (47 prefectures and the 1,741 municipalities of the
 //! reference code list, 1,788 bodies) and 1,307 companies (J-LIS's count for 2026). Larger scales add synthetic
 //! bodies with valid, unused codes. Each verifier has its own namespace, a SignatureVerifier with the procedure
-//! milestones production needs, a test registration (A-08-1) and a production one (A-11-2), and an approval of
-//! each. Sources are a realistic mix: every verifier an IPv4 block (production's two /28s are adjacent, so they
-//! aggregate to a /27), a third of them an IPv6 /56 as well, and one company in 500 files a test CIDR another
-//! verifier already holds (a conflict). Everything is a pure function of the settings, so two runs are identical.
+//! milestones production needs, a test registration (A-08-1) and a production one (A-11-2), each approved when the
+//! fleet is created in a cluster (a decision binds to the stored object's uid, so it is made after the
+//! registration exists). Sources are a realistic mix: every verifier an IPv4 block (production's two /28s are
+//! adjacent, so they aggregate to a /27), a third of them an IPv6 /56 as well, and one company in 500 files a test
+//! CIDR another verifier already holds (a conflict: approved after everyone else, so the other keeps it).
+//! Everything is a pure function of the settings, so two runs are identical.
 
-use crate::api::{AccessApproval, AccessRegistration, Decision};
+use crate::api::AccessRegistration;
 use crate::domain::{corporate_number, lg_code};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -28,18 +30,20 @@ pub struct FleetSettings {
     pub scale: f64,
     /// Companies at 1×.
     pub companies: usize,
-    /// When the approvals were decided (and the start dates lie before it, so everything is live).
+    /// What the approvals say in `approvedAt` (the start dates lie before it, so everything is live). The order
+    /// of decisions is the API server's, when they are created.
     pub approved_at: jiff::Timestamp,
 }
 
-/// One verifier's objects: its namespace, the SignatureVerifier, registrations and approvals.
+/// One verifier's objects: its namespace, the SignatureVerifier and registrations (each approved once created).
 #[derive(Debug, Clone)]
 pub struct VerifierBundle {
     pub name: String,
     pub namespace: Value,
     pub verifier: Value,
     pub registrations: Vec<AccessRegistration>,
-    pub approvals: Vec<AccessApproval>,
+    /// Its test registration claims a CIDR another verifier holds: approve it after all others.
+    pub approve_last: bool,
 }
 
 impl VerifierBundle {
@@ -48,9 +52,6 @@ impl VerifierBundle {
         let mut out = vec![self.namespace.clone(), self.verifier.clone()];
         for r in &self.registrations {
             out.push(serde_json::to_value(r)?);
-        }
-        for a in &self.approvals {
-            out.push(serde_json::to_value(a)?);
         }
         Ok(out)
     }
@@ -63,7 +64,9 @@ pub fn local_governments() -> Vec<(String, String)> {
     let mut prefectures = BTreeSet::new();
     for line in LOCAL_GOVERNMENT_CSV.lines().skip(1) {
         let fields: Vec<&str> = line.trim_start_matches('\u{feff}').split(',').collect();
-        let [prefecture, _district, municipality, code, designated] = fields[..] else { continue };
+        let [prefecture, _district, municipality, code, designated] = fields[..] else {
+            continue;
+        };
         if designated.trim() == "2" || code.len() != 6 {
             continue;
         }
@@ -139,14 +142,26 @@ pub fn generate(settings: &FleetSettings) -> Result<Vec<VerifierBundle>, serde_j
     // subset of a larger one.
     for (ordinal, (code, display)) in lgs.iter().enumerate() {
         let index = 2 * ordinal;
-        bundles.push(bundle(index, &format!("lg-{code}"), json!({"displayName": display, "organizationType": "LocalGovernment",
-            "lgCode": code, "roles": ["SignatureVerifier", "UserAuthenticationVerifier"]}), "Lgwan", settings)?);
+        bundles.push(bundle(
+            index,
+            &format!("lg-{code}"),
+            json!({"displayName": display, "organizationType": "LocalGovernment",
+            "lgCode": code, "roles": ["SignatureVerifier", "UserAuthenticationVerifier"]}),
+            "Lgwan",
+            settings,
+        )?);
     }
     for company in 0..company_count {
         let index = 2 * company + 1;
         let number = corporate_number_for(company);
-        bundles.push(bundle(index, &format!("co-{number}"), json!({"displayName": format!("合成株式会社{company}"),
-            "organizationType": "PlatformOperator", "corporateNumber": number, "roles": ["SignatureVerifier"]}), "Internet", settings)?);
+        bundles.push(bundle(
+            index,
+            &format!("co-{number}"),
+            json!({"displayName": format!("合成株式会社{company}"),
+            "organizationType": "PlatformOperator", "corporateNumber": number, "roles": ["SignatureVerifier"]}),
+            "Internet",
+            settings,
+        )?);
     }
     Ok(bundles)
 }
@@ -163,7 +178,8 @@ fn bundle(index: usize, name: &str, identity: Value, connection: &str, settings:
     let verifier = json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier", "metadata": {"name": name}, "spec": spec});
     let [prod_a, prod_b, test] = ipv4_block(index);
     // One company in 500 files a test CIDR that a local government already holds.
-    let test_cidr = if connection == "Internet" && index % 1000 == 999 { ipv4_block(index - 1)[2].clone() } else { test };
+    let conflicting = connection == "Internet" && index % 1000 == 999;
+    let test_cidr = if conflicting { ipv4_block(index - 1)[2].clone() } else { test };
     let mut production_cidrs = vec![prod_a, prod_b];
     if index.is_multiple_of(3) {
         production_cidrs.push(ipv6_block(index));
@@ -180,16 +196,13 @@ fn bundle(index: usize, name: &str, identity: Value, connection: &str, settings:
             "metadata": {"name": format!("{name}-{}", environment.to_lowercase()), "namespace": namespace}, "spec": spec}))
     };
     let registrations = vec![registration("Test", vec![test_cidr])?, registration("Production", production_cidrs)?];
-    let approvals = registrations
-        .iter()
-        .map(|r| crate::domain::approve::approval_for(r, Decision::Approved, "approver@j-lis", settings.approved_at, None))
-        .collect::<Result<_, _>>()?;
+    let _ = settings;
     Ok(VerifierBundle {
         name: name.to_string(),
         namespace: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
         verifier,
         registrations,
-        approvals,
+        approve_last: conflicting,
     })
 }
 
@@ -233,7 +246,7 @@ mod tests {
             if !test_cidrs.insert(b.registrations[0].spec.source_cidrs[0].to_string()) {
                 repeated += 1;
             }
-            assert_eq!(b.approvals.len(), 2);
+            assert_eq!(b.registrations.len(), 2);
         }
         assert!(repeated > 0 && repeated * 400 < three.len(), "a few conflicts: {repeated}");
         // The smaller fleet is a subset of the larger one, object for object.
@@ -252,13 +265,13 @@ mod tests {
         for b in &fleet {
             for o in b.objects().unwrap() {
                 text.push_str("---\n");
-                text.push_str(&serde_yaml::to_string(&o).unwrap());
+                text.push_str(&crate::manifest::to_yaml(&o).unwrap());
             }
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("fleet.yaml"), text).unwrap();
-        let report = crate::cli::validate::validate_paths(&[dir.path().to_path_buf()]);
-        assert_eq!(report.objects, fleet.len() * 5);
+        let report = crate::cli::validate::validate_paths(&[dir.path().to_path_buf()], "2026-12-01T00:00:00Z".parse().unwrap());
+        assert_eq!(report.objects, fleet.len() * 3);
         let conflicts = report.problems.iter().filter(|p| p.message.contains("overlap")).count();
         assert!(report.problems.len() == conflicts, "{:?}", report.problems.iter().find(|p| !p.message.contains("overlap")));
     }

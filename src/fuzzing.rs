@@ -22,8 +22,8 @@ use std::path::Path;
 pub type Target = fn(&[u8]);
 
 /// The targets, by the name of their corpus folder (`fuzz/corpus/<name>`).
-pub const TARGETS: [(&str, Target); 4] =
-    [("cidr", cidr), ("identifiers", identifiers), ("forms", forms), ("yaml", yaml)];
+pub const TARGETS: [(&str, Target); 5] =
+    [("cidr", cidr), ("identifiers", identifiers), ("forms", forms), ("yaml", yaml), ("rules", crate::fuzzing_rules::rules)];
 
 /// Text from bytes: invalid UTF-8 is replaced rather than skipped, so every input reaches the parser.
 fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {
@@ -34,25 +34,12 @@ fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {
 // cidr
 
 /// Ranges no accepted network may touch, written independently of the table in `domain::cidr`.
-const NEVER_A_SOURCE: [&str; 10] = [
-    "0.0.0.0/8",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "::/128",
-    "::1/128",
-    "fe80::/10",
-    "ff00::/8",
-    "::ffff:0:0/96",
-];
+const NEVER_A_SOURCE: [&str; 10] =
+    ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/128", "::1/128", "fe80::/10", "ff00::/8", "::ffff:0:0/96"];
 
 /// Whether a result is past the syntax checks: accepted, or refused only for which addresses it covers.
 fn is_well_formed(result: &Result<IpNet, CidrError>) -> bool {
-    matches!(
-        result,
-        Ok(_) | Err(CidrError::AllAddresses { .. } | CidrError::ForbiddenRange { .. } | CidrError::BroaderThanFloor { .. })
-    )
+    matches!(result, Ok(_) | Err(CidrError::AllAddresses { .. } | CidrError::ForbiddenRange { .. } | CidrError::BroaderThanFloor { .. }))
 }
 
 fn variant(e: &CidrError) -> std::mem::Discriminant<CidrError> {
@@ -102,8 +89,7 @@ pub fn cidr(data: &[u8]) {
                     CidrError::NonCanonicalIpv6 { canonical, .. } => well_formed(canonical),
                     CidrError::MissingPrefixLength { suggestion, .. } => well_formed(suggestion),
                     CidrError::Ipv4Mapped { suggestion: Some(suggestion), .. } => well_formed(suggestion),
-                    CidrError::LeadingZeroOctet { suggestion, .. }
-                    | CidrError::LeadingZeroPrefixLength { suggestion, .. } => {
+                    CidrError::LeadingZeroOctet { suggestion, .. } | CidrError::LeadingZeroPrefixLength { suggestion, .. } => {
                         let again = parse_cidr(suggestion);
                         if let Err(again) = &again {
                             assert_ne!(variant(again), variant(e), "{line:?}: suggestion {suggestion:?} is refused alike");
@@ -197,7 +183,9 @@ fn check_lg_code(code: &str) {
             assert_eq!(found, chars, "{code:?}");
             assert_ne!(chars, lg_code::LG_CODE_LEN, "{code:?}");
         }
-        (_, _) if chars != lg_code::LG_CODE_LEN => panic!("{code:?}: {chars} characters not refused for length"),
+        (_, _) if chars != lg_code::LG_CODE_LEN => {
+            panic!("{code:?}: {chars} characters not refused for length")
+        }
         (Err(LgCodeError::NotDigits), digits) => assert!(digits.is_none(), "{code:?}"),
         (Ok(()), Some(d)) => assert_eq!(lg_code::check_digit([d[0], d[1], d[2], d[3], d[4]]), d[5], "{code:?}"),
         (Err(LgCodeError::WrongCheckDigit { expected, found }), Some(d)) => {
@@ -228,7 +216,9 @@ fn check_corporate_number(number: &str) {
             panic!("{number:?}: {chars} characters not refused for length")
         }
         (Err(CorporateNumberError::NotDigits), digits) => assert!(digits.is_none(), "{number:?}"),
-        (Ok(()), Some(d)) => assert_eq!(corporate_number::check_digit(base(&d)), d[0], "{number:?}"),
+        (Ok(()), Some(d)) => {
+            assert_eq!(corporate_number::check_digit(base(&d)), d[0], "{number:?}")
+        }
         (Err(CorporateNumberError::WrongCheckDigit { expected, found }), Some(d)) => {
             assert_eq!(expected, corporate_number::check_digit(base(&d)), "{number:?}");
             assert_eq!(found, d[0], "{number:?}");
@@ -255,15 +245,12 @@ pub fn forms(data: &[u8]) {
     let mut read = ReadResult::default();
     read_text(Path::new("fuzz.yaml"), &text, &mut read);
     let documents = read.documents.len();
-    let report = validate_read(read);
+    let report = validate_read(read, jiff::Timestamp::from_second(1_780_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH));
     assert_eq!(report.objects, documents);
     for finding in &report.problems {
         assert!(!finding.message.is_empty(), "finding without a message: {finding:?}");
         if finding.field.is_empty() {
-            assert!(
-                WHOLE_DOCUMENT.iter().any(|m| finding.message.starts_with(m)),
-                "finding names no field: {finding:?}"
-            );
+            assert!(WHOLE_DOCUMENT.iter().any(|m| finding.message.starts_with(m)), "finding names no field: {finding:?}");
         }
     }
     let errors = report.problems.iter().filter(|p| p.severity == Severity::Error).count();
@@ -322,6 +309,7 @@ pub fn yaml(data: &[u8]) {
             Form::Registration(o) => serde_yaml::to_value(o),
             Form::Approval(o) => serde_yaml::to_value(o),
             Form::Environment(o) => serde_yaml::to_value(o),
+            Form::Record(o) => serde_yaml::to_value(o),
         };
         let again = again.unwrap_or_else(|e| panic!("{:?} cannot be written: {e}", document.origin));
         let again = match read_value(again) {
@@ -329,13 +317,16 @@ pub fn yaml(data: &[u8]) {
             other => panic!("{:?} does not read back: {other:?}", document.origin),
         };
         // The CRD types compare by their JSON (the derived root types have no PartialEq).
-        let json = |form: &Form| match form {
-            Form::Verifier(o) => serde_json::to_value(o),
-            Form::Registration(o) => serde_json::to_value(o),
-            Form::Approval(o) => serde_json::to_value(o),
-            Form::Environment(o) => serde_json::to_value(o),
-        }
-        .ok();
+        let json = |form: &Form| {
+            match form {
+                Form::Verifier(o) => serde_json::to_value(o),
+                Form::Registration(o) => serde_json::to_value(o),
+                Form::Approval(o) => serde_json::to_value(o),
+                Form::Environment(o) => serde_json::to_value(o),
+                Form::Record(o) => serde_json::to_value(o),
+            }
+            .ok()
+        };
         let same = again.kind() == document.form.kind() && json(&again) == json(&document.form);
         assert!(same, "{:?} reads back differently: {:?} then {again:?}", document.origin, document.form);
     }

@@ -13,9 +13,13 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod domain;
+pub mod fleet;
 /// Public only for `fuzz/` and `tests/fuzz_corpus.rs`: the fuzz targets' bodies, over the public parsers.
 pub mod fuzzing;
-pub mod fleet;
+/// Public only for `fuzz/`: the `rules` fuzz target's body (see `fuzzing`).
+pub mod fuzzing_rules;
 pub mod manifest;
 pub mod planner;
+pub mod schema_check;
 pub mod shutdown;
+pub mod yaml_styles;

@@ -5,10 +5,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,jpki_access=info")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,jpki_access=info")))
         .init();
     // Installed (or linked) as `kubectl-jpki`, the binary is the kubectl plugin: `kubectl jpki status`.
     let invoked_as = std::env::args().next().unwrap_or_default();

@@ -4,11 +4,17 @@
 //! while recording the path of any field the type does not know (`serde_ignored`) and the path of any type error
 //! (`serde_path_to_error`), so a person is told which field of which document of which file is wrong.
 
-use crate::api::{AccessApproval, AccessEnvironment, AccessRegistration, SignatureVerifier};
+use crate::api::{AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, SignatureVerifier};
 use crate::domain::problem::Problem;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
+
+/// YAML for people and for kubectl: every string that a YAML 1.1 reader would take for something else (a date, a
+/// boolean, a number) is quoted, so the file means the same to kubectl, Argo CD, Flux and `validate`.
+pub fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    serde_saphyr::to_string(value).map_err(|e| e.to_string())
+}
 
 /// One form read from a file.
 #[derive(Debug, Clone)]
@@ -17,6 +23,8 @@ pub enum Form {
     Registration(AccessRegistration),
     Approval(AccessApproval),
     Environment(AccessEnvironment),
+    /// A durable record (`kubectl get accessrecords -o yaml`): history, read by `render`; nobody files one.
+    Record(AccessRecord),
 }
 
 impl Form {
@@ -26,6 +34,7 @@ impl Form {
             Form::Registration(_) => "AccessRegistration",
             Form::Approval(_) => "AccessApproval",
             Form::Environment(_) => "AccessEnvironment",
+            Form::Record(_) => "AccessRecord",
         }
     }
 
@@ -35,6 +44,7 @@ impl Form {
             Form::Registration(o) => &o.metadata,
             Form::Approval(o) => &o.metadata,
             Form::Environment(o) => &o.metadata,
+            Form::Record(o) => &o.metadata,
         }
     }
 }
@@ -72,12 +82,16 @@ pub struct ReadProblem {
 pub struct ReadResult {
     pub documents: Vec<Document>,
     pub problems: Vec<ReadProblem>,
+    /// What the API server would refuse before storing an object (its schema's limits, metadata rules), apart from
+    /// `problems` so `validate` can leave out what a rule of its own already says better about the same field. A
+    /// document with such a problem is still read (and judged), but no cluster would ever hold it.
+    pub schema_problems: Vec<ReadProblem>,
     pub files: usize,
     /// Documents of other kinds (Namespaces, ConfigMaps, …), which are not ours to judge.
     pub other_documents: usize,
 }
 
-/// Reads files and folders (recursively, `*.yaml` and `*.yml`, in name order).
+/// Reads files and folders (recursively, `*.yaml`, `*.yml` and `*.json`, in name order: what Argo CD and Flux apply).
 pub fn read_paths(paths: &[PathBuf]) -> ReadResult {
     let mut result = ReadResult::default();
     let mut files = Vec::new();
@@ -119,66 +133,20 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         }
         if entry.is_dir() {
             collect_files(&entry, out)?;
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
             out.push(entry);
         }
     }
     Ok(())
 }
 
-/// Fields whose values are strings of digits. Unquoted, YAML 1.1 readers (kubectl, Argo CD, Flux) take them for
-/// numbers (`011002` even as octal), while YAML 1.2 readers keep the string, so the same file would mean two
-/// things. serde_yaml's value no longer shows the quoting, hence this look at the raw lines.
-const DIGIT_STRING_FIELDS: [(&str, &str); 3] =
-    [("lgCode", "spec.lgCode"), ("corporateNumber", "spec.corporateNumber"), ("phone", "spec.contacts[].phone")];
-
-/// Whether a YAML 1.1 reader resolves this plain scalar to an integer: an optional sign, then digits (underscores
-/// allowed). `011-000-0000` stays a string there (a dash inside is no number), which is how kubectl writes it back.
-fn reads_as_yaml11_number(value: &str) -> bool {
-    let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
-    digits.starts_with(|c: char| c.is_ascii_digit()) && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
-}
-
-fn unquoted_digit_strings(file: &Path, text: &str) -> Vec<ReadProblem> {
-    let mut problems = Vec::new();
-    let mut document = 1;
-    let mut seen_content = false;
-    for (number, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if trimmed == "---" || trimmed.starts_with("--- ") {
-            if seen_content {
-                document += 1;
-            }
-            seen_content = false;
-            continue;
-        }
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        seen_content = true;
-        for (field, path) in DIGIT_STRING_FIELDS {
-            let value = trimmed.trim_start_matches("- ").strip_prefix(field).and_then(|rest| rest.strip_prefix(':')).map(str::trim);
-            if let Some(value) = value
-                && !value.is_empty()
-                && reads_as_yaml11_number(value)
-            {
-                problems.push(ReadProblem {
-                    origin: Origin { file: file.to_path_buf(), document },
-                    object: None,
-                    problem: Problem::error(path, format!(
-                        "line {}: unquoted {value}: YAML 1.1 readers such as kubectl take it for a number (quote it: {field}: \"{value}\")",
-                        number + 1
-                    )),
-                });
-            }
-        }
-    }
-    problems
-}
-
-/// Reads every document of one YAML text.
+/// Reads every document of one YAML (or JSON) text.
 pub fn read_text(file: &Path, text: &str, result: &mut ReadResult) {
-    result.problems.extend(unquoted_digit_strings(file, text));
+    // A byte order mark may open a YAML stream (YAML 1.2 §5.2); editors on Windows write one.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (document, problem) in crate::yaml_styles::ambiguous_scalars(text) {
+        result.problems.push(ReadProblem { origin: Origin { file: file.to_path_buf(), document }, object: None, problem });
+    }
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let origin = Origin { file: file.to_path_buf(), document: i + 1 };
         let value = match serde_yaml::Value::deserialize(doc) {
@@ -191,18 +159,55 @@ pub fn read_text(file: &Path, text: &str, result: &mut ReadResult) {
         if value.is_null() {
             continue; // an empty document, e.g. after a trailing `---`
         }
-        // `kubectl get -o yaml` of several objects writes one `v1 List`: read its items as documents.
-        let items = match (value.get("apiVersion").and_then(|v| v.as_str()), value.get("kind").and_then(|v| v.as_str())) {
-            (Some("v1"), Some("List")) => value.get("items").and_then(|i| i.as_sequence()).cloned().unwrap_or_default(),
-            _ => vec![value],
-        };
-        for value in items {
-            read_one(&origin, value, result);
+        read_items(&origin, value, result, 0);
+    }
+}
+
+/// `kubectl get -o yaml` of several objects writes one `v1 List`: its items are read as documents, Lists inside
+/// Lists too (a form is never skipped for where it stands).
+fn read_items(origin: &Origin, value: serde_yaml::Value, result: &mut ReadResult, depth: usize) {
+    let is_list = value.get("apiVersion").and_then(|v| v.as_str()) == Some("v1") && value.get("kind").and_then(|v| v.as_str()) == Some("List");
+    if !is_list {
+        read_one(origin, value, result);
+        return;
+    }
+    if depth >= 8 {
+        result.problems.push(ReadProblem { origin: origin.clone(), object: None, problem: Problem::error("items", "Lists nested more than 8 deep") });
+        return;
+    }
+    match value.get("items") {
+        Some(serde_yaml::Value::Sequence(items)) => {
+            for item in items.clone() {
+                read_items(origin, item, result, depth + 1);
+            }
+        }
+        None | Some(serde_yaml::Value::Null) => {}
+        Some(_) => {
+            result.problems.push(ReadProblem { origin: origin.clone(), object: None, problem: Problem::error("items", "a List's items must be a list") })
         }
     }
 }
 
 fn read_one(origin: &Origin, value: serde_yaml::Value, result: &mut ReadResult) {
+    // What the API server would refuse before storing the object: its schema's limits and the metadata rules.
+    let checked = match serde_json::to_value(&value) {
+        Ok(json) => json
+            .get("kind")
+            .and_then(serde_json::Value::as_str)
+            .filter(|_| json.get("apiVersion").and_then(serde_json::Value::as_str).is_some_and(|v| v.starts_with("access.jpki.dev/")))
+            .map(|kind| crate::schema_check::check(kind, &json))
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    if !checked.is_empty() {
+        let object = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .map(|k| format!("{k}/{}", value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("<unnamed>")));
+        for problem in checked {
+            result.schema_problems.push(ReadProblem { origin: origin.clone(), object: object.clone(), problem });
+        }
+    }
     match read_value(value) {
         Ok(Some(form)) => result.documents.push(Document { origin: origin.clone(), form }),
         Ok(None) => result.other_documents += 1,
@@ -224,20 +229,22 @@ pub fn read_value(value: serde_yaml::Value) -> Result<Option<Form>, ReadError> {
     };
     let name = value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("<unnamed>");
     let object = Some(format!("{kind}/{name}"));
-    let Some(version) = api_version.strip_prefix("access.jpki.dev/") else { return Ok(None) };
+    let Some(version) = api_version.strip_prefix("access.jpki.dev/") else {
+        return Ok(None);
+    };
     if version != crate::api::common::VERSION {
-        return Err((object, vec![Problem::error("apiVersion", format!(
-            "access.jpki.dev serves version {}, not {version:?}", crate::api::common::VERSION
-        ))]));
+        return Err((object, vec![Problem::error("apiVersion", format!("access.jpki.dev serves version {}, not {version:?}", crate::api::common::VERSION))]));
     }
     let form = match kind.as_str() {
         "SignatureVerifier" => typed(value).map(Form::Verifier),
         "AccessRegistration" => typed(value).map(Form::Registration),
         "AccessApproval" => typed(value).map(Form::Approval),
         "AccessEnvironment" => typed(value).map(Form::Environment),
-        other => Err(vec![Problem::error("kind", format!(
-            "access.jpki.dev has no kind {other:?}: SignatureVerifier, AccessRegistration, AccessApproval or AccessEnvironment"
-        ))]),
+        "AccessRecord" => typed(value).map(Form::Record),
+        other => Err(vec![Problem::error(
+            "kind",
+            format!("access.jpki.dev has no kind {other:?}: SignatureVerifier, AccessRegistration, AccessApproval, AccessEnvironment or AccessRecord"),
+        )]),
     };
     form.map(Some).map_err(|problems| (object, problems))
 }
@@ -260,11 +267,8 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Vec<Problem
         Err(e) => {
             let path = e.path().to_string();
             let message = e.into_inner().to_string();
-            let hint = if message.contains("expected a string") && message.contains("integer") {
-                " (quote it: YAML reads 011002 as the number 11002)"
-            } else {
-                ""
-            };
+            let hint =
+                if message.contains("expected a string") && message.contains("integer") { " (quote it: YAML reads 011002 as the number 11002)" } else { "" };
             let path = if path == "." { String::new() } else { path };
             // A missing field is named itself, not by its parent (which is nothing at the top of the object).
             let field = match message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
@@ -325,17 +329,15 @@ spec:
     }
 
     #[test]
-    fn only_unquoted_values_yaml_11_reads_as_numbers_are_flagged() {
-        for number in ["011002", "0112345678", "+81112345678", "1_000"] {
-            assert!(reads_as_yaml11_number(number), "{number}");
-        }
-        // kubectl writes phone numbers with dashes back unquoted: they are strings in YAML 1.1 too.
-        for string in ["011-000-0000", "0120-00-0000", "-", "", "01a"] {
-            assert!(!reads_as_yaml11_number(string), "{string}");
-        }
-        let flagged = unquoted_digit_strings(Path::new("v.yaml"), "spec:\n  lgCode: 011002\n  contacts:\n  - phone: 011-000-0000\n  - phone: 0112345678\n");
-        let lines: Vec<_> = flagged.iter().map(|p| p.problem.message.split(':').next().unwrap_or_default().to_string()).collect();
-        assert_eq!(lines, ["line 2", "line 5"]);
+    fn a_byte_order_mark_and_nested_lists_are_read() {
+        let r = read(&format!("\u{feff}{REGISTRATION}"));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.documents.len(), 1);
+        let items: String = REGISTRATION.lines().map(|l| format!("      {l}\n")).collect();
+        let text = format!("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: List\n  items:\n    -{}", &items[5..]);
+        let r = read(&text);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.documents.len(), 1, "a form in a List in a List");
     }
 
     #[test]

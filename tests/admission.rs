@@ -82,14 +82,16 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
         let text: String = std::fs::read_to_string(templates.join(file)).unwrap().lines().filter(|l| !l.starts_with("{{")).map(|l| format!("{l}\n")).collect();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
-            if v["kind"] == "ValidatingAdmissionPolicy" {
+            // The approval policies; the records' and the hold release's are tested below.
+            let approval_policy = !v["metadata"]["name"].as_str().is_some_and(|n| n.contains("records") || n.contains("release"));
+            if v["kind"] == "ValidatingAdmissionPolicy" && approval_policy {
                 policies.push(v);
             } else {
-                assert_eq!(v["kind"], "ValidatingAdmissionPolicyBinding");
+                assert!(v["kind"] == "ValidatingAdmissionPolicyBinding" || !approval_policy, "{v}");
             }
         }
     }
-    assert_eq!(policies.len(), 3);
+    assert_eq!(policies.len(), 4);
     for policy in &policies {
         let name = policy["metadata"]["name"].as_str().unwrap().to_string();
         let out = create_as("admin", policy);
@@ -108,7 +110,13 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
     }
     // Two people who may write forms and approvals here (RBAC is not what this test is about).
     let role = format!("jpki-admission-{}", ns.name);
-    kubectl_ok(&["create", "clusterrole", &role, "--verb=get,list,create,update,patch", "--resource=accessapprovals.access.jpki.dev,accessregistrations.access.jpki.dev"]);
+    kubectl_ok(&[
+        "create",
+        "clusterrole",
+        &role,
+        "--verb=get,list,create,update,patch",
+        "--resource=accessapprovals.access.jpki.dev,accessregistrations.access.jpki.dev",
+    ]);
     kubectl_ok(&["create", "rolebinding", "people", "-n", &ns.name, &format!("--clusterrole={role}"), "--user=alice", "--user=bob"]);
     cleanup.0.push(("clusterrole".into(), role));
 
@@ -128,7 +136,8 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
     .await;
     let out = create_as("bob", &registration(true));
     assert!(out.status.success(), "bob records himself as the author: {}", stderr(&out));
-    let reg: AccessRegistration = serde_json::from_value(registration(true)).unwrap();
+    // Decided on as stored (its uid): read back.
+    let reg: AccessRegistration = serde_json::from_str(&kubectl_ok(&["get", "accessregistration", "r", "-n", &ns.name, "-o", "json"])).unwrap();
     let approval = |by: &str| {
         let mut a = serde_json::to_value(approval_for(&reg, Decision::Approved, by, jiff::Timestamp::now(), None).unwrap()).unwrap();
         a["metadata"]["name"] = json!(format!("r-by-{}", by.replace('@', "-")));
@@ -145,9 +154,82 @@ async fn approvals_are_recorded_by_the_requester_and_not_by_the_registrations_au
     assert!(stderr(&forged).contains("spec.approvedBy must be the requesting user (alice), not bob"), "{}", stderr(&forged));
     let own = create_as("bob", &approval("bob"));
     assert!(stderr(&own).contains("separation of duties: bob last changed registration r"), "{}", stderr(&own));
+    // An approval naming another object than the stored registration (a guessed or stale uid) is refused.
+    let mut stale = approval("alice");
+    stale["spec"]["registrationUid"] = json!("00000000-0000-4000-8000-000000000000");
+    stale["metadata"]["name"] = json!("r-stale");
+    let refused = create_as("alice", &stale);
+    assert!(stderr(&refused).contains("spec.registrationUid must be the uid of AccessRegistration r"), "{}", stderr(&refused));
     let fine = create_as("alice", &approval("alice"));
     assert!(fine.status.success(), "a true approval by another person is accepted: {}", stderr(&fine));
     drop(cleanup);
+}
+
+/// The records stay (the audit history and the facts that are final), and who released a held mass removal is
+/// recorded: the chart's two policies, on the real API server, for an administrator too.
+#[tokio::test]
+async fn records_are_never_deleted_and_a_hold_release_names_its_releaser() {
+    let client = client().await;
+    install_crds(&client).await;
+    let templates = repo_root().join("charts/jpki-access/templates");
+    let text: String =
+        std::fs::read_to_string(templates.join("admission-policy.yaml")).unwrap().lines().filter(|l| !l.starts_with("{{")).map(|l| format!("{l}\n")).collect();
+    let suffix = unique_suffix();
+    let mut cleanup = Cleanup(Vec::new());
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        let name = v["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        if !(name.contains("records") || name.contains("release")) {
+            continue;
+        }
+        let kind = v["kind"].as_str().unwrap().to_lowercase();
+        v["metadata"]["name"] = json!(format!("{name}-{suffix}"));
+        if kind == "validatingadmissionpolicybinding" {
+            v["spec"]["policyName"] = json!(format!("{name}-{suffix}"));
+        }
+        let out = create_as("admin", &v);
+        assert!(out.status.success(), "{}", stderr(&out));
+        cleanup.0.push((kind, format!("{name}-{suffix}")));
+    }
+    let record = json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRecord", "metadata": {"name": format!("areg-{suffix}")},
+        "spec": {"subject": {"kind": "AccessRegistration", "namespace": "n", "name": "r", "uid": suffix},
+                 "events": {"filed": {"type": "Filed", "at": "2026-03-01T00:00:00Z"}}}});
+    assert!(create_as("admin", &record).status.success());
+    eventually(Duration::from_secs(20), "deleting a record refused", || async {
+        stderr(&kubectl(&["delete", "accessrecord", &format!("areg-{suffix}"), "--dry-run=server"])).contains("never deleted")
+    })
+    .await;
+    // The CRD itself refuses changing or removing a recorded event.
+    let changed =
+        kubectl(&["patch", "accessrecord", &format!("areg-{suffix}"), "--type=merge", "-p", r#"{"spec":{"events":{"filed":{"at":"2020-01-01T00:00:00Z"}}}}"#]);
+    assert!(stderr(&changed).contains("a recorded event is immutable"), "{}", stderr(&changed));
+    let removed = kubectl(&["patch", "accessrecord", &format!("areg-{suffix}"), "--type=merge", "-p", r#"{"spec":{"events":{"filed":null}}}"#]);
+    assert!(stderr(&removed).contains("append-only"), "{}", stderr(&removed));
+    let added = kubectl(&[
+        "patch",
+        "accessrecord",
+        &format!("areg-{suffix}"),
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"events":{"later":{"type":"Deleted","at":"2026-04-01T00:00:00Z"}}}}"#,
+    ]);
+    assert!(added.status.success(), "an event may be added: {}", stderr(&added));
+
+    // Releasing a hold without naming oneself is refused; naming oneself is accepted.
+    let env = format!("release-{suffix}");
+    let environment = json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessEnvironment", "metadata": {"name": env},
+        "spec": {"environment": "Test", "serviceNamespace": "jpki-release", "podSelector": {"matchLabels": {"app": "r"}},
+                 "endpoints": [{"name": "ocsp", "provisionMethod": "Ocsp", "service": {"name": "ocsp", "port": 8080}, "host": "ocsp.example"}]}});
+    assert!(create_as("admin", &environment).status.success());
+    cleanup.0.push(("accessenvironment".into(), env.clone()));
+    eventually(Duration::from_secs(20), "an unnamed release refused", || async {
+        stderr(&kubectl(&["annotate", "accessenvironment", &env, "access.jpki.dev/release-hold=sha256:abc", "--dry-run=server"])).contains("released-by")
+    })
+    .await;
+    let named = kubectl(&["annotate", "accessenvironment", &env, "access.jpki.dev/release-hold=sha256:abc", "access.jpki.dev/released-by=admin"]);
+    assert!(named.status.success(), "{}", stderr(&named));
+    drop(cleanup);
+    // The record stays for good in this control plane: the test's own name, nothing else reads it.
 }
 
 /// `kubectl` as the holder of a service-account token (no impersonation: the token's own claims reach admission).
@@ -252,7 +334,11 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
     let (ok, err) = apply(token_a, &report(node_a, true));
     assert!(ok, "and updates it: {err}");
     let (ok, err) = apply(token_a, &report(node_b, true));
-    assert!(!ok && err.contains(&format!("the agent on node {node_a} may write only its report jpki-agent-production-{node_a}, not jpki-agent-production-{node_b}")), "{err}");
+    assert!(
+        !ok && err
+            .contains(&format!("the agent on node {node_a} may write only its report jpki-agent-production-{node_a}, not jpki-agent-production-{node_b}")),
+        "{err}"
+    );
     let mut widened = shard.clone();
     widened["data"]["cidrs"] = json!("0.0.0.0/1\n192.0.2.0/28\n");
     let (ok, err) = apply(token_a, &widened);

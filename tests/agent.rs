@@ -43,12 +43,14 @@ async fn setup(client: &Client, kubeconfig: &Path, ns: &str, cidrs: &[&str]) -> 
     let v: SignatureVerifier = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier",
         "metadata": {"name": verifier}, "spec": {"displayName": "agent test", "organizationType": "Other", "corporateNumber": "7000012050002",
         "roles": ["SignatureVerifier"], "namespace": ns, "agreement": {"effectiveDate": "2026-01-01"},
-        "procedure": {"verificationTestCompletedOn": "2026-01-01"}}})).unwrap();
+        "procedure": {"verificationTestCompletedOn": "2026-01-01"}}}))
+    .unwrap();
     Api::<SignatureVerifier>::all(client.clone()).create(&PostParams::default(), &v).await.unwrap();
     let reg: AccessRegistration = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
         "metadata": {"name": "edge", "namespace": ns}, "spec": {"verifierRef": verifier, "environment": "Production", "connectionMethod": "Internet",
         "sourceCidrs": cidrs, "accessStartDate": "2026-04-01", "provisionMethods": {"signing": "Ocsp", "userAuthentication": "None"},
-        "officialSealAffixed": true}})).unwrap();
+        "officialSealAffixed": true}}))
+    .unwrap();
     Api::<AccessRegistration>::namespaced(client.clone(), ns).create(&PostParams::default(), &reg).await.unwrap()
 }
 

@@ -33,10 +33,7 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// The kinds that have a script: health/<Kind>.lua.
 fn scripts() -> Vec<(String, String)> {
-    entries(&argocd().join("health"))
-        .into_iter()
-        .filter_map(|(name, path)| name.strip_suffix(".lua").map(|kind| (kind.to_string(), read(&path))))
-        .collect()
+    entries(&argocd().join("health")).into_iter().filter_map(|(name, path)| name.strip_suffix(".lua").map(|kind| (kind.to_string(), read(&path)))).collect()
 }
 
 /// The kinds of the operator's CRDs, from crds/jpki-access.crds.yaml.
@@ -101,9 +98,7 @@ fn require_lua() {
     match Command::new("lua5.4").arg("-v").output() {
         Ok(out) if out.status.success() => {}
         Ok(out) => panic!("`lua5.4 -v` failed: {}", String::from_utf8_lossy(&out.stderr)),
-        Err(e) => panic!(
-            "cannot run lua5.4 ({e}): install the Debian package lua5.4 (`apt-get install lua5.4`; scripts/test installs it)"
-        ),
+        Err(e) => panic!("cannot run lua5.4 ({e}): install the Debian package lua5.4 (`apt-get install lua5.4`; scripts/test installs it)"),
     }
 }
 
@@ -146,7 +141,9 @@ fn fixtures() -> Vec<Fixture> {
     let mut out = Vec::new();
     for (kind, dir) in entries(&argocd().join("fixtures")) {
         for (name, path) in entries(&dir) {
-            let Some(case) = name.strip_suffix(".yaml") else { continue };
+            let Some(case) = name.strip_suffix(".yaml") else {
+                continue;
+            };
             let text = read(&path);
             let header = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix)).map(|v| v.trim().to_string());
             let expect = header("# expect:").unwrap_or_else(|| panic!("{}: no `# expect: <health>` header", path.display()));
@@ -156,7 +153,9 @@ fn fixtures() -> Vec<Fixture> {
             match jpki_access::manifest::read_value(yaml) {
                 Ok(Some(form)) => assert_eq!(form.kind(), kind, "{}: kind of a fixture in fixtures/{kind}", path.display()),
                 Ok(None) => panic!("{}: not an access.jpki.dev object", path.display()),
-                Err((_, problems)) => panic!("{}: not a valid {kind}: {problems:?}", path.display()),
+                Err((_, problems)) => {
+                    panic!("{}: not a valid {kind}: {problems:?}", path.display())
+                }
             }
             out.push(Fixture {
                 kind: kind.clone(),

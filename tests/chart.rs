@@ -27,13 +27,8 @@ fn the_controller_role_of_the_chart_equals_the_tested_fixture() {
     let chart = std::fs::read_to_string(root().join("charts/jpki-access/templates/controller-rbac.yaml")).unwrap();
     let first: String = chart.split("\n---\n").next().unwrap().lines().filter(|l| !l.contains("{{")).map(|l| format!("{l}\n")).collect();
     let chart: serde_yaml::Value = serde_yaml::from_str(&first).unwrap();
-    let without_leases: Vec<serde_yaml::Value> = fixture["rules"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter(|r| r["apiGroups"][0] != "coordination.k8s.io")
-        .cloned()
-        .collect();
+    let without_leases: Vec<serde_yaml::Value> =
+        fixture["rules"].as_sequence().unwrap().iter().filter(|r| r["apiGroups"][0] != "coordination.k8s.io").cloned().collect();
     assert_eq!(chart["rules"].as_sequence().unwrap(), &without_leases);
 }
 
@@ -67,7 +62,15 @@ fn helm_template_with_defaults_names_the_built_images_and_pins_a_digest_when_giv
     let helm = root().join("target/testenv/helm");
     assert!(helm.exists(), "{} missing: run scripts/controlplane build", helm.display());
     let template = |args: &[&str]| {
-        let out = Command::new(&helm).arg("template").arg("jpki").arg(root().join("charts/jpki-access")).args(["--kube-version", "v1.36.3"]).args(args).env("HELM_CACHE_HOME", std::env::temp_dir().join("jpki-helm-cache")).output().unwrap();
+        let out = Command::new(&helm)
+            .arg("template")
+            .arg("jpki")
+            .arg(root().join("charts/jpki-access"))
+            .args(["--kube-version", "v1.36.3"])
+            .args(args)
+            .env("HELM_CACHE_HOME", std::env::temp_dir().join("jpki-helm-cache"))
+            .output()
+            .unwrap();
         assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
         let images: Vec<String> = serde_yaml::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
             .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
@@ -93,7 +96,12 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
     let chart = root().join("charts/jpki-access");
     let kubeconfig = control_plane().kubeconfig.clone();
     let run = |args: &[&str]| {
-        let out = Command::new(&helm).args(args).env("KUBECONFIG", &kubeconfig).env("HELM_CACHE_HOME", std::env::temp_dir().join("jpki-helm-cache")).output().unwrap();
+        let out = Command::new(&helm)
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HELM_CACHE_HOME", std::env::temp_dir().join("jpki-helm-cache"))
+            .output()
+            .unwrap();
         assert!(out.status.success(), "helm {args:?}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -117,7 +125,8 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
     impl Drop for Uninstall {
         fn drop(&mut self) {
             let _ = Command::new(&self.0).args(["uninstall", "jpki", "--namespace", &self.2]).env("KUBECONFIG", &self.1).output();
-            let _ = kubectl(&["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", "jpki-access-approved-by-requester", "--ignore-not-found"]);
+            let _ =
+                kubectl(&["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", "jpki-access-approved-by-requester", "--ignore-not-found"]);
             let _ = kubectl(&["delete", "namespace", &self.3, "--wait=false", "--ignore-not-found"]);
             // The API server stops enforcing a deleted policy a moment later: wait until an approval in someone
             // else's name passes admission again (dry run), so no later test meets the policy.
@@ -125,7 +134,8 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
                 "apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration", "metadata": {"name": "probe", "namespace": self.2},
                 "spec": {"verifierRef": "v", "environment": "Test", "connectionMethod": "Lgwan", "sourceCidrs": ["192.0.2.0/28"], "accessStartDate": "2026-04-01"}
             })).unwrap();
-            let approval = jpki_access::domain::approve::approval_for(&reg, jpki_access::api::Decision::Approved, "someone-else", jiff::Timestamp::now(), None).unwrap();
+            let approval =
+                jpki_access::domain::approve::approval_for(&reg, jpki_access::api::Decision::Approved, "someone-else", jiff::Timestamp::now(), None).unwrap();
             let file = std::env::temp_dir().join(format!("jpki-chart-probe-{}.json", std::process::id()));
             std::fs::write(&file, serde_json::to_string(&approval).unwrap()).unwrap();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -140,8 +150,16 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
     }
     let _uninstall = Uninstall(helm.clone(), kubeconfig.clone(), ns.name.clone(), agent_ns.clone());
     let installed = run(&[
-        "install", "jpki", path_str(&chart), "--namespace", &ns.name, "--wait=false",
-        "--set", &format!("agent.namespace={agent_ns}"), "--set", &format!("agent.allowlistNamespace={}", ns.name),
+        "install",
+        "jpki",
+        path_str(&chart),
+        "--namespace",
+        &ns.name,
+        "--wait=false",
+        "--set",
+        &format!("agent.namespace={agent_ns}"),
+        "--set",
+        &format!("agent.allowlistNamespace={}", ns.name),
     ]);
     assert!(installed.contains("STATUS: deployed"), "{installed}");
     for (kind, name, namespace) in [

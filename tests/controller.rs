@@ -16,97 +16,10 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use support::scene::*;
 use support::*;
 
 static ONE_CONTROLLER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A test's own verifiers and namespace, removed (and waited for) at the end.
-struct Scene {
-    client: Client,
-    ns: String,
-    verifiers: Vec<String>,
-}
-
-impl Scene {
-    async fn new(client: &Client, prefix: &str) -> Self {
-        install_crds(client).await;
-        kubectl_ok(&["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-R", "-f", path_str(&repo_root().join("examples"))]);
-        let ns = TestNamespace::new(client, prefix).await;
-        let name = ns.name.clone();
-        std::mem::forget(ns); // cleaned up synchronously by `cleanup`
-        Scene { client: client.clone(), ns: name, verifiers: Vec::new() }
-    }
-
-    /// A verifier filing in this scene's namespace (or another namespace, for the conflict test).
-    async fn verifier(&mut self, name: &str) -> String {
-        let full = format!("{}-{name}", self.ns);
-        let v: SignatureVerifier = serde_json::from_value(json!({
-            "apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier", "metadata": {"name": full},
-            "spec": {"displayName": name, "organizationType": "LocalGovernment", "lgCode": "011002",
-                     "roles": ["SignatureVerifier", "UserAuthenticationVerifier"], "namespace": self.ns,
-                     "agreement": {"effectiveDate": "2026-01-01"},
-                     "procedure": {"confidentialityPledgeReceivedOn": "2026-01-01", "testEnvironmentApplicationReceivedOn": "2026-01-01",
-                                   "verificationTestCompletedOn": "2026-01-01"}}
-        }))
-        .unwrap();
-        Api::<SignatureVerifier>::all(self.client.clone()).create(&PostParams::default(), &v).await.unwrap();
-        self.verifiers.push(full.clone());
-        full
-    }
-
-    fn registration(&self, verifier: &str, name: &str, cidrs: &[&str], start: &str, end: Option<&str>) -> AccessRegistration {
-        let mut spec = json!({"verifierRef": verifier, "environment": "Production", "connectionMethod": "Lgwan", "receivedOn": "2026-03-01",
-            "sourceCidrs": cidrs, "accessStartDate": start, "provisionMethods": {"signing": "Ocsp", "userAuthentication": "Crl"},
-            "officialSealAffixed": true});
-        if let Some(end) = end {
-            spec["accessEndDate"] = json!(end);
-        }
-        serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
-            "metadata": {"name": name, "namespace": self.ns}, "spec": spec})).unwrap()
-    }
-
-    fn registrations(&self) -> Api<AccessRegistration> {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    async fn create(&self, reg: &AccessRegistration) -> AccessRegistration {
-        self.registrations().create(&PostParams::default(), reg).await.unwrap()
-    }
-
-    async fn approve(&self, reg: &AccessRegistration, at: &str) -> AccessApproval {
-        let current = self.registrations().get(&reg.name_any()).await.unwrap();
-        let approval = approval_for(&current, Decision::Approved, "approver@j-lis", at.parse().unwrap(), None).unwrap();
-        Api::<AccessApproval>::namespaced(self.client.clone(), &self.ns).create(&PostParams::default(), &approval).await.unwrap()
-    }
-
-    async fn phase(&self, name: &str) -> Option<RegistrationPhase> {
-        self.registrations().get(name).await.ok()?.status?.phase
-    }
-
-    async fn wait_phase(&self, name: &str, phase: RegistrationPhase, limit: Duration) -> Duration {
-        eventually(limit, &format!("{name} reaches {phase:?}"), || async { self.phase(name).await == Some(phase) }).await
-    }
-
-    async fn cleanup(self) {
-        for v in &self.verifiers {
-            let _ = Api::<SignatureVerifier>::all(self.client.clone()).delete(v, &DeleteParams::default()).await;
-        }
-        delete_namespace_and_wait(&self.client, &self.ns).await;
-    }
-}
-
-/// The production allowlist as published: CIDRs of the shards named by the index.
-async fn published(client: &Client, env: &str) -> Vec<String> {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "jpki-system");
-    let Some(index) = cms.get_opt(&format!("jpki-allowlist-{env}")).await.unwrap() else { return Vec::new() };
-    let mut out = Vec::new();
-    for line in index.data.unwrap_or_default().get("shards").cloned().unwrap_or_default().lines() {
-        let shard = line.split_whitespace().next().unwrap();
-        let cm = cms.get(shard).await.unwrap();
-        out.extend(cm.data.unwrap().get("cidrs").unwrap().lines().map(str::to_string));
-    }
-    out
-}
 
 async fn policy_blocks(client: &Client) -> Vec<String> {
     let nps: Api<NetworkPolicy> = Api::namespaced(client.clone(), "jpki-production");
@@ -117,10 +30,6 @@ async fn policy_blocks(client: &Client) -> Vec<String> {
         }
     }
     out
-}
-
-fn ours(cidrs: Vec<String>, prefix: &str) -> Vec<String> {
-    cidrs.into_iter().filter(|c| c.starts_with(prefix)).collect()
 }
 
 #[tokio::test]
@@ -138,7 +47,17 @@ async fn an_approved_registration_becomes_active_with_exact_outputs_and_kubectl_
     }
     // A control plane reused from an earlier run has it Active already: start from no status, so the transition
     // (and its Event) happens in this run.
-    kubectl_ok(&["patch", "accessregistration", "sapporo-production-2026", "-n", "verifier-sapporo", "--subresource=status", "--type=merge", "-p", r#"{"status":null}"#]);
+    kubectl_ok(&[
+        "patch",
+        "accessregistration",
+        "sapporo-production-2026",
+        "-n",
+        "verifier-sapporo",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":null}"#,
+    ]);
     let mut controller = ControllerProcess::start(&["--no-leader-election"]);
     controller.wait_ready().await;
     let out = kubectl(&["wait", "--for=condition=Active", "-n", "verifier-sapporo", "accessregistration/sapporo-production-2026", "--timeout=30s"]);
@@ -149,18 +68,30 @@ async fn an_approved_registration_becomes_active_with_exact_outputs_and_kubectl_
     assert_eq!(ours(policy_blocks(&client).await, ""), production, "so do the NetworkPolicies");
     let notice = Api::<ConfigMap>::namespaced(client.clone(), "verifier-sapporo").get("sapporo-production-2026-url-notice").await.unwrap();
     let json: serde_json::Value = serde_json::from_str(&notice.data.unwrap()["notice.json"]).unwrap();
-    assert_eq!(json["endpoints"], json!([
-        {"certificateType": "signing", "provisionMethod": "Ocsp", "url": "https://ocsp.prod.jpki.example/"},
-        {"certificateType": "userAuthentication", "provisionMethod": "Crl", "url": "https://crl.prod.jpki.example/crl"}
-    ]));
+    assert_eq!(
+        json["endpoints"],
+        json!([
+            {"certificateType": "signing", "provisionMethod": "Ocsp", "url": "https://ocsp.prod.jpki.example/"},
+            {"certificateType": "userAuthentication", "provisionMethod": "Crl", "url": "https://crl.prod.jpki.example/crl"}
+        ])
+    );
     let status = regs.get("sapporo-production-2026").await.unwrap().status.unwrap();
     assert_eq!(status.observed_generation, reg.metadata.generation);
     assert!(status.conditions.iter().all(|c| c.observed_generation == reg.metadata.generation));
     assert_eq!(status.url_notice.as_deref(), Some("sapporo-production-2026-url-notice"));
     // The Event follows the status write that reported the transition.
     eventually(Duration::from_secs(10), "the Activated event", || async {
-        kubectl_ok(&["get", "events", "-n", "verifier-sapporo", "--field-selector", "involvedObject.name=sapporo-production-2026", "-o", "jsonpath={.items[*].reason}"])
-            .contains("Activated")
+        kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            "verifier-sapporo",
+            "--field-selector",
+            "involvedObject.name=sapporo-production-2026",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .contains("Activated")
     })
     .await;
     let env = Api::<AccessEnvironment>::all(client.clone()).get("production").await.unwrap().status.unwrap();
@@ -205,7 +136,8 @@ async fn deleting_the_approval_or_the_registration_revokes_within_5s_and_gc_remo
     takeover.status = None;
     envs.create(&PostParams::default(), &takeover).await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "jpki-system");
-    eventually(Duration::from_secs(10), "children of the new environment", || async { cms.get_opt("jpki-allowlist-a-gc-probe").await.unwrap().is_some() }).await;
+    eventually(Duration::from_secs(10), "children of the new environment", || async { cms.get_opt("jpki-allowlist-a-gc-probe").await.unwrap().is_some() })
+        .await;
     controller.stop();
     envs.delete("a-gc-probe", &DeleteParams::default()).await.unwrap();
     let took = eventually(Duration::from_secs(60), "garbage collected", || async {
@@ -260,7 +192,8 @@ async fn overlapping_registrations_of_two_verifiers_one_is_conflict_naming_the_o
     let v: SignatureVerifier = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier",
         "metadata": {"name": second}, "spec": {"displayName": "second", "organizationType": "LocalGovernment", "lgCode": "011002",
         "roles": ["SignatureVerifier"], "namespace": other_ns.name, "agreement": {"effectiveDate": "2026-01-01"},
-        "procedure": {"verificationTestCompletedOn": "2026-01-01"}}})).unwrap();
+        "procedure": {"verificationTestCompletedOn": "2026-01-01"}}}))
+    .unwrap();
     Api::<SignatureVerifier>::all(client.clone()).create(&PostParams::default(), &v).await.unwrap();
     scene.verifiers.push(second.clone());
 
@@ -357,16 +290,11 @@ async fn idle_with_1000_registrations_full_resyncs_write_nothing_and_one_change_
     let client = client().await;
     let mut scene = Scene::new(&client, "idle").await;
     let v = scene.verifier("v").await;
-    let regs: Vec<AccessRegistration> = (0..1000)
-        .map(|i| scene.registration(&v, &format!("r{i}"), &[&format!("10.{}.{}.0/24", 100 + i / 256, i % 256)], "2026-04-01", None))
-        .collect();
+    let regs: Vec<AccessRegistration> =
+        (0..1000).map(|i| scene.registration(&v, &format!("r{i}"), &[&format!("10.{}.{}.0/24", 100 + i / 256, i % 256)], "2026-04-01", None)).collect();
     let api = scene.registrations();
     let pp = PostParams::default();
-    futures::stream::iter(regs.iter().map(|r| api.create(&pp, r)))
-        .buffer_unordered(16)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    futures::stream::iter(regs.iter().map(|r| api.create(&pp, r))).buffer_unordered(16).try_collect::<Vec<_>>().await.unwrap();
     let approvals: Api<AccessApproval> = Api::namespaced(client.clone(), &scene.ns);
     futures::stream::iter(regs.iter().map(|r| {
         let mut r = r.clone();
@@ -385,14 +313,23 @@ async fn idle_with_1000_registrations_full_resyncs_write_nothing_and_one_change_
     let mut controller = ControllerProcess::start(&["--no-leader-election", "--resync-seconds", "2"]);
     controller.wait_ready().await;
     eventually(Duration::from_secs(120), "1000 registrations Active", || async {
-        scene.registrations().list(&ListParams::default()).await.unwrap().items.iter()
-            .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RegistrationPhase::Active)).count() == 1000
+        scene
+            .registrations()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RegistrationPhase::Active))
+            .count()
+            == 1000
     })
     .await;
     eprintln!("1000 registrations Active {:?} after controller start", started.elapsed());
     tokio::time::sleep(Duration::from_secs(3)).await; // let the last writes settle
     let before = versions(&client, &scene.ns).await;
-    let writes_before = controller.metric("jpki_access_writes_total{operation=\"apply\"}") + controller.metric("jpki_access_writes_total{operation=\"status\"}");
+    let writes_before =
+        controller.metric("jpki_access_writes_total{operation=\"apply\"}") + controller.metric("jpki_access_writes_total{operation=\"status\"}");
     let passes_before = controller.metric("jpki_access_reconciles_total{result=\"ok\"}");
     tokio::time::sleep(Duration::from_secs(12)).await;
     let after = versions(&client, &scene.ns).await;
@@ -484,7 +421,8 @@ async fn only_the_lease_holder_writes_and_a_killed_leader_is_replaced_within_the
     let r1 = scene.create(&scene.registration(&v, "r1", &["10.16.1.0/24"], "2026-04-01", None)).await;
     scene.approve(&r1, "2026-03-05T01:00:00Z").await;
     scene.wait_phase("r1", RegistrationPhase::Active, Duration::from_secs(10)).await;
-    let follower_writes = |c: &ControllerProcess| c.metric("jpki_access_writes_total{operation=\"apply\"}") + c.metric("jpki_access_writes_total{operation=\"status\"}");
+    let follower_writes =
+        |c: &ControllerProcess| c.metric("jpki_access_writes_total{operation=\"apply\"}") + c.metric("jpki_access_writes_total{operation=\"status\"}");
     assert_eq!(follower_writes(&follower), 0.0, "the follower must not write");
     assert!(follower_writes(&leader) > 0.0);
 
@@ -544,10 +482,23 @@ async fn the_controller_works_with_its_role_alone_and_a_viewer_cannot_approve() 
     let dir = tempfile::tempdir().unwrap();
     let controller_config = service_account_kubeconfig(&scene.ns, "controller", dir.path());
     let viewer_config = service_account_kubeconfig(&scene.ns, "viewer", dir.path());
-    kubectl_ok(&["create", "clusterrolebinding", &format!("{}-controller", scene.ns), "--clusterrole=jpki-access-controller", &format!("--serviceaccount={}:controller", scene.ns)]);
-    kubectl_ok(&["create", "clusterrolebinding", &format!("{}-viewer", scene.ns), "--clusterrole=jpki-access-viewer", &format!("--serviceaccount={}:viewer", scene.ns)]);
+    kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        &format!("{}-controller", scene.ns),
+        "--clusterrole=jpki-access-controller",
+        &format!("--serviceaccount={}:controller", scene.ns),
+    ]);
+    kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        &format!("{}-viewer", scene.ns),
+        "--clusterrole=jpki-access-viewer",
+        &format!("--serviceaccount={}:viewer", scene.ns),
+    ]);
 
-    eventually(Duration::from_secs(10), "bindings in force", || async { can_i(&controller_config, &["list", "accessregistrations.access.jpki.dev", "-A"]) }).await;
+    eventually(Duration::from_secs(10), "bindings in force", || async { can_i(&controller_config, &["list", "accessregistrations.access.jpki.dev", "-A"]) })
+        .await;
     for (allowed, verb_resource) in [
         (true, vec!["patch", "accessregistrations.access.jpki.dev", "--subresource=status", "-n", "x"]),
         (true, vec!["patch", "configmaps", "-n", "x"]),
@@ -567,13 +518,25 @@ async fn the_controller_works_with_its_role_alone_and_a_viewer_cannot_approve() 
     assert!(!can_i(&viewer_config, &["create", "accessapprovals.access.jpki.dev", "-n", &scene.ns]));
     let reg = scene.create(&scene.registration(&v, "r", &["10.17.0.0/24"], "2026-04-01", None)).await;
     let approval = approval_for(&reg, Decision::Approved, "viewer", "2026-03-05T01:00:00Z".parse().unwrap(), None).unwrap();
-    let out = std::process::Command::new(&control_plane().kubectl).arg("--kubeconfig").arg(&viewer_config).args(["create", "-f", "-"])
-        .stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+    let out = std::process::Command::new(&control_plane().kubectl)
+        .arg("--kubeconfig")
+        .arg(&viewer_config)
+        .args(["create", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
             use std::io::Write;
             c.stdin.take().unwrap().write_all(serde_json::to_string(&approval).unwrap().as_bytes())?;
             c.wait_with_output()
-        }).unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("forbidden"), "a viewer created an approval: {}", String::from_utf8_lossy(&out.stderr));
+        })
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+        "a viewer created an approval: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The controller, running as its ServiceAccount, does its whole job.
     scene.approve(&reg, "2026-03-05T01:00:00Z").await;
@@ -622,7 +585,8 @@ async fn a_stored_object_that_no_longer_fits_the_types_is_reported_and_the_other
     scene.wait_phase("good", RegistrationPhase::Active, Duration::from_secs(10)).await;
     assert_eq!(ours(published(&client, "production").await, "10.18."), ["10.18.0.0/24"]);
     eventually(Duration::from_secs(10), "reported as an event and a metric", || async {
-        let events = kubectl_ok(&["get", "events", "-n", &scene.ns, "--field-selector", "involvedObject.name=from-the-old-days", "-o", "jsonpath={.items[*].reason}"]);
+        let events =
+            kubectl_ok(&["get", "events", "-n", &scene.ns, "--field-selector", "involvedObject.name=from-the-old-days", "-o", "jsonpath={.items[*].reason}"]);
         events.contains("Unreadable") && controller.metric("jpki_access_unreadable_objects{kind=\"AccessRegistration\"}") == 1.0
     })
     .await;

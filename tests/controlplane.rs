@@ -101,10 +101,7 @@ async fn garbage_collector_removes_owned_objects_and_namespaces_terminate() {
     cms.create(&PostParams::default(), &config_map("child", Some(&owner))).await.unwrap();
 
     cms.delete("owner", &DeleteParams::background()).await.unwrap();
-    let took = eventually(Duration::from_secs(60), "owned ConfigMap collected", || async {
-        cms.get_opt("child").await.unwrap().is_none()
-    })
-    .await;
+    let took = eventually(Duration::from_secs(60), "owned ConfigMap collected", || async { cms.get_opt("child").await.unwrap().is_none() }).await;
     eprintln!("garbage collection took {took:?}");
 
     // A namespace with content is finalised by the namespace controller and disappears.
@@ -114,15 +111,9 @@ async fn garbage_collector_removes_owned_objects_and_namespaces_terminate() {
         .create(&PostParams::default(), &Namespace { metadata: ObjectMeta { name: Some(doomed.clone()), ..Default::default() }, ..Default::default() })
         .await
         .unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), &doomed)
-        .create(&PostParams::default(), &config_map("content", None))
-        .await
-        .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &doomed).create(&PostParams::default(), &config_map("content", None)).await.unwrap();
     namespaces.delete(&doomed, &DeleteParams::default()).await.unwrap();
-    let took = eventually(Duration::from_secs(60), "deleted namespace gone", || async {
-        namespaces.get_opt(&doomed).await.unwrap().is_none()
-    })
-    .await;
+    let took = eventually(Duration::from_secs(60), "deleted namespace gone", || async { namespaces.get_opt(&doomed).await.unwrap().is_none() }).await;
     eprintln!("namespace deletion took {took:?}");
 }
 
@@ -153,12 +144,7 @@ async fn rbac_refuses_what_the_role_does_not_grant() {
     let binding = RoleBinding {
         metadata: ObjectMeta { name: Some("tester-reads-configmaps".into()), ..Default::default() },
         role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: "configmap-reader".into() },
-        subjects: Some(vec![Subject {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "User".into(),
-            name: "jpki-tester".into(),
-            namespace: None,
-        }]),
+        subjects: Some(vec![Subject { api_group: Some("rbac.authorization.k8s.io".into()), kind: "User".into(), name: "jpki-tester".into(), namespace: None }]),
     };
     Api::<RoleBinding>::namespaced(admin.clone(), &ns.name).create(&PostParams::default(), &binding).await.unwrap();
 
@@ -211,12 +197,8 @@ fn startup_fails_fast_and_says_why() {
 
     // A binary path that does not exist.
     let started = Instant::now();
-    let out = Command::new(&script)
-        .arg("start")
-        .env("JPKI_TESTENV_BIN", "/nonexistent/kube-testenv")
-        .env("JPKI_CONTROLPLANE_DIR", state.path())
-        .output()
-        .unwrap();
+    let out =
+        Command::new(&script).arg("start").env("JPKI_TESTENV_BIN", "/nonexistent/kube-testenv").env("JPKI_CONTROLPLANE_DIR", state.path()).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("/nonexistent/kube-testenv does not exist"), "unclear error: {stderr}");
@@ -225,12 +207,7 @@ fn startup_fails_fast_and_says_why() {
     // A file that is not an executable.
     let broken = state.path().join("kube-testenv");
     std::fs::write(&broken, "not a binary").unwrap();
-    let out = Command::new(&script)
-        .arg("start")
-        .env("JPKI_TESTENV_BIN", &broken)
-        .env("JPKI_CONTROLPLANE_DIR", state.path())
-        .output()
-        .unwrap();
+    let out = Command::new(&script).arg("start").env("JPKI_TESTENV_BIN", &broken).env("JPKI_CONTROLPLANE_DIR", state.path()).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not executable"));
 
@@ -247,9 +224,6 @@ fn startup_fails_fast_and_says_why() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "start must fail on a port clash");
-    assert!(
-        stderr.contains(&format!("port 127.0.0.1:{port} (kube-apiserver --secure-port) is not free")),
-        "unclear error: {stderr}"
-    );
+    assert!(stderr.contains(&format!("port 127.0.0.1:{port} (kube-apiserver --secure-port) is not free")), "unclear error: {stderr}");
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
 }

@@ -18,10 +18,7 @@ fn root() -> PathBuf {
 fn committed_crds_match_the_rust_types() {
     let committed = std::fs::read_to_string(root().join("crds/jpki-access.crds.yaml")).unwrap();
     let generated = jpki_access::api::crds_yaml().unwrap();
-    assert!(
-        committed == generated,
-        "crds/jpki-access.crds.yaml is stale: run `cargo run -- crd > crds/jpki-access.crds.yaml` and commit it"
-    );
+    assert!(committed == generated, "crds/jpki-access.crds.yaml is stale: run `cargo run -- crd > crds/jpki-access.crds.yaml` and commit it");
 }
 
 #[test]
@@ -86,6 +83,7 @@ fn examples_pass_the_cel_rules_offline() {
             Form::Registration(o) => validate_cel::<AccessRegistration>(o),
             Form::Approval(o) => validate_cel::<AccessApproval>(o),
             Form::Environment(o) => validate_cel::<AccessEnvironment>(o),
+            Form::Record(o) => validate_cel::<jpki_access::api::AccessRecord>(o),
         };
         assert!(result.is_ok(), "{}: {result:?}", form.kind());
     }
@@ -122,20 +120,12 @@ fn cel_refuses_changing_verifier_or_environment_but_allows_other_edits() {
 #[test]
 fn cel_checks_cidrs_and_check_digits_offline() {
     let mut reg = production_registration();
-    for (bad, message) in [
-        ("192.0.2.1/28", "canonical form"),
-        ("10.0.0.0/4", "too broad"),
-        ("fe80::/64", "global unicast"),
-        ("not-a-cidr", "must be a CIDR"),
-    ] {
+    for (bad, message) in [("192.0.2.1/28", "canonical form"), ("10.0.0.0/4", "too broad"), ("fe80::/64", "global unicast"), ("not-a-cidr", "must be a CIDR")] {
         reg.spec.source_cidrs = vec![bad.into()];
         let err = format!("{:?}", validate_cel(&reg).unwrap_err());
         assert!(err.contains(message), "{bad}: {err}");
     }
-    let mut verifier = examples()
-        .into_iter()
-        .find_map(|f| if let Form::Verifier(v) = f { Some(v) } else { None })
-        .unwrap();
+    let mut verifier = examples().into_iter().find_map(|f| if let Form::Verifier(v) = f { Some(v) } else { None }).unwrap();
     verifier.spec.lg_code = Some("011003".into());
     let err = format!("{:?}", validate_cel(&verifier).unwrap_err());
     assert!(err.contains("check digit"), "{err}");
@@ -177,9 +167,7 @@ async fn crds_install_cleanly_and_the_server_enforces_immutability() {
     };
     refuse(json!({"spec": {"verifierRef": "hakodate-city"}}), "verifierRef is immutable").await;
     refuse(json!({"spec": {"environment": "Test"}}), "environment is immutable").await;
-    regs.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"sourceCidrs": ["192.0.2.0/28"]}})))
-        .await
-        .unwrap();
+    regs.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"sourceCidrs": ["192.0.2.0/28"]}}))).await.unwrap();
 
     let approvals: Api<AccessApproval> = Api::namespaced(client.clone(), &ns.name);
     let mut approval = jpki_access::domain::approve::approval_for(

@@ -60,7 +60,8 @@ impl Rig {
         let v: SignatureVerifier = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier",
             "metadata": {"name": rig.verifier}, "spec": {"displayName": "fault tests", "organizationType": "Other", "corporateNumber": "7000012050002",
             "roles": ["SignatureVerifier"], "namespace": rig.ns, "agreement": {"effectiveDate": "2026-01-01"},
-            "procedure": {"verificationTestCompletedOn": "2026-01-01"}}})).unwrap();
+            "procedure": {"verificationTestCompletedOn": "2026-01-01"}}}))
+        .unwrap();
         Api::<SignatureVerifier>::all(rig.client.clone()).create(&PostParams::default(), &v).await.unwrap();
         rig
     }
@@ -116,9 +117,10 @@ impl Rig {
     /// object stored before a schema change does not fail the whole list).
     async fn active(&self) -> (usize, usize) {
         let api: Api<kube::api::DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns, &kube::api::ApiResource::erase::<AccessRegistration>(&()));
-        let Ok(list) = api.list(&ListParams::default()).await else { return (0, usize::MAX) };
-        let readable: Vec<AccessRegistration> =
-            list.items.into_iter().filter_map(|o| serde_json::from_value(serde_json::to_value(o).ok()?).ok()).collect();
+        let Ok(list) = api.list(&ListParams::default()).await else {
+            return (0, usize::MAX);
+        };
+        let readable: Vec<AccessRegistration> = list.items.into_iter().filter_map(|o| serde_json::from_value(serde_json::to_value(o).ok()?).ok()).collect();
         let active = readable.iter().filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RegistrationPhase::Active)).count();
         (active, readable.len())
     }
@@ -175,15 +177,14 @@ fn edge_admits(topo: &Topology, what: &str) -> bool {
         None => (interval(&what.parse().unwrap()), interval(&what.parse().unwrap())),
     };
     let out = topo.nft(&["-j", "list", "table", "inet", "jpki_access_production"]);
-    let Ok(listed) = jpki_access::agent::drift::parse_listing(&String::from_utf8_lossy(&out.stdout)) else { return false };
+    let Ok(listed) = jpki_access::agent::drift::parse_listing(&String::from_utf8_lossy(&out.stdout)) else {
+        return false;
+    };
     listed.ranges.iter().any(|(f, a, b)| *f == lo.0 && *a <= lo.1 && *b >= hi.2)
 }
 
 fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with(name) && l.contains(filter)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 #[tokio::test]
@@ -211,7 +212,12 @@ async fn a_killed_leader_mid_burst_is_replaced_and_the_outputs_converge_to_the_s
     let client = rig.client.clone();
     let regs: Vec<AccessRegistration> = (0..burst).map(|i| rig.registration(&format!("burst-{i}"), &[burst_cidr(30, i)])).collect();
     let filing = tokio::spawn(async move {
-        futures::stream::iter(regs).for_each_concurrent(8, |r| { let c = client.clone(); async move { register_and_approve(&c, &r).await.unwrap() } }).await;
+        futures::stream::iter(regs)
+            .for_each_concurrent(8, |r| {
+                let c = client.clone();
+                async move { register_and_approve(&c, &r).await.unwrap() }
+            })
+            .await;
     });
     let writes = |c: &ControllerProcess| c.metric("jpki_access_writes_total{operation=\"apply\"}") + c.metric("jpki_access_writes_total{operation=\"status\"}");
     let before = writes(&leader);
@@ -287,7 +293,10 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
     rig.cp = OwnControlPlane::start(dir);
     assert_eq!(rig.cp.kubeconfig, kubeconfig);
     // Back when it serves our kinds again (the CRDs' handlers start after the process).
-    eventually(Duration::from_secs(60), "the API server serves AccessRegistrations again", || async { rig.registrations().list(&ListParams::default().limit(1)).await.is_ok() }).await;
+    eventually(Duration::from_secs(60), "the API server serves AccessRegistrations again", || async {
+        rig.registrations().list(&ListParams::default().limit(1)).await.is_ok()
+    })
+    .await;
     checker.outage_ends();
     let back = Instant::now();
     let applies = || controller.metric("jpki_access_writes_total{operation=\"apply\"}");
@@ -299,7 +308,10 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
     let report = checker.finish().await;
     eprintln!(
         "outage {:?}; {} changes filed, {} refused while down; every registration Active {:?} after the return ({converged_after:?} after the last change)",
-        back - down, filed.load(Ordering::SeqCst), refused.load(Ordering::SeqCst), back.elapsed()
+        back - down,
+        filed.load(Ordering::SeqCst),
+        refused.load(Ordering::SeqCst),
+        back.elapsed()
     );
     report.assert_holds("API server outage");
     rig.topo.check("API server back", &expect_only(&[C4_OK, C6_OK]));
@@ -314,7 +326,12 @@ async fn a_two_minute_api_server_outage_during_changes_keeps_the_edge_and_rewrit
     let after = written_state(&rig.client, &rig.ns).await;
     let unchanged: Vec<&String> = before.iter().filter(|(k, (_, content))| after.get(*k).is_some_and(|(_, c)| c == content)).map(|(k, _)| k).collect();
     let rewritten: Vec<&&String> = unchanged.iter().filter(|k| after[**k].0 != before[**k].0).collect();
-    eprintln!("{} objects unchanged across the outage, {} changed or new; rewritten while unchanged: {}", unchanged.len(), after.len() - unchanged.len(), rewritten.len());
+    eprintln!(
+        "{} objects unchanged across the outage, {} changed or new; rewritten while unchanged: {}",
+        unchanged.len(),
+        after.len() - unchanged.len(),
+        rewritten.len()
+    );
     assert!(unchanged.len() >= 5, "too few objects to judge: {before:?}");
     assert!(rewritten.is_empty(), "unchanged objects written again: {rewritten:?}\n{}", controller.log_text());
     controller.stop();
@@ -361,7 +378,8 @@ async fn an_agent_restarted_under_connecting_clients_never_lets_a_refused_source
     let report = checker.finish().await;
     eprintln!(
         "agent down {:?}; after the restart the source approved meanwhile was applied in {back:?}; {rounds} rounds of {} connects, {refusals} allowed connects failed",
-        restarted - killed, expect_only(&[]).len()
+        restarted - killed,
+        expect_only(&[]).len()
     );
     report.assert_holds("agent restart");
     assert!(breaches.is_empty(), "refused sources got through: {breaches:?}");
@@ -377,7 +395,8 @@ async fn a_rogue_element_or_rule_is_corrected_within_the_resync_period_and_repor
     let (rig, mut controller, agent) = Rig::with_edge("r", "node-r").await;
     let resync = Duration::from_secs(5); // the agent's, set by support::edge
     let reports: Api<ConfigMap> = Api::namespaced(rig.client.clone(), "jpki-system");
-    let drift = || async { reports.get("jpki-agent-production-node-r").await.ok().and_then(|c| c.data).and_then(|d| d.get("drift").cloned()).unwrap_or_default() };
+    let drift =
+        || async { reports.get("jpki-agent-production-node-r").await.ok().and_then(|c| c.data).and_then(|d| d.get("drift").cloned()).unwrap_or_default() };
     assert_eq!(drift().await, "", "no drift before the rogue change");
     let checker = rig.checker(PROPAGATION, Duration::from_millis(200));
 
@@ -426,7 +445,12 @@ async fn a_burst_of_1000_registrations_and_approvals_converges_without_a_retry_s
     let started = Instant::now();
     let regs: Vec<AccessRegistration> = (0..burst).map(|i| rig.registration(&format!("burst-{i}"), &[burst_cidr(50, i)])).collect();
     let client = rig.client.clone();
-    futures::stream::iter(regs).for_each_concurrent(16, |r| { let c = client.clone(); async move { register_and_approve(&c, &r).await.unwrap() } }).await;
+    futures::stream::iter(regs)
+        .for_each_concurrent(16, |r| {
+            let c = client.clone();
+            async move { register_and_approve(&c, &r).await.unwrap() }
+        })
+        .await;
     let filed = started.elapsed();
     rig.wait_all_active(Duration::from_secs(180)).await;
     let converged = started.elapsed();
@@ -440,7 +464,9 @@ async fn a_burst_of_1000_registrations_and_approvals_converges_without_a_retry_s
     eprintln!(
         "{burst} registrations and approvals filed in {filed:?}; all Active after {converged:?}; at the edge after {at_edge:?}; \
          {passes} passes, writes: {} apply, {} status, {} failed; 429s from the API server: {throttled}",
-        m("apply"), m("status"), m("failed")
+        m("apply"),
+        m("status"),
+        m("failed")
     );
     report.assert_holds("burst of 1,000");
     assert_eq!(throttled, 0.0, "the API server throttled requests");
@@ -465,7 +491,10 @@ async fn an_object_that_no_longer_deserialises_is_reported_and_every_other_keeps
     let bad = json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
         "metadata": {"name": "from-the-old-days", "namespace": rig.ns}, "spec": {"verifierRef": 42, "sourceCidrs": "198.51.100.20/32"}});
     let dynamic: Api<kube::api::DynamicObject> = Api::namespaced_with(rig.client.clone(), &rig.ns, &kube::api::ApiResource::erase::<AccessRegistration>(&()));
-    eventually(Duration::from_secs(10), "loose schema in force", || async { dynamic.create(&PostParams::default(), &serde_json::from_value(bad.clone()).unwrap()).await.is_ok() }).await;
+    eventually(Duration::from_secs(10), "loose schema in force", || async {
+        dynamic.create(&PostParams::default(), &serde_json::from_value(bad.clone()).unwrap()).await.is_ok()
+    })
+    .await;
     install_crds(&rig.client).await;
 
     let mut controller = rig.controller(&["--no-leader-election"]);
@@ -482,7 +511,8 @@ async fn an_object_that_no_longer_deserialises_is_reported_and_every_other_keeps
     eventually(Duration::from_secs(20), "every readable registration Active", || async { rig.active().await == (21, 21) }).await;
     let converged = started.elapsed();
     eventually(Duration::from_secs(10), "reported as an Event and a metric", || async {
-        let events = rig.kubectl(&["get", "events", "-n", &rig.ns, "--field-selector", "involvedObject.name=from-the-old-days", "-o", "jsonpath={.items[*].reason}"]);
+        let events =
+            rig.kubectl(&["get", "events", "-n", &rig.ns, "--field-selector", "involvedObject.name=from-the-old-days", "-o", "jsonpath={.items[*].reason}"]);
         events.contains("Unreadable") && controller.metric("jpki_access_unreadable_objects{kind=\"AccessRegistration\"}") == 1.0
     })
     .await;

@@ -97,7 +97,8 @@ async fn bare_write_rate(client: &Client, n: usize) -> (usize, f64) {
         let cms = cms.clone();
         async move {
             let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("floor-{i:05}"), "labels": {"bench": "floor"}},
-                "data": {"url": "https://ocsp.example/ocsp"}})).unwrap();
+                "data": {"url": "https://ocsp.example/ocsp"}}))
+            .unwrap();
             cms.create(&PostParams::default(), &cm).await.unwrap();
         }
     }))
@@ -253,20 +254,23 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
         let current = current.clone();
         let current_count = current_count.clone();
         let api: Api<AccessRegistration> = Api::all(client.clone());
-        tasks.0.push(tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default().page_size(500)).boxed();
-            while let Some(Ok(event)) = stream.next().await {
-                if let watcher::Event::Apply(r) | watcher::Event::InitApply(r) = event {
-                    let ok = r.status.as_ref().is_some_and(|s| s.observed_generation == r.metadata.generation && s.phase.is_some());
-                    let was = current.lock().unwrap().insert(format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()), ok);
-                    match (was, ok) {
-                        (Some(false) | None, true) => current_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-                        (Some(true), false) => current_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst),
-                        _ => 0,
-                    };
+        tasks.0.push(
+            tokio::spawn(async move {
+                let mut stream = watcher(api, watcher::Config::default().page_size(500)).boxed();
+                while let Some(Ok(event)) = stream.next().await {
+                    if let watcher::Event::Apply(r) | watcher::Event::InitApply(r) = event {
+                        let ok = r.status.as_ref().is_some_and(|s| s.observed_generation == r.metadata.generation && s.phase.is_some());
+                        let was = current.lock().unwrap().insert(format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()), ok);
+                        match (was, ok) {
+                            (Some(false) | None, true) => current_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                            (Some(true), false) => current_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst),
+                            _ => 0,
+                        };
+                    }
                 }
-            }
-        }).abort_handle());
+            })
+            .abort_handle(),
+        );
     }
     assert!(wait_until(Duration::from_secs(600), || current.lock().unwrap().len() == total_registrations).await, "watch saw every registration");
     let started = Instant::now();
@@ -284,7 +288,10 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     // the floor of a controller that did nothing but those writes.
     let events = Api::<k8s_openapi::api::events::v1::Event>::all(client.clone()).list(&kube::api::ListParams::default()).await.unwrap().items.len();
     let all_writes_floor_seconds = (applied_cold + statuses_cold + events as f64) / write_rate;
-    eprintln!("[{label}] cold start {cold_seconds:.1} s (LIST {list_seconds:.2} s; every write at the bare rate {all_writes_floor_seconds:.1} s), {passes_cold} passes, {applied_cold} applies, {statuses_cold} statuses, {events} events, peak RSS {} MiB, per registration {evaluations_per_registration:.2} evaluations and {plans_per_registration:.2} plans computed", rss >> 20);
+    eprintln!(
+        "[{label}] cold start {cold_seconds:.1} s (LIST {list_seconds:.2} s; every write at the bare rate {all_writes_floor_seconds:.1} s), {passes_cold} passes, {applied_cold} applies, {statuses_cold} statuses, {events} events, peak RSS {} MiB, per registration {evaluations_per_registration:.2} evaluations and {plans_per_registration:.2} plans computed",
+        rss >> 20
+    );
 
     // No-op passes: a watch event on an object of ours that changes nothing starts a full pass.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "jpki-system");
@@ -325,20 +332,31 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     let restart_seconds = started.elapsed().as_secs_f64();
     let (restart_applies, restart_statuses, _) = writes(&controller);
     let restart_rss = peak_rss_bytes(controller.child.id());
-    eprintln!("[{label}] restart: first pass done {restart_seconds:.2} s, {restart_applies} applies, {restart_statuses} statuses, peak RSS {} MiB", restart_rss >> 20);
+    eprintln!(
+        "[{label}] restart: first pass done {restart_seconds:.2} s, {restart_applies} applies, {restart_statuses} statuses, peak RSS {} MiB",
+        restart_rss >> 20
+    );
 
     // Propagation: approval → allowlist shard and NetworkPolicy hold the CIDR (→ the agent applied that digest).
     let allowlist = Sightings::default();
-    tasks.0.push(allowlist.spawn(Api::<ConfigMap>::namespaced(client.clone(), "jpki-system"), watcher::Config::default().labels("access.jpki.dev/environment=test"), |cm| {
-        let data = cm.data.clone().unwrap_or_default();
-        (cm.name_any(), format!("{}\n{}", data.get("cidrs").cloned().unwrap_or_default(), data.get("digest").cloned().unwrap_or_default()))
-    }));
+    tasks.0.push(allowlist.spawn(
+        Api::<ConfigMap>::namespaced(client.clone(), "jpki-system"),
+        watcher::Config::default().labels("access.jpki.dev/environment=test"),
+        |cm| {
+            let data = cm.data.clone().unwrap_or_default();
+            (cm.name_any(), format!("{}\n{}", data.get("cidrs").cloned().unwrap_or_default(), data.get("digest").cloned().unwrap_or_default()))
+        },
+    ));
     let policies = Sightings::default();
-    tasks.0.push(policies.spawn(Api::<NetworkPolicy>::namespaced(client.clone(), "jpki-test"), watcher::Config::default(), |np| (np.name_any(), serde_json::to_string(&np.spec).unwrap_or_default())));
-    let agent_reports = Sightings::default();
-    tasks.0.push(agent_reports.spawn(Api::<ConfigMap>::namespaced(client.clone(), "jpki-system"), watcher::Config::default().labels("access.jpki.dev/agent-report=test"), |cm| {
-        (cm.name_any(), cm.data.clone().unwrap_or_default().get("appliedDigest").cloned().unwrap_or_default())
+    tasks.0.push(policies.spawn(Api::<NetworkPolicy>::namespaced(client.clone(), "jpki-test"), watcher::Config::default(), |np| {
+        (np.name_any(), serde_json::to_string(&np.spec).unwrap_or_default())
     }));
+    let agent_reports = Sightings::default();
+    tasks.0.push(agent_reports.spawn(
+        Api::<ConfigMap>::namespaced(client.clone(), "jpki-system"),
+        watcher::Config::default().labels("access.jpki.dev/agent-report=test"),
+        |cm| (cm.name_any(), cm.data.clone().unwrap_or_default().get("appliedDigest").cloned().unwrap_or_default()),
+    ));
     let agent = with_agent.then(|| BenchAgent::start(&cp.kubeconfig, label));
     if agent.is_some() {
         let _ = wait_until(Duration::from_secs(60), || agent_reports.value(&format!("jpki-agent-test-bench-{label}")).is_some_and(|d| !d.is_empty())).await;
@@ -350,7 +368,8 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
         let cidr = format!("10.255.{i}.0/28");
         allowlist.expect(&cidr);
         policies.expect(&cidr);
-        let approval = jpki_access::domain::approve::approval_for(reg, Decision::Approved, "approver@j-lis", "2026-03-15T00:00:00Z".parse().unwrap(), None).unwrap();
+        let approval =
+            jpki_access::domain::approve::approval_for(reg, Decision::Approved, "approver@j-lis", "2026-03-15T00:00:00Z".parse().unwrap(), None).unwrap();
         let index_before = allowlist.value("jpki-allowlist-test");
         let t0 = Instant::now();
         approvals.create(&PostParams::default(), &approval).await.unwrap();
@@ -375,11 +394,15 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     for (reg, cidr) in &spread {
         allowlist.expect(cidr);
         policies.expect(cidr);
-        let approval = jpki_access::domain::approve::approval_for(reg, Decision::Approved, "approver@j-lis", "2026-03-15T00:00:00Z".parse().unwrap(), None).unwrap();
+        let approval =
+            jpki_access::domain::approve::approval_for(reg, Decision::Approved, "approver@j-lis", "2026-03-15T00:00:00Z".parse().unwrap(), None).unwrap();
         let index_before = allowlist.value("jpki-allowlist-test");
         let t0 = Instant::now();
         approvals.create(&PostParams::default(), &approval).await.unwrap();
-        assert!(wait_until(Duration::from_secs(60), || allowlist.seen(cidr).is_some() && policies.seen(cidr).is_some()).await, "spread approval {cidr} propagated");
+        assert!(
+            wait_until(Duration::from_secs(60), || allowlist.seen(cidr).is_some() && policies.seen(cidr).is_some()).await,
+            "spread approval {cidr} propagated"
+        );
         assert!(wait_until(Duration::from_secs(60), || allowlist.value("jpki-allowlist-test") != index_before).await, "index of {cidr}");
         let t1 = Instant::now().max(allowlist.seen(cidr).unwrap()).max(policies.seen(cidr).unwrap());
         to_outputs_spread.push((t1 - t0).as_secs_f64() * 1000.0);
@@ -391,7 +414,9 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
 
     // The same server's bare write-then-watch round trip.
     let probe = Sightings::default();
-    tasks.0.push(probe.spawn(Api::<ConfigMap>::namespaced(client.clone(), "default"), watcher::Config::default().labels("bench=roundtrip"), |cm| (cm.name_any(), cm.name_any())));
+    tasks.0.push(probe.spawn(Api::<ConfigMap>::namespaced(client.clone(), "default"), watcher::Config::default().labels("bench=roundtrip"), |cm| {
+        (cm.name_any(), cm.name_any())
+    }));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let defaults: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let mut round_trips = Vec::new();
@@ -503,19 +528,37 @@ async fn fleet_benchmarks() {
     let out = repo_root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("fleet.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
-    eprintln!("\n| scale | registrations | LIST s | cold start s | ×LIST | write floor s | ×floor | passes | evaluations/plans per registration | RSS MiB | ×LIST bytes | no-op writes | edit writes | prop p50/p99 ms | spread p50/p99 ms, objects each | agent p50/p99 ms | round trip p50/p99 ms |");
+    eprintln!(
+        "\n| scale | registrations | LIST s | cold start s | ×LIST | write floor s | ×floor | passes | evaluations/plans per registration | RSS MiB | ×LIST bytes | no-op writes | edit writes | prop p50/p99 ms | spread p50/p99 ms, objects each | agent p50/p99 ms | round trip p50/p99 ms |"
+    );
     eprintln!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in report["scales"].as_array().unwrap() {
         eprintln!(
             "| {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {:.2}/{:.2} | {} | {:.1} | {} | {}+{} | {:.0}/{:.0} | {:.0}/{:.0}, {} | {}/{} | {:.1}/{:.1} |",
-            r["label"], r["registrations"], r["baseline_list_seconds"].as_f64().unwrap(), r["cold_start_seconds"].as_f64().unwrap(),
-            r["cold_start_over_list"].as_f64().unwrap(), r["write_floor_seconds"].as_f64().unwrap(), r["cold_start_over_write_floor"].as_f64().unwrap(), r["cold_start_passes"],
-            r["cold_start_evaluations_per_registration"].as_f64().unwrap(), r["cold_start_plans_per_registration"].as_f64().unwrap(), r["peak_rss_bytes"].as_u64().unwrap() >> 20,
-            r["peak_rss_over_list_bytes"].as_f64().unwrap(), r["noop_passes"]["applies"].as_f64().unwrap() + r["noop_passes"]["statuses"].as_f64().unwrap(),
-            r["one_edit"]["objects"], r["one_edit"]["statuses"], r["propagation_to_outputs"]["p50_ms"].as_f64().unwrap(),
-            r["propagation_to_outputs"]["p99_ms"].as_f64().unwrap(), r["propagation_spread_to_outputs"]["p50_ms"].as_f64().unwrap(),
-            r["propagation_spread_to_outputs"]["p99_ms"].as_f64().unwrap(), r["spread_approval_writes"]["objects_per_approval"], r["propagation_to_agent"]["p50_ms"], r["propagation_to_agent"]["p99_ms"],
-            r["write_then_watch"]["p50_ms"].as_f64().unwrap(), r["write_then_watch"]["p99_ms"].as_f64().unwrap(),
+            r["label"],
+            r["registrations"],
+            r["baseline_list_seconds"].as_f64().unwrap(),
+            r["cold_start_seconds"].as_f64().unwrap(),
+            r["cold_start_over_list"].as_f64().unwrap(),
+            r["write_floor_seconds"].as_f64().unwrap(),
+            r["cold_start_over_write_floor"].as_f64().unwrap(),
+            r["cold_start_passes"],
+            r["cold_start_evaluations_per_registration"].as_f64().unwrap(),
+            r["cold_start_plans_per_registration"].as_f64().unwrap(),
+            r["peak_rss_bytes"].as_u64().unwrap() >> 20,
+            r["peak_rss_over_list_bytes"].as_f64().unwrap(),
+            r["noop_passes"]["applies"].as_f64().unwrap() + r["noop_passes"]["statuses"].as_f64().unwrap(),
+            r["one_edit"]["objects"],
+            r["one_edit"]["statuses"],
+            r["propagation_to_outputs"]["p50_ms"].as_f64().unwrap(),
+            r["propagation_to_outputs"]["p99_ms"].as_f64().unwrap(),
+            r["propagation_spread_to_outputs"]["p50_ms"].as_f64().unwrap(),
+            r["propagation_spread_to_outputs"]["p99_ms"].as_f64().unwrap(),
+            r["spread_approval_writes"]["objects_per_approval"],
+            r["propagation_to_agent"]["p50_ms"],
+            r["propagation_to_agent"]["p99_ms"],
+            r["write_then_watch"]["p50_ms"].as_f64().unwrap(),
+            r["write_then_watch"]["p99_ms"].as_f64().unwrap(),
         );
     }
     eprintln!("growth exponents: cold start {:?}, propagation p50 {:?}", report["growth_exponent_cold_start"], report["growth_exponent_propagation_p50"]);

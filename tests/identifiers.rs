@@ -82,16 +82,10 @@ fn every_local_government_code_is_valid() {
     for (number, code) in [(1, "010006"), (9, "090000"), (11, "110001"), (13, "130001"), (47, "470007")] {
         assert_eq!(prefectures[number - 1], code);
     }
-    for (prefecture, name, code) in [
-        ("北海道", "札幌市", "011002"),
-        ("東京都", "千代田区", "131016"),
-        ("神奈川県", "相模原市", "141500"),
-        ("大阪府", "堺市", "271403"),
-    ] {
-        assert!(
-            rows.iter().any(|m| m.prefecture == prefecture && m.name == name && m.code == code),
-            "{prefecture} {name} {code} is in the fixture"
-        );
+    for (prefecture, name, code) in
+        [("北海道", "札幌市", "011002"), ("東京都", "千代田区", "131016"), ("神奈川県", "相模原市", "141500"), ("大阪府", "堺市", "271403")]
+    {
+        assert!(rows.iter().any(|m| m.prefecture == prefecture && m.name == name && m.code == code), "{prefecture} {name} {code} is in the fixture");
     }
 
     for code in rows.iter().map(|m| m.code.as_str()).chain(prefectures.iter().map(String::as_str)) {
@@ -118,33 +112,21 @@ fn single_digit_changes_are_caught_unless_they_make_another_valid_code() {
                 mutations += 1;
                 if position == 5 {
                     // Changing the check digit itself is always caught.
-                    assert_eq!(
-                        validate_lg_code(&text),
-                        Err(LgCodeError::WrongCheckDigit { expected: original[5], found: digit }),
-                        "{code} → {text}"
-                    );
+                    assert_eq!(validate_lg_code(&text), Err(LgCodeError::WrongCheckDigit { expected: original[5], found: digit }), "{code} → {text}");
                 } else if expected == mutated[5] {
                     // Possible only through remainders 0 and 10, which share check digit 1.
                     still_valid += 1;
                     assert_eq!(mutated[5], 1, "{code} → {text}");
                     assert_eq!(validate_lg_code(&text), Ok(()), "{code} → {text}");
                 } else {
-                    assert_eq!(
-                        validate_lg_code(&text),
-                        Err(LgCodeError::WrongCheckDigit { expected, found: mutated[5] }),
-                        "{code} → {text}"
-                    );
+                    assert_eq!(validate_lg_code(&text), Err(LgCodeError::WrongCheckDigit { expected, found: mutated[5] }), "{code} → {text}");
                 }
             }
         }
     }
     assert_eq!(mutations, codes.len() * 6 * 9);
     let fraction = still_valid as f64 / mutations as f64;
-    assert!(
-        (0.01..=0.025).contains(&fraction),
-        "{still_valid} of {mutations} mutations are valid codes ({:.2}%)",
-        fraction * 100.0
-    );
+    assert!((0.01..=0.025).contains(&fraction), "{still_valid} of {mutations} mutations are valid codes ({:.2}%)", fraction * 100.0);
 }
 
 #[test]

@@ -18,8 +18,18 @@ const VERIFIERS: [&str; 3] = ["a", "b", "c"];
 /// A small universe of networks with nesting (/23 over two /24s) and both families, so overlaps happen often.
 fn pool() -> Vec<&'static str> {
     vec![
-        "10.0.0.0/24", "10.0.1.0/24", "10.0.0.0/23", "10.0.2.0/24", "10.0.3.0/24", "10.0.2.0/23", "10.1.0.0/24",
-        "10.1.0.128/25", "2001:db8:1::/48", "2001:db8:2::/48", "2001:db8:2:8000::/49", "2001:db8::/47",
+        "10.0.0.0/24",
+        "10.0.1.0/24",
+        "10.0.0.0/23",
+        "10.0.2.0/24",
+        "10.0.3.0/24",
+        "10.0.2.0/23",
+        "10.1.0.0/24",
+        "10.1.0.128/25",
+        "2001:db8:1::/48",
+        "2001:db8:2::/48",
+        "2001:db8:2:8000::/49",
+        "2001:db8::/47",
     ]
 }
 
@@ -62,8 +72,8 @@ struct RegSpec {
 }
 
 fn reg_spec() -> impl Strategy<Value = RegSpec> {
-    (0..VERIFIERS.len(), any::<bool>(), prop::collection::vec(0..pool().len(), 1..4), -40i64..40, prop::option::of(-20i64..60), 0u8..5, 0i64..1000)
-        .prop_map(|(verifier, production, cidrs, start, end, decision, approved_at)| RegSpec {
+    (0..VERIFIERS.len(), any::<bool>(), prop::collection::vec(0..pool().len(), 1..4), -40i64..40, prop::option::of(-20i64..60), 0u8..5, 0i64..1000).prop_map(
+        |(verifier, production, cidrs, start, end, decision, approved_at)| RegSpec {
             verifier,
             production,
             cidrs,
@@ -71,7 +81,8 @@ fn reg_spec() -> impl Strategy<Value = RegSpec> {
             end: end.map(|e| start + e.abs()),
             decision,
             approved_at,
-        })
+        },
+    )
 }
 
 fn build(specs: &[RegSpec]) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
@@ -89,7 +100,8 @@ fn build(specs: &[RegSpec]) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
             spec["accessEndDate"] = json!(date(e));
         }
         let reg: AccessRegistration = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
-            "metadata": {"name": format!("r{i}"), "namespace": format!("ns-{v}")}, "spec": spec})).unwrap();
+            "metadata": {"name": format!("r{i}"), "namespace": format!("ns-{v}")}, "spec": spec}))
+        .unwrap();
         let at = jiff::Timestamp::from_second(1_767_225_600 + s.approved_at * 60).unwrap(); // 2026-01-01 + minutes
         match s.decision {
             1 => approvals.push(approval_for(&reg, Decision::Approved, "x", at, None).unwrap()),

@@ -40,18 +40,17 @@ fn label<'a>(cm: &'a ConfigMap, key: &str) -> Option<&'a str> {
 /// Assembles the allowlist of `environment` from the ConfigMaps of its namespace.
 pub fn assemble(environment: &str, config_maps: &[ConfigMap]) -> Result<Allowlist, Incomplete> {
     let index_name = format!("jpki-allowlist-{environment}");
-    let by_name: HashMap<&str, &ConfigMap> =
-        config_maps.iter().filter_map(|c| Some((c.metadata.name.as_deref()?, c))).collect();
-    let index = by_name
-        .get(index_name.as_str())
-        .filter(|c| label(c, ALLOWLIST_LABEL) == Some("index"))
-        .ok_or_else(|| Incomplete::NoIndex(index_name.clone()))?;
+    let by_name: HashMap<&str, &ConfigMap> = config_maps.iter().filter_map(|c| Some((c.metadata.name.as_deref()?, c))).collect();
+    let index =
+        by_name.get(index_name.as_str()).filter(|c| label(c, ALLOWLIST_LABEL) == Some("index")).ok_or_else(|| Incomplete::NoIndex(index_name.clone()))?;
     let data = index.data.clone().unwrap_or_default();
     let digest = data.get("digest").cloned().ok_or(Incomplete::Malformed("digest"))?;
     let mut text = String::new();
     for line in data.get("shards").map(String::as_str).unwrap_or_default().lines() {
         let mut fields = line.split_whitespace();
-        let (Some(name), Some(expected)) = (fields.next(), fields.next()) else { return Err(Incomplete::Malformed("shards")) };
+        let (Some(name), Some(expected)) = (fields.next(), fields.next()) else {
+            return Err(Incomplete::Malformed("shards"));
+        };
         let shard = by_name.get(name).ok_or_else(|| Incomplete::MissingShard(name.to_string()))?;
         let cidrs = shard.data.as_ref().and_then(|d| d.get("cidrs")).cloned().unwrap_or_default();
         let announced = shard.metadata.annotations.as_ref().and_then(|a| a.get(DIGEST_ANNOTATION)).cloned().unwrap_or_default();

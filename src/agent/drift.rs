@@ -89,9 +89,8 @@ pub fn compare(listed: &Listed, v4: &[Ipv4Net], v6: &[Ipv6Net], fingerprint: Opt
 /// One element: `"10.0.1.5"`, `{"prefix": {"addr", "len"}}`, `{"range": [lo, hi]}`, or any of them wrapped in
 /// `{"elem": {"val": ...}}` (elements with a timeout or comment).
 fn element_range(element: &Value) -> Result<(Family, u128, u128), String> {
-    let address = |v: &Value| -> Result<IpAddr, String> {
-        v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| format!("unexpected set element address {v}"))
-    };
+    let address =
+        |v: &Value| -> Result<IpAddr, String> { v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| format!("unexpected set element address {v}")) };
     let of = |a: IpAddr| match a {
         IpAddr::V4(a) => (Family::V4, u128::from(u32::from(a))),
         IpAddr::V6(a) => (Family::V6, u128::from(a)),
@@ -204,8 +203,10 @@ mod tests {
     #[test]
     fn the_same_addresses_in_other_forms_are_no_drift() {
         // The kernel may show two adjacent networks as one range or a /32 as an address.
-        let listing = LISTING
-            .replace(r#"{"prefix": {"addr": "10.0.0.0", "len": 24}}, "10.0.1.5""#, r#"{"range": ["10.0.0.0", "10.0.0.255"]}, {"elem": {"val": {"prefix": {"addr": "10.0.1.5", "len": 32}}, "comment": "x"}}"#);
+        let listing = LISTING.replace(
+            r#"{"prefix": {"addr": "10.0.0.0", "len": 24}}, "10.0.1.5""#,
+            r#"{"range": ["10.0.0.0", "10.0.0.255"]}, {"elem": {"val": {"prefix": {"addr": "10.0.1.5", "len": 32}}, "comment": "x"}}"#,
+        );
         let (v4, v6) = nets(&APPLIED);
         assert!(compare(&parse_listing(&listing).unwrap(), &v4, &v6, None).is_none());
     }
@@ -213,7 +214,10 @@ mod tests {
     #[test]
     fn a_rule_inserted_by_hand_changes_the_fingerprint() {
         let applied = parse_listing(LISTING).unwrap().fingerprint;
-        let inserted = LISTING.replace(r#"{"drop": null}]}}]}"#, r#"{"drop": null}]}}, {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 7, "expr": [{"accept": null}]}}]}"#);
+        let inserted = LISTING.replace(
+            r#"{"drop": null}]}}]}"#,
+            r#"{"drop": null}]}}, {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 7, "expr": [{"accept": null}]}}]}"#,
+        );
         let (v4, v6) = nets(&APPLIED);
         assert_eq!(compare(&parse_listing(&inserted).unwrap(), &v4, &v6, Some(&applied)), Drift { extra: 0, missing: 0, rules_changed: true });
     }

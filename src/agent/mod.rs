@@ -68,13 +68,15 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let (store, writer) = reflector::store();
     let changed = Arc::new(Notify::new());
     let poke = changed.clone();
-    let watch = reflector::reflector(writer, watcher(api.clone(), config)).backoff(crate::controller::stores::watch_backoff(Duration::from_secs(5))).for_each(move |event| {
-        if let Err(e) = &event {
-            tracing::warn!(error = %e, "watch error (rules stay as they are); retrying");
-        }
-        poke.notify_one();
-        async {}
-    });
+    let watch = reflector::reflector(writer, watcher(api.clone(), config)).backoff(crate::controller::stores::watch_backoff(Duration::from_secs(5))).for_each(
+        move |event| {
+            if let Err(e) = &event {
+                tracing::warn!(error = %e, "watch error (rules stay as they are); retrying");
+            }
+            poke.notify_one();
+            async {}
+        },
+    );
     tokio::spawn(watch);
     let ready = store.clone();
     let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -129,11 +131,14 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                         fingerprint.get_or_insert(listed.fingerprint);
                     } else {
                         tracing::warn!(drift = %found, "the kernel's table differs from the allowlist applied (changed by hand?); replacing it");
-                        last_drift = format!("{}: {found}; replaced", jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()));
+                        last_drift =
+                            format!("{}: {found}; replaced", jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()));
                         applied = None;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot list the table to check it for drift; will retry on the next resync"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the table to check it for drift; will retry on the next resync")
+                }
             }
         }
         verify = false;
@@ -181,11 +186,8 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
 /// What the kernel must hold: the allowlist's digest and the filtered ports (a change of ports alone changes no
 /// digest, yet must be applied). Kept in the comment of the input chain.
 fn tag(list: &allowlist::Allowlist) -> String {
-    let mut ports: Vec<String> = list
-        .ports
-        .iter()
-        .map(|p| format!("{}/{}", if p.protocol == crate::api::environment::Protocol::Udp { "UDP" } else { "TCP" }, p.port))
-        .collect();
+    let mut ports: Vec<String> =
+        list.ports.iter().map(|p| format!("{}/{}", if p.protocol == crate::api::environment::Protocol::Udp { "UDP" } else { "TCP" }, p.port)).collect();
     ports.sort();
     format!("{} ports {}", list.digest, ports.join(","))
 }
@@ -222,9 +224,7 @@ impl Nft {
             return None;
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix("comment \"jpki-access digest "))
-            .map(|rest| rest.trim_end_matches('"').to_string())
+        text.lines().find_map(|l| l.trim().strip_prefix("comment \"jpki-access digest ")).map(|rest| rest.trim_end_matches('"').to_string())
     }
 
     async fn apply(&mut self, list: &allowlist::Allowlist) -> Result<(), String> {
@@ -262,10 +262,6 @@ impl Nft {
             stdin.write_all(ruleset.as_bytes()).await.map_err(|e| format!("writing to nft: {e}"))?;
         }
         let out = child.wait_with_output().await.map_err(|e| format!("waiting for nft: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).lines().take(5).collect::<Vec<_>>().join(" | "))
-        }
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).lines().take(5).collect::<Vec<_>>().join(" | ")) }
     }
 }

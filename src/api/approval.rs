@@ -1,8 +1,13 @@
 //! `AccessApproval`: the 承認書 half of 「アクセス権登録申請書兼承認書」, an immutable record of J-LIS's decision on one
 //! registration as it stood when decided.
+//!
+//! A decision is bound to exactly what was decided on: the registration's `uid` (so a registration deleted and filed
+//! again with the same name and content is a new registration that no earlier decision covers) and the digest of a
+//! full copy of its spec (which the planner recomputes). Decisions are ordered by the API server's
+//! `metadata.creationTimestamp`, which no client can choose; `approvedAt` is what the approver wrote, for people.
 
-use super::cidr_string::CidrString;
-use super::common::{Conditions, Environment, JstDate, ProvisionMethods, conditions_schema};
+use super::common::{Conditions, conditions_schema};
+use super::registration::AccessRegistrationSpec;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +27,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Registration","type":"string","jsonPath":".spec.registrationRef"}"#,
     printcolumn = r#"{"name":"Decision","type":"string","jsonPath":".spec.decision"}"#,
     printcolumn = r#"{"name":"By","type":"string","jsonPath":".spec.approvedBy"}"#,
-    printcolumn = r#"{"name":"At","type":"string","jsonPath":".spec.approvedAt"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     doc = "承認書 (アクセス権登録申請書兼承認書の承認欄): J-LIS's immutable decision on one AccessRegistration."
 )]
@@ -32,20 +38,26 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct AccessApprovalSpec {
     /// Name of the AccessRegistration (same namespace) this decision is about.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub registration_ref: String,
+    /// `metadata.uid` of that registration when it was decided on. A decision covers only that object: one filed
+    /// again under the same name (a new uid) needs a decision of its own. `kubectl jpki approve` fills it in.
+    #[schemars(length(min = 1, max = 64))]
+    pub registration_uid: String,
     pub decision: Decision,
-    /// Digest of the registration content decided on: `sha256:` and 64 lowercase hex digits
-    /// (see `jpki-access approve`).
+    /// Digest of the registration's spec as decided on: `sha256:` and 64 lowercase hex digits over its canonical
+    /// JSON. For an approval it must be the digest of `approved`, which the planner recomputes.
     #[schemars(length(max = 71), regex(pattern = "^sha256:[0-9a-f]{64}$"))]
     pub spec_digest: String,
-    /// A copy of what was approved. Live access is this content narrowed by the registration's current spec.
+    /// A full copy of the registration's spec as approved. Live access is this content narrowed by the
+    /// registration's current spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approved: Option<ApprovedContent>,
+    pub approved: Option<AccessRegistrationSpec>,
     /// The user who recorded the decision; the chart's admission policy refuses any other value.
     #[schemars(length(min = 1, max = 253))]
     pub approved_by: String,
-    /// When the decision was made (RFC 3339).
+    /// When the approver says the decision was made (RFC 3339), for people. Decisions are ordered by the API
+    /// server's `metadata.creationTimestamp` instead, which a client cannot choose.
     #[schemars(length(max = 64))]
     pub approved_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,20 +73,7 @@ pub enum Decision {
     Rejected,
 }
 
-/// The registration content an approval covers.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovedContent {
-    pub environment: Environment,
-    #[schemars(length(min = 1, max = 256))]
-    pub source_cidrs: Vec<CidrString>,
-    pub access_start_date: JstDate,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_end_date: Option<JstDate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provision_methods: Option<ProvisionMethods>,
-}
-
+/// Whether the controller takes the decision into account (condition `Accepted`), and if not, why.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessApprovalStatus {

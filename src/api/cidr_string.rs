@@ -28,6 +28,13 @@ impl std::fmt::Display for CidrString {
     }
 }
 
+/// The special-purpose ranges of `crate::domain::cidr` that the Kubernetes CIDR library does not know by itself
+/// (it knows loopback, link-local, multicast and the like through `isGlobalUnicast`): refused by the API server too.
+const SPECIAL_PURPOSE_RULE: &str = "!isCIDR(self) || ![\
+     '100.64.0.0/10', '198.18.0.0/15', '192.0.0.0/24', '192.88.99.0/24', \
+     '64:ff9b::/96', '64:ff9b:1::/48', '::/96', '2001::/23', '2002::/16'\
+     ].exists(r, cidr(r).ip().family() == cidr(self).ip().family() && (cidr(r).containsCIDR(self) || cidr(self).containsCIDR(r)))";
+
 impl JsonSchema for CidrString {
     fn schema_name() -> Cow<'static, str> {
         "CidrString".into()
@@ -55,10 +62,25 @@ impl JsonSchema for CidrString {
                     "message": "must be a global unicast network: not unspecified, loopback, link-local, multicast or broadcast"
                 },
                 {
+                    "rule": SPECIAL_PURPOSE_RULE,
+                    "message": "must not overlap a special-purpose range: shared 100.64.0.0/10, benchmarking 198.18.0.0/15, IETF 192.0.0.0/24 and 2001::/23, 6to4 2002::/16 and 192.88.99.0/24, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, IPv4-compatible ::/96 (see jpki-access validate for why)"
+                },
+                {
                     "rule": "!isCIDR(self) || (cidr(self).ip().family() == 4 ? cidr(self).prefixLength() >= 8 : cidr(self).prefixLength() >= 16)",
                     "message": "prefix is too broad: at most /8 for IPv4 and /16 for IPv6 (the environment's policy may require narrower)"
                 }
             ]
         })
     }
+}
+
+/// Schema of a list of CIDRs the controller writes into a status (at most 256): plain strings, without the CEL rules
+/// of [`CidrString`]. Nobody but the controller writes a status, what it writes passed those rules as a spec, and the
+/// rules' cost in a nested status list would exceed the API server's budget for the CRD.
+pub fn status_cidrs_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 256,
+        "items": {"type": "string", "maxLength": 43}
+    })
 }

@@ -172,16 +172,25 @@ fn default_max_cidrs_per_object() -> i32 {
     5000
 }
 
-/// A change that would remove at least `percent` % of the allowlist and at least `minCidrs` CIDRs at once is
-/// held until confirmed.
+/// Removals are counted against a baseline: the set a person last released (or, with `windowHours`, the set
+/// published at the start of the current window). Once the CIDRs removed since then reach `percent` % of the
+/// baseline and at least `minCidrs`, from at least two registrations, the removal is held until a person confirms
+/// it. Additions never offset removals, so a mass removal cannot be sliced into small ones.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MassRevocationHold {
+    /// Share of the baseline's CIDRs whose removal is held.
     #[schemars(range(min = 1, max = 100))]
     pub percent: i32,
+    /// Fewer removed CIDRs than this are never held.
     #[serde(default)]
     #[schemars(range(min = 0, max = 1000000))]
     pub min_cidrs: i32,
+    /// A rolling window: every this many hours without a hold, the baseline becomes the set published then.
+    /// Unset: the baseline changes only when a person releases a hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8760))]
+    pub window_hours: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -5,14 +5,16 @@ pub mod approval;
 pub mod cidr_string;
 pub mod common;
 pub mod environment;
+pub mod record;
 pub mod reference;
 pub mod registration;
 pub mod verifier;
 
-pub use approval::{AccessApproval, AccessApprovalSpec, ApprovedContent, Decision};
+pub use approval::{AccessApproval, AccessApprovalSpec, Decision};
 pub use cidr_string::CidrString;
 pub use common::{Environment, JstDate, ProvisionMethod, ProvisionMethods};
 pub use environment::{AccessEnvironment, AccessEnvironmentSpec};
+pub use record::{AccessRecord, AccessRecordSpec};
 pub use registration::{AccessRegistration, AccessRegistrationSpec, ConnectionMethod, RegistrationPhase};
 pub use verifier::{OrganizationType, SignatureVerifier, SignatureVerifierSpec, VerifierRole};
 
@@ -21,15 +23,15 @@ use kube::CustomResourceExt;
 
 /// Every CRD of the operator, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![SignatureVerifier::crd(), AccessRegistration::crd(), AccessApproval::crd(), AccessEnvironment::crd()]
+    vec![SignatureVerifier::crd(), AccessRegistration::crd(), AccessApproval::crd(), AccessEnvironment::crd(), AccessRecord::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream, exactly as committed in `crds/`.
-pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+pub fn crds_yaml() -> Result<String, String> {
     let mut out = String::new();
     for crd in all_crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
+        out.push_str(&crate::manifest::to_yaml(&crd)?);
     }
     Ok(out)
 }

@@ -24,7 +24,9 @@ fn constraints(schema: &Value) -> String {
     if let Some(values) = schema["enum"].as_array() {
         out.push(format!("one of {}", values.iter().filter_map(Value::as_str).map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")));
     }
-    for (key, label) in [("minLength", "min length"), ("maxLength", "max length"), ("minItems", "min items"), ("maxItems", "max items"), ("minimum", "min"), ("maximum", "max")] {
+    for (key, label) in
+        [("minLength", "min length"), ("maxLength", "max length"), ("minItems", "min items"), ("maxItems", "max items"), ("minimum", "min"), ("maximum", "max")]
+    {
         if let Some(v) = schema.get(key).filter(|v| !v.is_null()) {
             out.push(format!("{label} {v}"));
         }
@@ -79,17 +81,14 @@ pub fn markdown() -> String {
     );
     for crd in super::all_crds() {
         let version = &crd.spec.versions[0];
-        let Some(schema) = version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()) else { continue };
+        let Some(schema) = version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()) else {
+            continue;
+        };
         let schema = serde_json::to_value(schema).unwrap_or_default();
         let names = &crd.spec.names;
         let _ = writeln!(out, "\n## {}\n", names.kind);
         let _ = writeln!(out, "{}\n", schema["description"].as_str().unwrap_or_default());
-        let _ = writeln!(
-            out,
-            "Scope: {}. Short names: {}.\n",
-            crd.spec.scope,
-            names.short_names.clone().unwrap_or_default().join(", ")
-        );
+        let _ = writeln!(out, "Scope: {}. Short names: {}.\n", crd.spec.scope, names.short_names.clone().unwrap_or_default().join(", "));
         for rule in schema["x-kubernetes-validations"].as_array().into_iter().flatten() {
             if let Some(m) = rule["message"].as_str() {
                 let _ = writeln!(out, "- Rule: {m}");

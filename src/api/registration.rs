@@ -1,7 +1,7 @@
 //! `AccessRegistration`: one access-rights registration form, 「テスト環境アクセス権登録申請書兼承認書 (A-08-1)」 or
 //! 「アクセス権登録申請書兼承認書 (A-11-2)」, with the provision-method choice of A-11-1.
 
-use super::cidr_string::CidrString;
+use super::cidr_string::{CidrString, status_cidrs_schema};
 use super::common::{Conditions, Environment, JstDate, ProvisionMethods, conditions_schema};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct AccessRegistrationSpec {
     /// Name of the SignatureVerifier filing this form; it must list this namespace. Immutable.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     #[x_kube(validation = kube::core::cel::Rule::new("self == oldSelf").message("verifierRef is immutable: file a new registration instead"))]
     pub verifier_ref: String,
     /// Test (A-08-1) or Production (A-11-2). Immutable.
@@ -54,7 +54,7 @@ pub struct AccessRegistrationSpec {
     /// The registration of the same verifier and environment this one replaces (A-13). It steps down at this
     /// registration's start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub supersedes: Option<String>,
     /// When J-LIS received the form; starts the setup lead time (7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +110,8 @@ pub enum RegistrationPhase {
     Superseded,
     Expired,
     Conflict,
+    /// No longer live, but its CIDRs stay published while a mass removal is held (the environment's `Held`).
+    Held,
 }
 
 /// What the controller observed and decided about a registration.
@@ -125,7 +127,7 @@ pub struct AccessRegistrationStatus {
     pub conditions: Conditions,
     /// The CIDRs live now (approved content narrowed by the current spec), normalised.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(schema_with = "status_cidrs_schema")]
     pub effective_cidrs: Vec<CidrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_cidr_count: Option<i64>,
@@ -156,7 +158,7 @@ pub struct AccessRegistrationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PendingDifference {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(schema_with = "status_cidrs_schema")]
     pub added_cidrs: Vec<CidrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub earlier_start_date: Option<JstDate>,
@@ -165,6 +167,14 @@ pub struct PendingDifference {
     /// The spec removed the approved end date (open-ended access waits for a new approval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_date_removed: Option<bool>,
+    /// The spec asks for other provision methods than approved (for example OCSP instead of CRL); the approved ones
+    /// stay in force (and in the URL notice) until a new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision_methods: Option<ProvisionMethods>,
+    /// The spec names a predecessor its approval does not: no takeover until a new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub supersedes: Option<String>,
 }
 
 /// Another registration that claims overlapping CIDRs.
@@ -178,6 +188,10 @@ pub struct ConflictRef {
     #[schemars(length(max = 253))]
     pub verifier: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(schema_with = "status_cidrs_schema")]
     pub cidrs: Vec<CidrString>,
+    /// When the overlap in time begins (RFC 3339, UTC): the later of the two access starts, or now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub from: Option<String>,
 }

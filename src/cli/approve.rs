@@ -1,4 +1,6 @@
-//! `jpki-access approve FILE --by USER`: prints the approval of a registration read from files.
+//! `jpki-access approve FILE --by USER`: prints the approval of a registration read from a file written by `kubectl
+//! get -o yaml` (a decision binds to the stored object's uid, which only such a file carries). Against a cluster,
+//! `kubectl jpki approve NAME -n NAMESPACE` reads the live object itself.
 
 use crate::api::approval::Decision;
 use crate::domain::approve::approval_for;
@@ -9,7 +11,13 @@ use std::path::Path;
 pub fn run(path: &Path, registration: Option<&str>, by: &str, reject: bool, comment: Option<String>, at: Option<jiff::Timestamp>) -> i32 {
     let read = read_paths(&[path.to_path_buf()]);
     if let Some(p) = read.problems.first() {
-        eprintln!("jpki-access approve: {}: {}: {} (run `jpki-access validate {}` for every problem)", p.origin, p.problem.field, p.problem.message, path.display());
+        eprintln!(
+            "jpki-access approve: {}: {}: {} (run `jpki-access validate {}` for every problem)",
+            p.origin,
+            p.problem.field,
+            p.problem.message,
+            path.display()
+        );
         return 1;
     }
     let candidates: Vec<_> = read
@@ -34,7 +42,7 @@ pub fn run(path: &Path, registration: Option<&str>, by: &str, reject: bool, comm
     };
     let decision = if reject { Decision::Rejected } else { Decision::Approved };
     let at = at.unwrap_or_else(jiff::Timestamp::now);
-    match approval_for(reg, decision, by, at, comment).and_then(|a| serde_json::to_value(&a)).map(|v| serde_yaml::to_string(&v)) {
+    match approval_for(reg, decision, by, at, comment).map(|a| serde_json::to_value(&a).map_err(|e| e.to_string()).and_then(|v| crate::manifest::to_yaml(&v))) {
         Ok(Ok(yaml)) => {
             print!("{yaml}");
             0
@@ -44,7 +52,7 @@ pub fn run(path: &Path, registration: Option<&str>, by: &str, reject: bool, comm
             1
         }
         Err(e) => {
-            eprintln!("jpki-access approve: cannot compute the digest: {e}");
+            eprintln!("jpki-access approve: {e}");
             1
         }
     }

@@ -26,7 +26,7 @@ pub fn write_folder(bundles: &[VerifierBundle], out: &Path) -> Result<usize, Str
         let mut text = String::new();
         for object in b.objects().map_err(|e| e.to_string())? {
             text.push_str("---\n");
-            text.push_str(&serde_yaml::to_string(&object).map_err(|e| e.to_string())?);
+            text.push_str(&crate::manifest::to_yaml(&object)?);
         }
         let file = folder.join(format!("{}.yaml", b.name));
         std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -53,8 +53,8 @@ pub fn environment_objects() -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-/// Server-side applies one object of any kind.
-pub async fn apply_object(client: &Client, object: &Value) -> Result<(), String> {
+/// Server-side applies one object of any kind; returns it as stored.
+pub async fn apply_object(client: &Client, object: &Value) -> Result<DynamicObject, String> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
@@ -64,39 +64,68 @@ pub async fn apply_object(client: &Client, object: &Value) -> Result<(), String>
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
-        .await
-        .map(drop)
-        .map_err(|e| format!("{kind}/{name}: {e}"))
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await.map_err(|e| format!("{kind}/{name}: {e}"))
 }
 
-/// Creates the bundles in the cluster: namespaces first, then verifiers, registrations and approvals, `concurrency`
-/// requests in flight. Progress goes to stderr every 10 %.
-pub async fn apply_bundles(client: &Client, bundles: &[VerifierBundle], concurrency: usize) -> Result<usize, String> {
+/// Records the approval of a stored registration (approved by `approver@j-lis`, `approvedAt` as given).
+pub async fn approve_stored(client: &Client, stored: DynamicObject, approved_at: jiff::Timestamp) -> Result<(), String> {
+    let reg: crate::api::AccessRegistration = serde_json::to_value(&stored).and_then(serde_json::from_value).map_err(|e| e.to_string())?;
+    let approval =
+        crate::domain::approve::approval_for(&reg, crate::api::Decision::Approved, "approver@j-lis", approved_at, None).map_err(|e| e.to_string())?;
+    let api: Api<crate::api::AccessApproval> = Api::namespaced(client.clone(), approval.metadata.namespace.as_deref().unwrap_or_default());
+    match api.create(&kube::api::PostParams::default(), &approval).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()), // approved by an earlier run
+        Err(e) => Err(format!("AccessApproval {}: {e}", approval.metadata.name.unwrap_or_default())),
+    }
+}
+
+/// Creates the bundles in the cluster: namespaces first, then verifiers and registrations, then an approval of each
+/// registration as stored (bound to its uid), `concurrency` requests in flight. The approvals of registrations that
+/// claim another verifier's CIDR come last, a second later (the API server's creation time orders decisions, to
+/// the second), so the other keeps it. Progress goes to stderr every 10 %.
+pub async fn apply_bundles(client: &Client, bundles: &[VerifierBundle], concurrency: usize, approved_at: jiff::Timestamp) -> Result<usize, String> {
     let started = Instant::now();
-    let mut layers: [Vec<Value>; 4] = Default::default();
+    let mut layers: [Vec<(Value, bool)>; 3] = Default::default();
     for b in bundles {
-        layers[0].push(b.namespace.clone());
-        layers[1].push(b.verifier.clone());
+        layers[0].push((b.namespace.clone(), false));
+        layers[1].push((b.verifier.clone(), false));
         for r in &b.registrations {
-            layers[2].push(serde_json::to_value(r).map_err(|e| e.to_string())?);
-        }
-        for a in &b.approvals {
-            layers[3].push(serde_json::to_value(a).map_err(|e| e.to_string())?);
+            layers[2].push((serde_json::to_value(r).map_err(|e| e.to_string())?, b.approve_last));
         }
     }
-    let total: usize = layers.iter().map(Vec::len).sum();
+    let total: usize = layers.iter().map(Vec::len).sum::<usize>() + layers[2].len();
     let mut done = 0usize;
     let mut next_report = total / 10;
+    let mut report = |done: usize| {
+        if done >= next_report {
+            eprintln!("fleet: {done}/{total} objects ({:.0} s)", started.elapsed().as_secs_f64());
+            next_report += (total / 10).max(1);
+        }
+    };
+    let mut stored: Vec<(DynamicObject, bool)> = Vec::new();
     for layer in &layers {
-        let mut results = futures::stream::iter(layer.iter().map(|o| apply_object(client, o))).buffer_unordered(concurrency.max(1));
+        let mut results =
+            futures::stream::iter(layer.iter().map(|(o, last)| async move { (apply_object(client, o).await, *last) })).buffer_unordered(concurrency.max(1));
+        while let Some((result, last)) = results.next().await {
+            let object = result?;
+            if object.types.as_ref().is_some_and(|t| t.kind == "AccessRegistration") {
+                stored.push((object, last));
+            }
+            done += 1;
+            report(done);
+        }
+    }
+    let (last, first): (Vec<_>, Vec<_>) = stored.into_iter().partition(|(_, last)| *last);
+    for (i, batch) in [first, last].into_iter().enumerate() {
+        if i == 1 && !batch.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
+        let mut results = futures::stream::iter(batch.into_iter().map(|(o, _)| approve_stored(client, o, approved_at))).buffer_unordered(concurrency.max(1));
         while let Some(result) = results.next().await {
             result?;
             done += 1;
-            if done >= next_report {
-                eprintln!("fleet: {done}/{total} objects ({:.0} s)", started.elapsed().as_secs_f64());
-                next_report += (total / 10).max(1);
-            }
+            report(done);
         }
     }
     Ok(total)
@@ -112,7 +141,7 @@ pub fn run(settings: FleetSettings, out: Option<&Path>, apply: bool, concurrency
         }
     };
     let registrations: usize = bundles.iter().map(|b| b.registrations.len()).sum();
-    eprintln!("fleet: {} verifiers, {registrations} registrations, {registrations} approvals (scale {})", bundles.len(), settings.scale);
+    eprintln!("fleet: {} verifiers, {registrations} registrations (scale {}); approvals are made when applied", bundles.len(), settings.scale);
     if let Some(out) = out {
         match write_folder(&bundles, out) {
             Ok(files) => eprintln!("fleet: wrote {files} files under {}", out.display()),
@@ -135,7 +164,7 @@ pub fn run(settings: FleetSettings, out: Option<&Path>, apply: bool, concurrency
             for object in environment_objects()? {
                 apply_object(&client, &object).await?;
             }
-            apply_bundles(&client, &bundles, concurrency).await
+            apply_bundles(&client, &bundles, concurrency, settings.approved_at).await
         });
         match result {
             Ok(n) => eprintln!("fleet: applied {n} objects"),

@@ -2,6 +2,7 @@
 
 pub mod approve;
 pub mod fleet;
+pub mod history;
 pub mod plugin;
 pub mod render;
 pub mod validate;
@@ -24,7 +25,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator: watch the forms, write NetworkPolicies, allowlists, routes, URL notices and status.
-    #[command(after_help = "Uses the in-cluster configuration, or KUBECONFIG.\n\nExamples:\n  jpki-access controller\n  KUBECONFIG=target/controlplane/kubeconfig jpki-access controller --no-leader-election --listen 127.0.0.1:8080")]
+    #[command(
+        after_help = "Uses the in-cluster configuration, or KUBECONFIG.\n\nExamples:\n  jpki-access controller\n  KUBECONFIG=target/controlplane/kubeconfig jpki-access controller --no-leader-election --listen 127.0.0.1:8080"
+    )]
     Controller {
         /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else jpki-system).
         #[arg(long, env = "POD_NAMESPACE", default_value = "jpki-system")]
@@ -98,10 +101,15 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
         /// Treat warnings as errors (exit 1 on any warning).
         #[arg(long)]
         strict: bool,
+        /// Judge the procedure's dated gates at this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<jiff::Timestamp>,
     },
     /// Print what the forms in files would produce for one environment: NetworkPolicies, allowlist, routes,
     /// nftables ruleset, URL notices. Offline; the registrations' phases go to stderr.
-    #[command(after_help = "Examples:\n  jpki-access render examples/ --env production\n  jpki-access render examples/ --env production --format allowlist\n  jpki-access render examples/ --env production --format nft > ruleset.nft && nft -c -f ruleset.nft\n  jpki-access render examples/ --env test --at 2026-03-01T00:00:00+09:00 --format notice")]
+    #[command(
+        after_help = "Examples:\n  jpki-access render examples/ --env production\n  jpki-access render examples/ --env production --format allowlist\n  jpki-access render examples/ --env production --format nft > ruleset.nft && nft -c -f ruleset.nft\n  jpki-access render examples/ --env test --at 2026-03-01T00:00:00+09:00 --format notice"
+    )]
     Render {
         /// Files or folders of forms.
         #[arg(required = true)]
@@ -117,7 +125,9 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
     },
     /// Print the AccessApproval (承認書) of a registration as it is now in a file: its digest and a copy of the
     /// approved content. Apply the output with kubectl.
-    #[command(after_help = "Examples:\n  jpki-access approve examples/sapporo-city/registration-production.yaml --by approver@j-lis | kubectl apply -f -\n  jpki-access approve forms/ --registration sapporo-production-2026 --by approver@j-lis --reject --comment '役職印なし'")]
+    #[command(
+        after_help = "Examples:\n  kubectl get areg -n verifier-sapporo sapporo-production-2026 -o yaml > reg.yaml\n  jpki-access approve reg.yaml --by approver@j-lis | kubectl create -f -\n  jpki-access approve stored/ --registration sapporo-production-2026 --by approver@j-lis --reject --comment '役職印なし'\n\nThe file must come from the API server (kubectl get -o yaml): a decision names the registration's uid. Against a\ncluster, kubectl jpki approve NAME -n NAMESPACE does all of this."
+    )]
     Approve {
         /// A file or folder holding the registration.
         path: PathBuf,
@@ -138,7 +148,9 @@ is invalid.\n\nExamples:\n  jpki-access validate examples/\n  jpki-access valida
     },
     /// Generate a synthetic national fleet of forms for scale tests: every local government of the reference list
     /// and companies, each with a verifier, test and production registrations and their approvals.
-    #[command(after_help = "Examples:\n  jpki-access fleet --scale 1 --out /tmp/fleet          # the real population, as YAML folders\n  jpki-access fleet --scale 3 --out /tmp/fleet3 && jpki-access validate /tmp/fleet3\n  KUBECONFIG=target/controlplane/kubeconfig jpki-access fleet --scale 1 --apply")]
+    #[command(
+        after_help = "Examples:\n  jpki-access fleet --scale 1 --out /tmp/fleet          # the real population, as YAML folders\n  jpki-access fleet --scale 3 --out /tmp/fleet3 && jpki-access validate /tmp/fleet3\n  KUBECONFIG=target/controlplane/kubeconfig jpki-access fleet --scale 1 --apply"
+    )]
     Fleet {
         /// Multiple of the real population (1 = 1,788 local governments and --companies companies).
         #[arg(long, default_value_t = 1.0)]
@@ -245,11 +257,9 @@ pub fn run(cli: Cli) -> i32 {
                 1
             }
         },
-        Command::Validate { paths, output, strict } => validate::run(&paths, output, strict),
+        Command::Validate { paths, output, strict, at } => validate::run(&paths, output, strict, at),
         Command::Render { paths, env, at, format } => render::run(&paths, &env, at.unwrap_or_else(jiff::Timestamp::now), format),
-        Command::Approve { path, registration, by, reject, comment, at } => {
-            approve::run(&path, registration.as_deref(), &by, reject, comment, at)
-        }
+        Command::Approve { path, registration, by, reject, comment, at } => approve::run(&path, registration.as_deref(), &by, reject, comment, at),
         Command::Fleet { scale, companies, out, apply, concurrency, approved_at } => {
             if out.is_none() && !apply {
                 eprintln!("error: say where the fleet goes: --out FOLDER, --apply, or both");

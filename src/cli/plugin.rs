@@ -1,7 +1,7 @@
 //! `kubectl jpki ...`: the operator's everyday verbs against a cluster. The same binary installed (or linked) as
 //! `kubectl-jpki` on PATH; kubectl passes the words after `jpki`.
 
-use crate::api::{AccessApproval, AccessEnvironment, AccessRegistration, Decision};
+use crate::api::{AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, Decision};
 use crate::domain::approve::approval_for;
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
@@ -13,7 +13,7 @@ use kube::{Api, Client, ResourceExt};
 #[command(
     name = "kubectl jpki",
     about = "JPKI access registrations: approve, reject, status, notice",
-    after_help = "Examples:\n  kubectl jpki status\n  kubectl jpki approve sapporo-production-2026 -n verifier-sapporo --comment 書類確認済み\n  kubectl jpki reject sapporo-production-2026 -n verifier-sapporo --comment '役職印なし'\n  kubectl jpki notice sapporo-production-2026 -n verifier-sapporo"
+    after_help = "Examples:\n  kubectl jpki status\n  kubectl jpki approve sapporo-production-2026 -n verifier-sapporo --comment 書類確認済み\n  kubectl jpki reject sapporo-production-2026 -n verifier-sapporo --comment '役職印なし'\n  kubectl jpki notice sapporo-production-2026 -n verifier-sapporo\n  kubectl jpki history sapporo-production-2026 -n verifier-sapporo\n  kubectl jpki history sapporo-city"
 )]
 pub struct Plugin {
     #[command(subcommand)]
@@ -33,6 +33,15 @@ pub enum Verb {
         registration: String,
         #[arg(short, long)]
         namespace: String,
+    },
+    /// The recorded history of a registration or a verifier: filed, approved, rejected, withdrawn, superseded,
+    /// expired, deleted, and the holds of its environment, with who and when (from the durable AccessRecords, which
+    /// outlive Events, the registration itself and its namespace).
+    History {
+        /// A registration (with -n), or a verifier (without -n): its registrations' histories together.
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
     },
     /// Print the URL notice (URL通知書) of a registration.
     Notice {
@@ -81,6 +90,7 @@ async fn run(verb: Verb) -> Result<(), String> {
         Verb::Status => status(&client).await,
         Verb::Notice { registration, namespace, english } => notice(&client, &registration, &namespace, english).await,
         Verb::Explain { registration, namespace } => explain(&client, &registration, &namespace).await,
+        Verb::History { name, namespace } => history(&client, &name, namespace.as_deref()).await,
     }
 }
 
@@ -172,48 +182,85 @@ async fn explain(client: &Client, registration: &str, namespace: &str) -> Result
     let registrations = Api::<AccessRegistration>::all(client.clone()).list(&lp).await.map_err(err)?.items;
     let approvals = Api::<AccessApproval>::all(client.clone()).list(&lp).await.map_err(err)?.items;
     let environments = Api::<AccessEnvironment>::all(client.clone()).list(&lp).await.map_err(err)?.items;
+    let records = Api::<AccessRecord>::all(client.clone()).list(&lp).await.map_err(err)?.items;
     let now = jiff::Timestamp::now();
-    let objects = crate::planner::Objects::of(&verifiers, &registrations, &approvals, &environments);
+    let objects = crate::planner::Objects::of(&verifiers, &registrations, &approvals, &environments).with_records(&records);
     let plan = crate::planner::plan(&objects.input(), now);
     let key = RegKey { namespace: namespace.to_string(), name: registration.to_string() };
-    let rp = plan.registrations.get(&key).ok_or_else(|| {
-        format!("no AccessRegistration {registration:?} in namespace {namespace:?}; list them with `kubectl get accessregistrations -A`")
-    })?;
+    let rp = plan
+        .registrations
+        .get(&key)
+        .ok_or_else(|| format!("no AccessRegistration {registration:?} in namespace {namespace:?}; list them with `kubectl get accessregistrations -A`"))?;
     let r = &rp.resolved;
     let mark = |ok: bool| if ok { "✓" } else { "✗" };
-    println!("{namespace}/{registration} at {now}: {:?} ({}){}", r.phase, r.reason, if r.message.is_empty() { String::new() } else { format!(": {}", r.message) });
+    println!(
+        "{namespace}/{registration} at {now}: {:?} ({}){}",
+        r.phase,
+        r.reason,
+        if r.message.is_empty() { String::new() } else { format!(": {}", r.message) }
+    );
     let errors: Vec<_> = r.evaluation.problems.iter().filter(|p| p.is_error()).collect();
     println!("{} 1. the form is valid{}", mark(errors.is_empty()), errors.iter().map(|p| format!("\n     {}: {}", p.field, p.message)).collect::<String>());
-    let refused = |reasons: &[&str]| matches!(&r.evaluation.standing, Standing::Invalid(x) if reasons.contains(&x.reason));
-    println!("{} 2. its verifier {} exists and files in this namespace", mark(!refused(&["VerifierNotFound", "NamespaceMismatch", "VerifierInvalid"])), r.evaluation.verifier);
-    println!("{} 3. an AccessEnvironment serves {}", mark(!refused(&["EnvironmentNotFound"])), r.evaluation.environment);
+    let refused = |category: &str| matches!(&r.evaluation.standing, Standing::Invalid(x) if x.reason.category() == category);
+    let reference = refused("reference") || refused("form");
+    println!(
+        "{} 2. its verifier {} exists, is valid, owns this namespace, and an AccessEnvironment serves {}",
+        mark(!reference),
+        r.evaluation.verifier,
+        r.evaluation.environment
+    );
+    for v in &r.evaluation.approvals {
+        println!("  {} AccessApproval {}: {} ({}) {}", mark(v.accepted), v.name, v.reason, v.reason.category(), v.message);
+    }
     match &r.decided {
-        Some(d) if r.phase == RegistrationPhase::Rejected => println!("✗ 4. approved: rejected by {} at {}", d.approval, d.approved_at),
-        Some(d) => println!("✓ 4. approved by {} at {}", d.approval, d.approved_at),
-        None => println!("✗ 4. approved: no AccessApproval yet (kubectl jpki approve {registration} -n {namespace})"),
+        Some(d) if r.phase == RegistrationPhase::Rejected => {
+            println!("✗ 3. approved: rejected by {} ({}), stored at {}", d.approval, d.decided_by, d.decided_at)
+        }
+        Some(d) => println!("✓ 3. approved by {} ({}), stored at {}", d.approval, d.decided_by, d.decided_at),
+        None => println!("✗ 3. approved: no decision binds to this registration (kubectl jpki approve {registration} -n {namespace})"),
     }
+    let gate = refused("procedure");
     match &rp.status.pending_difference {
-        Some(p) => println!("! 5. the spec asks for more than was approved (waits for a new approval): {p:?}"),
-        None => println!("✓ 5. the spec asks for nothing beyond the approval"),
+        Some(p) => println!("! 4. the spec asks for more than was approved (waits for a new approval): {p:?}"),
+        None => println!("✓ 4. the spec asks for nothing beyond the approval"),
     }
-    let gate = refused(&["AgreementMissing", "StartBeforeAgreement", "VerificationTestPending", "ProcedureIncomplete"]);
-    if matches!(r.evaluation.standing, Standing::PendingApproval(_) | Standing::Rejected(_)) {
-        println!("· 6. procedure gates (agreement date, verification test, pledge, LGWAN centre): checked once approved");
-    } else {
-        let why = match &r.evaluation.standing {
-            Standing::Invalid(x) if gate => format!(": {}", x.message),
-            _ => String::new(),
-        };
-        println!("{} 6. procedure gates (agreement date, verification test, pledge, LGWAN centre){why}", mark(!gate));
-    }
+    let why = match &r.evaluation.standing {
+        Standing::Invalid(x) if gate => format!(": {} ({})", x.message, x.reason),
+        _ => String::new(),
+    };
+    println!("{} 5. procedure gates (agreement date, verification test, pledge, LGWAN centre){why}", mark(!gate));
     if let Some(w) = &r.window {
         let within = now >= w.start && w.end.is_none_or(|e| now < e);
-        println!("{} 7. now is inside the access window: from {} {}", mark(within), w.start, w.end.map(|e| format!("until {e}")).unwrap_or_default());
+        println!("{} 6. now is inside the access window: from {} {}", mark(within), w.start, w.end.map(|e| format!("until {e}")).unwrap_or_default());
     }
-    println!("{} 8. not superseded", mark(r.phase != RegistrationPhase::Superseded));
-    println!("{} 9. no conflict with another verifier{}", mark(r.conflicts.is_empty()), r.conflicts.iter().map(|c| format!("\n     {}/{} (verifier {}) holds {:?}", c.namespace, c.name, c.verifier, c.cidrs)).collect::<String>());
+    println!("{} 7. not superseded or ended (recorded facts are final)", mark(!matches!(r.phase, RegistrationPhase::Superseded | RegistrationPhase::Expired)));
+    println!(
+        "{} 8. no conflict with another verifier{}",
+        mark(r.conflicts.is_empty()),
+        r.conflicts
+            .iter()
+            .map(|c| format!("\n     {}/{} (verifier {}) holds {:?} from {}", c.namespace, c.name, c.verifier, c.cidrs, c.from.as_deref().unwrap_or("-")))
+            .collect::<String>()
+    );
     if let Some(next) = rp.next_transition {
         println!("next change by itself: {next}");
+    }
+    Ok(())
+}
+
+/// `kubectl jpki history`: the recorded facts of one registration (every record of that name in the namespace, so
+/// also of earlier objects filed under it), or of every registration of a verifier, oldest first.
+async fn history(client: &Client, name: &str, namespace: Option<&str>) -> Result<(), String> {
+    let records = Api::<AccessRecord>::all(client.clone()).list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
+    let lines = crate::cli::history::lines(&records, name, namespace);
+    if lines.is_empty() {
+        return Err(match namespace {
+            Some(ns) => format!("no recorded history of AccessRegistration {name:?} in namespace {ns:?}: facts are recorded once it is decided on"),
+            None => format!("no recorded history of a verifier named {name:?}; for a registration, add -n NAMESPACE"),
+        });
+    }
+    for line in lines {
+        println!("{line}");
     }
     Ok(())
 }

@@ -10,26 +10,28 @@ use std::path::PathBuf;
 /// could not be read).
 pub fn plan_paths(paths: &[PathBuf], at: jiff::Timestamp) -> Result<Plan, Vec<String>> {
     let read = read_paths(paths);
-    if !read.problems.is_empty() {
-        return Err(read.problems.iter().map(|p| format!("{}: {}: {}", p.origin, p.problem.field, p.problem.message)).collect());
+    let refused: Vec<_> = read.problems.iter().chain(read.schema_problems.iter().filter(|p| p.problem.is_error())).collect();
+    if !refused.is_empty() {
+        return Err(refused.iter().map(|p| format!("{}: {}: {}", p.origin, p.problem.field, p.problem.message)).collect());
     }
-    let (mut verifiers, mut registrations, mut approvals, mut environments) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut verifiers, mut registrations, mut approvals, mut environments, mut records) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for doc in read.documents {
         match doc.form {
             Form::Verifier(o) => verifiers.push(o),
             Form::Registration(o) => registrations.push(o),
             Form::Approval(o) => approvals.push(o),
             Form::Environment(o) => environments.push(o),
+            Form::Record(o) => records.push(o),
         }
     }
-    Ok(plan(&Objects::of(&verifiers, &registrations, &approvals, &environments).input(), at))
+    Ok(plan(&Objects::of(&verifiers, &registrations, &approvals, &environments).with_records(&records).input(), at))
 }
 
 /// The rendered text for one environment.
 pub fn render(plan: &Plan, env: &str, format: RenderFormat) -> Result<String, String> {
     let Some(e) = plan.environments.get(env) else {
         let known: Vec<&str> = plan.environments.keys().map(String::as_str).collect();
-        let ignored = plan.ignored_environments.get(env).map(|why| format!(" (ignored: {why})")).unwrap_or_default();
+        let ignored = plan.ignored_environments.get(env).map(|(reason, why)| format!(" (ignored, {reason}: {why})")).unwrap_or_default();
         return Err(format!("no usable AccessEnvironment {env:?}{ignored}; the forms define: {}", known.join(", ")));
     };
     let registrations = plan.registrations.values().filter(|r| r.resolved.evaluation.environment == e.environment);
@@ -38,7 +40,7 @@ pub fn render(plan: &Plan, env: &str, format: RenderFormat) -> Result<String, St
         RenderFormat::Yaml => {
             let notices = registrations.filter_map(|r| r.notice.as_ref());
             for child in e.children.iter().chain(notices) {
-                let yaml = serde_yaml::to_string(&child.to_json()).map_err(|err| err.to_string())?;
+                let yaml = crate::manifest::to_yaml(&child.to_json())?;
                 out.push_str("---\n");
                 out.push_str(&yaml);
             }
@@ -77,7 +79,12 @@ pub fn run(paths: &[PathBuf], env: &str, at: jiff::Timestamp, format: RenderForm
         }
     }
     for (key, r) in &plan.registrations {
-        eprintln!("{key}: {:?} ({}){}", r.resolved.phase, r.resolved.reason, if r.resolved.message.is_empty() { String::new() } else { format!(": {}", r.resolved.message) });
+        eprintln!(
+            "{key}: {:?} ({}){}",
+            r.resolved.phase,
+            r.resolved.reason,
+            if r.resolved.message.is_empty() { String::new() } else { format!(": {}", r.resolved.message) }
+        );
     }
     0
 }

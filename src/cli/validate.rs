@@ -3,6 +3,7 @@
 use super::OutputFormat;
 use crate::domain::cross::{FormSet, ObjectKey, validate_set};
 use crate::domain::problem::{Problem, Severity};
+use crate::domain::rules::Reason;
 use crate::manifest::{Form, Origin, ReadResult, read_paths};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -20,6 +21,8 @@ pub struct Finding {
     pub namespace: Option<String>,
     pub field: String,
     pub severity: Severity,
+    /// The rule's typed reason, as the controller puts it in a condition (see `crate::domain::rules::Reason`).
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -50,14 +53,15 @@ pub struct Report {
     pub problems: Vec<Finding>,
 }
 
-/// Reads and validates everything under `paths`.
-pub fn validate_paths(paths: &[PathBuf]) -> Report {
-    validate_read(read_paths(paths))
+/// Reads and validates everything under `paths` at `now` (the procedure's gates depend on the date).
+pub fn validate_paths(paths: &[PathBuf], now: jiff::Timestamp) -> Report {
+    validate_read(read_paths(paths), now)
 }
 
 /// Validates what was read (by [`read_paths`] or [`crate::manifest::read_text`]): the read problems, duplicate
-/// definitions, and every single-object and cross-object rule. The fuzz targets call this on text without files.
-pub fn validate_read(read: ReadResult) -> Report {
+/// definitions, every single-object and cross-object rule of the rule engine, and the planner's verdict on
+/// conflicts between approved registrations. The fuzz targets call this on text without files.
+pub fn validate_read(read: ReadResult, now: jiff::Timestamp) -> Report {
     let mut report = Report { files: read.files, objects: read.documents.len(), other_documents: read.other_documents, ..Default::default() };
     for p in &read.problems {
         report.problems.push(finding(&p.origin, p.object.clone(), None, &p.problem));
@@ -70,14 +74,21 @@ pub fn validate_read(read: ReadResult) -> Report {
         let meta = doc.form.meta();
         let key = ObjectKey { kind: doc.form.kind(), namespace: meta.namespace.clone(), name: meta.name.clone().unwrap_or_default() };
         if key.name.is_empty() {
-            report.problems.push(finding(&doc.origin, Some(format!("{}/<unnamed>", key.kind)), None, &Problem::error("metadata.name", "every form needs a name")));
+            report.problems.push(finding(
+                &doc.origin,
+                Some(format!("{}/<unnamed>", key.kind)),
+                None,
+                &Problem::error("metadata.name", "every form needs a name"),
+            ));
             continue;
         }
         if let Some(first) = origins.get(&key) {
-            report.problems.push(finding(&doc.origin, Some(format!("{}/{}", key.kind, key.name)), key.namespace.clone(), &Problem::error(
-                "metadata.name",
-                format!("defined twice: first at {first}"),
-            )));
+            report.problems.push(finding(
+                &doc.origin,
+                Some(format!("{}/{}", key.kind, key.name)),
+                key.namespace.clone(),
+                &Problem::error("metadata.name", format!("defined twice: first at {first}")),
+            ));
             continue;
         }
         origins.insert(key, doc.origin.clone());
@@ -86,12 +97,46 @@ pub fn validate_read(read: ReadResult) -> Report {
             Form::Registration(o) => set.registrations.push(o),
             Form::Approval(o) => set.approvals.push(o),
             Form::Environment(o) => set.environments.push(o),
+            Form::Record(_) => {} // history, not a form: nothing to judge
         }
     }
-    for (key, problems) in validate_set(&set) {
-        let Some(origin) = origins.get(&key) else { continue };
+    let mut findings = validate_set(&set, now);
+    // Conflicts between approved registrations are the planner's to decide (in time, by place in line): ask it.
+    let objects = crate::planner::Objects {
+        verifiers: set.verifiers.clone(),
+        registrations: set.registrations.clone(),
+        approvals: set.approvals.clone(),
+        environments: set.environments.clone(),
+        records: Vec::new(),
+    };
+    let plan = crate::planner::plan(&objects.input(), now);
+    for reg in &set.registrations {
+        let Some(planned) = plan.registrations.get(&crate::planner::liveness::RegKey::of(reg)) else {
+            continue;
+        };
+        if planned.resolved.phase == crate::api::RegistrationPhase::Conflict {
+            findings.entry(ObjectKey::of(*reg)).or_default().push(Problem::refusal(Reason::Conflict, "spec.sourceCidrs", planned.resolved.message.clone()));
+        }
+    }
+    for (key, problems) in findings {
+        let Some(origin) = origins.get(&key) else {
+            continue;
+        };
         for problem in &problems {
             report.problems.push(finding(origin, Some(format!("{}/{}", key.kind, key.name)), key.namespace.clone(), problem));
+        }
+    }
+    // What the API server would refuse, unless a rule of ours already says it (with a better message) of that field.
+    for p in &read.schema_problems {
+        let said = report.problems.iter().any(|f| {
+            f.file == p.origin.file.display().to_string()
+                && f.document == p.origin.document
+                && f.object == p.object
+                && f.field == p.problem.field
+                && f.severity == Severity::Error
+        });
+        if !said {
+            report.problems.push(finding(&p.origin, p.object.clone(), None, &p.problem));
         }
     }
     report.problems.sort_by(|a, b| (&a.file, a.document, &a.field).cmp(&(&b.file, b.document, &b.field)));
@@ -108,12 +153,13 @@ fn finding(origin: &Origin, object: Option<String>, namespace: Option<String>, p
         namespace,
         field: problem.field.clone(),
         severity: problem.severity,
+        reason: problem.reason,
         message: problem.message.clone(),
     }
 }
 
-pub fn run(paths: &[PathBuf], output: OutputFormat, strict: bool) -> i32 {
-    let report = validate_paths(paths);
+pub fn run(paths: &[PathBuf], output: OutputFormat, strict: bool, at: Option<jiff::Timestamp>) -> i32 {
+    let report = validate_paths(paths, at.unwrap_or_else(jiff::Timestamp::now));
     match output {
         OutputFormat::Text => {
             for p in &report.problems {

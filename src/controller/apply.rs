@@ -3,10 +3,10 @@
 //! are written before the index that announces them and before anything stale is removed.
 
 use super::stores::{OwnWrites, Stores};
-use futures::StreamExt;
 use crate::api::{AccessEnvironment, AccessRegistration};
 use crate::planner::children::{ALLOWLIST_LABEL, Child, ENVIRONMENT_LABEL};
 use crate::planner::{EnvironmentPlan, Plan};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -37,12 +37,12 @@ impl Backoff {
     pub fn ready(&self, id: &str) -> bool {
         self.failures.get(id).is_none_or(|(_, at)| *at <= Instant::now())
     }
-    fn failed(&mut self, id: &str, error: &kube::Error) {
+    pub fn failed(&mut self, id: &str, error: &kube::Error) {
         let entry = self.failures.entry(id.to_string()).or_insert((0, Instant::now()));
         entry.0 += 1;
         entry.1 = Instant::now() + retry_delay(Failure::of(error), entry.0);
     }
-    fn succeeded(&mut self, id: &str) {
+    pub fn succeeded(&mut self, id: &str) {
         self.failures.remove(id);
     }
     /// When the next retry is due (only retries still ahead: a past one was retried by the pass that just ran).
@@ -66,6 +66,8 @@ pub struct Writes {
     pub applied: usize,
     pub deleted: usize,
     pub statuses: usize,
+    /// Facts added to the durable records.
+    pub records: usize,
     pub failed: usize,
 }
 
@@ -218,10 +220,9 @@ pub async fn apply_environment(
             }
             due.push((*child, key));
         }
-        let mut results = futures::stream::iter(due.into_iter().map(|(child, key)| async move {
-            (child, key, apply_child(client, &stores.own_writes, child).await)
-        }))
-        .buffer_unordered(WRITE_CONCURRENCY);
+        let mut results =
+            futures::stream::iter(due.into_iter().map(|(child, key)| async move { (child, key, apply_child(client, &stores.own_writes, child).await) }))
+                .buffer_unordered(WRITE_CONCURRENCY);
         while let Some((child, key, result)) = results.next().await {
             match result {
                 Ok(()) => {
@@ -425,7 +426,8 @@ mod tests {
         use super::config_map_includes;
         use k8s_openapi::api::core::v1::ConfigMap;
         let desired: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "n", "labels": {"a": "1"}, "annotations": {"d": "x"}},
-            "data": {"cidrs": "192.0.2.0/28\n"}})).unwrap();
+            "data": {"cidrs": "192.0.2.0/28\n"}}))
+        .unwrap();
         let mut existing = desired.clone();
         existing.metadata.labels.as_mut().unwrap().insert("added-by-someone".into(), "y".into());
         existing.metadata.resource_version = Some("7".into());
@@ -437,7 +439,11 @@ mod tests {
             json_patch_merge(&mut e, &change);
             let e: ConfigMap = serde_json::from_value(e).unwrap();
             assert!(!config_map_includes(&e, &desired), "{change}");
-            assert_eq!(config_map_includes(&e, &desired), super::json_includes(&serde_json::to_value(&e).unwrap(), &serde_json::to_value(&desired).unwrap()), "agrees with JSON inclusion: {change}");
+            assert_eq!(
+                config_map_includes(&e, &desired),
+                super::json_includes(&serde_json::to_value(&e).unwrap(), &serde_json::to_value(&desired).unwrap()),
+                "agrees with JSON inclusion: {change}"
+            );
         }
     }
 

@@ -39,9 +39,10 @@ pub fn registration_events(old: Option<&AccessRegistrationStatus>, new: &AccessR
         Some(Rejected) => (EventType::Warning, "Rejected"),
         Some(Conflict) => (EventType::Warning, "Conflict"),
         Some(Invalid) => (EventType::Warning, "Invalid"),
+        Some(Held) => (EventType::Warning, "Held"),
         Some(PendingApproval) | None => (EventType::Normal, "PendingApproval"),
     };
-    if old_phase == Some(Active) && matches!(new.phase, Some(PendingApproval | Rejected | Invalid)) {
+    if old_phase == Some(Active) && matches!(new.phase, Some(PendingApproval | Rejected | Invalid | Conflict)) {
         out.push((EventType::Warning, "Revoked", format!("access withdrawn: {message}")));
     }
     out.push((type_, reason, message));

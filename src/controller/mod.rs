@@ -10,6 +10,7 @@ pub mod apply;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod records;
 pub mod stores;
 
 use crate::planner::memo::Memo;
@@ -113,6 +114,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         routes: RouteMemory::default(),
         reported_unreadable: BTreeSet::new(),
         memo: Memo::default(),
+        published_live: std::collections::BTreeMap::new(),
     };
     let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
@@ -218,6 +220,9 @@ pub struct Reconciler {
     /// Each object's own evaluation and each registration's plan from earlier passes, reused while unchanged: the
     /// planner's work per pass then follows what changed, not the size of the fleet (see `planner::memo`).
     pub memo: Memo,
+    /// What each registration had published after this replica's last successful write of each environment (the
+    /// mass-revocation hold counts removals from it; after a start it comes from the statuses).
+    pub published_live: std::collections::BTreeMap<String, crate::planner::hold::LiveSet>,
 }
 
 impl Reconciler {
@@ -232,18 +237,35 @@ impl Reconciler {
         let objects = snapshot.objects();
         // The data plane first: an approval's allowlist and policies are written before every registration's
         // notice and status is planned.
-        let first = plan_environments_with(&PlanInput { published: Some(&snapshot.published), ..objects.input() }, now, Some(&mut self.memo));
+        let previously_live = std::mem::take(&mut self.published_live);
+        let input = PlanInput { published: Some(&snapshot.published), previously_live: Some(&previously_live), ..objects.input() };
+        let first = plan_environments_with(&input, now, Some(&mut self.memo));
+        // What stays true for an environment whose writes fail this time: the last one written.
+        self.published_live = previously_live.clone();
         steps.mark("plan");
         let mut writes = Writes::default();
         let mut failed_environments = BTreeSet::new();
         for (name, env_plan) in &first.plan.environments {
-            if !apply::apply_environment(&self.client, &self.stores, env_plan, &mut self.backoff, &mut self.routes, &mut writes).await {
+            if apply::apply_environment(&self.client, &self.stores, env_plan, &mut self.backoff, &mut self.routes, &mut writes).await {
+                self.published_live.insert(name.clone(), env_plan.published_live.clone());
+            } else {
                 failed_environments.insert(name.clone());
             }
         }
+        self.published_live.retain(|name, _| first.plan.environments.contains_key(name));
         steps.mark("environments");
         let plan = first.finish_with(Some(&mut self.memo));
         steps.mark("plan registrations");
+        // Facts first (a supersession or expiry is final once recorded), then the approvals' verdicts.
+        let unreadable: BTreeSet<String> = snapshot
+            .unreadable
+            .iter()
+            .filter(|u| u.kind == "AccessRegistration")
+            .map(|u| format!("{}/{}", u.namespace.as_deref().unwrap_or_default(), u.name))
+            .collect();
+        records::write_records(&self.client, &self.stores, &plan, &unreadable, &mut self.backoff, &mut writes).await;
+        records::write_approval_statuses(&self.client, &self.stores, &objects.approvals, &plan, now, &mut self.backoff, &mut writes).await;
+        steps.mark("records");
         apply::apply_notices(&self.client, &self.stores, &plan, &mut self.backoff, &mut writes).await;
         steps.mark("notices");
         apply::delete_stale(&self.client, &self.stores, &plan, &failed_environments, &mut writes).await;
@@ -278,7 +300,9 @@ impl Reconciler {
         }
         drop(results);
         for &env in &objects.environments {
-            let Some(ep) = plan.environments.get(&env.name_any()) else { continue };
+            let Some(ep) = plan.environments.get(&env.name_any()) else {
+                continue;
+            };
             let mut status = ep.status.clone();
             status.agents_in_sync = self.stores.agents_in_sync(&ep.name, crate::planner::children::allowlist_namespace(env), &ep.digest);
             if apply::environment_status_unchanged(env, &status) {
@@ -305,7 +329,9 @@ impl Reconciler {
         let result = if writes.failed > 0 { "error" } else { "ok" };
         m.reconciles.get_or_create(&ResultLabel { result }).inc();
         m.reconcile_seconds.observe(started.elapsed().as_secs_f64());
-        for (operation, n) in [("apply", writes.applied), ("delete", writes.deleted), ("status", writes.statuses), ("failed", writes.failed)] {
+        for (operation, n) in
+            [("apply", writes.applied), ("delete", writes.deleted), ("status", writes.statuses), ("record", writes.records), ("failed", writes.failed)]
+        {
             m.writes.get_or_create(&WriteLabel { operation }).inc_by(n as u64);
         }
         // Counted here first, then set: a label per registration was an allocation and a locked lookup each.
@@ -343,10 +369,15 @@ impl Reconciler {
         ] {
             m.planned.get_or_create(&PlannedLabel { work, result }).inc_by(n as u64);
         }
-        let reused = format!("evaluations {}/{} plans {}/{}", memo.evaluations_reused, memo.evaluations_reused + memo.evaluations_computed,
-            memo.plans_reused, memo.plans_reused + memo.plans_computed);
+        let reused = format!(
+            "evaluations {}/{} plans {}/{}",
+            memo.evaluations_reused,
+            memo.evaluations_reused + memo.evaluations_computed,
+            memo.plans_reused,
+            memo.plans_reused + memo.plans_computed
+        );
         if writes != &Writes::default() {
-            tracing::info!(applied = writes.applied, deleted = writes.deleted, statuses = writes.statuses, failed = writes.failed,
+            tracing::info!(applied = writes.applied, deleted = writes.deleted, statuses = writes.statuses, records = writes.records, failed = writes.failed,
                 elapsed_ms, steps = %steps, reused, "pass wrote");
         } else {
             tracing::debug!(elapsed_ms, steps = %steps, reused, "pass wrote nothing");

@@ -3,9 +3,9 @@
 //! Every watch uses `DeserializeGuard`, so an object stored before a schema change that no longer fits the types
 //! is reported and skipped instead of ending the stream for everyone else.
 
-use crate::api::{AccessApproval, AccessEnvironment, AccessRegistration, SignatureVerifier};
-use crate::planner::children::{ALLOWLIST_LABEL, DIGEST_ANNOTATION, ENVIRONMENT_LABEL, MANAGED_BY};
-use crate::planner::hold::PublishedAllowlist;
+use crate::api::{AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, SignatureVerifier};
+use crate::planner::children::{ALLOWLIST_LABEL, DIGEST_ANNOTATION, ENVIRONMENT_LABEL, MANAGED_BY, baseline_name};
+use crate::planner::hold::{Baseline, PublishedAllowlist};
 use futures::{Stream, StreamExt};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -59,7 +59,11 @@ pub struct Relisting(std::sync::Mutex<std::collections::BTreeSet<&'static str>>)
 impl Relisting {
     fn mark(&self, watch: &'static str, relisting: bool) {
         if let Ok(mut set) = self.0.lock() {
-            if relisting { set.insert(watch) } else { set.remove(watch) };
+            if relisting {
+                set.insert(watch)
+            } else {
+                set.remove(watch)
+            };
         }
     }
     /// The watches whose caches are being rebuilt now.
@@ -77,6 +81,8 @@ pub struct Stores {
     pub registrations: Store<DeserializeGuard<AccessRegistration>>,
     pub approvals: Store<DeserializeGuard<AccessApproval>>,
     pub environments: Store<DeserializeGuard<AccessEnvironment>>,
+    /// The durable records (`AccessRecord`).
+    pub records: Store<DeserializeGuard<AccessRecord>>,
     pub config_maps: Store<ConfigMap>,
     pub network_policies: Store<NetworkPolicy>,
     pub ingresses: Store<Ingress>,
@@ -100,6 +106,7 @@ pub struct Snapshot {
     pub registrations: Vec<Arc<DeserializeGuard<AccessRegistration>>>,
     pub approvals: Vec<Arc<DeserializeGuard<AccessApproval>>>,
     pub environments: Vec<Arc<DeserializeGuard<AccessEnvironment>>>,
+    pub records: Vec<Arc<DeserializeGuard<AccessRecord>>>,
     pub unreadable: Vec<Unreadable>,
     pub published: BTreeMap<String, PublishedAllowlist>,
 }
@@ -115,11 +122,17 @@ impl Snapshot {
             registrations: readable(&self.registrations),
             approvals: readable(&self.approvals),
             environments: readable(&self.environments),
+            records: readable(&self.records),
         }
     }
 }
 
-fn split<K: Resource<DynamicType = ()> + Clone>(kind: &'static str, store: &Store<DeserializeGuard<K>>, all: &mut Vec<Arc<DeserializeGuard<K>>>, bad: &mut Vec<Unreadable>) {
+fn split<K: Resource<DynamicType = ()> + Clone>(
+    kind: &'static str,
+    store: &Store<DeserializeGuard<K>>,
+    all: &mut Vec<Arc<DeserializeGuard<K>>>,
+    bad: &mut Vec<Unreadable>,
+) {
     *all = store.state();
     for guard in all.iter() {
         match &guard.0 {
@@ -141,39 +154,65 @@ impl Stores {
         split("AccessRegistration", &self.registrations, &mut s.registrations, &mut s.unreadable);
         split("AccessApproval", &self.approvals, &mut s.approvals, &mut s.unreadable);
         split("AccessEnvironment", &self.environments, &mut s.environments, &mut s.unreadable);
+        split("AccessRecord", &self.records, &mut s.records, &mut s.unreadable);
         s.unreadable.sort();
         s.published = self.published_allowlists();
         s
     }
 
-    /// The allowlists as published now (index plus complete shards), per environment name.
+    /// The CIDRs of the shards an index names, when every shard is there with the digest the index gives.
+    fn shard_cidrs(&self, index: &ConfigMap) -> Option<Vec<IpNet>> {
+        let data = index.data.as_ref()?;
+        let mut cidrs = Vec::new();
+        for line in data.get("shards").map(String::as_str).unwrap_or_default().lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(name), Some(digest)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            // By key, not by a scan: the cache holds a URL notice per registration besides the shards.
+            let shard = self.config_maps.get(&reflector::ObjectRef::new(name).within(index.metadata.namespace.as_deref().unwrap_or_default()))?;
+            if annotation(&*shard, DIGEST_ANNOTATION) != Some(digest) {
+                return None;
+            }
+            cidrs.extend(
+                shard.data.as_ref().and_then(|d| d.get("cidrs")).map(String::as_str).unwrap_or_default().lines().filter_map(|l| l.parse::<IpNet>().ok()),
+            );
+        }
+        Some(cidrs)
+    }
+
+    /// The allowlists as published now (index plus complete shards), per environment name, with the hold's
+    /// baseline where one is stored.
     pub fn published_allowlists(&self) -> BTreeMap<String, PublishedAllowlist> {
         let mut out = BTreeMap::new();
         let all = self.config_maps.state();
         for index in all.iter().map(|c| &**c).filter(|c| label(*c, ALLOWLIST_LABEL) == Some("index")) {
-            let Some(env) = label(index, ENVIRONMENT_LABEL) else { continue };
+            let Some(env) = label(index, ENVIRONMENT_LABEL) else {
+                continue;
+            };
+            let Some(cidrs) = self.shard_cidrs(index) else {
+                continue;
+            };
             let data = index.data.clone().unwrap_or_default();
-            let mut cidrs = Vec::new();
-            let mut complete = true;
-            for line in data.get("shards").map(String::as_str).unwrap_or_default().lines() {
-                let mut fields = line.split_whitespace();
-                let (Some(name), Some(digest)) = (fields.next(), fields.next()) else { continue };
-                // By key, not by a scan: the cache holds a URL notice per registration besides the shards.
-                let shard = self.config_maps.get(&reflector::ObjectRef::new(name).within(index.metadata.namespace.as_deref().unwrap_or_default()));
-                match shard {
-                    Some(shard) if annotation(&*shard, DIGEST_ANNOTATION) == Some(digest) => cidrs.extend(
-                        shard.data.as_ref().and_then(|d| d.get("cidrs")).map(String::as_str).unwrap_or_default().lines().filter_map(|l| l.parse::<IpNet>().ok()),
-                    ),
-                    _ => complete = false,
-                }
-            }
-            if complete {
-                out.insert(env.to_string(), PublishedAllowlist {
+            let namespace = index.metadata.namespace.as_deref().unwrap_or_default();
+            let baseline = self.config_maps.get(&reflector::ObjectRef::new(&baseline_name(env)).within(namespace)).and_then(|b| {
+                let data = b.data.as_ref()?;
+                Some(Baseline {
+                    cidrs: self.shard_cidrs(&b)?,
+                    since: data.get("since")?.parse().ok()?,
+                    affected_registrations: data.get("affectedRegistrations").and_then(|n| n.parse().ok()).unwrap_or(0),
+                    holding: data.get("holding").cloned(),
+                })
+            });
+            out.insert(
+                env.to_string(),
+                PublishedAllowlist {
                     digest: data.get("digest").cloned().unwrap_or_default(),
                     cidrs,
                     live_registrations: data.get("liveRegistrations").and_then(|n| n.parse().ok()).unwrap_or(0),
-                });
-            }
+                    baseline,
+                },
+            );
         }
         out
     }
@@ -191,10 +230,7 @@ impl Stores {
         if reports.is_empty() {
             return None;
         }
-        let in_sync = reports
-            .iter()
-            .filter(|r| r.data.as_ref().and_then(|d| d.get("appliedDigest")).map(String::as_str) == Some(digest))
-            .count();
+        let in_sync = reports.iter().filter(|r| r.data.as_ref().and_then(|d| d.get("appliedDigest")).map(String::as_str) == Some(digest)).count();
         Some(format!("{in_sync}/{}", reports.len()))
     }
 
@@ -205,6 +241,7 @@ impl Stores {
             self.registrations.wait_until_ready(),
             self.approvals.wait_until_ready(),
             self.environments.wait_until_ready(),
+            self.records.wait_until_ready(),
             self.config_maps.wait_until_ready(),
             self.network_policies.wait_until_ready(),
             self.ingresses.wait_until_ready(),
@@ -274,7 +311,9 @@ where
                 }
                 Ok(watcher::Event::Init) => relisting.mark(name, true),
                 Ok(watcher::Event::InitDone) => relisting.mark(name, false),
-                Ok(watcher::Event::Apply(obj)) if own.take(obj.meta().resource_version.as_deref()) => return,
+                Ok(watcher::Event::Apply(obj)) if own.take(obj.meta().resource_version.as_deref()) => {
+                    return;
+                }
                 Ok(_) => {}
             }
             changed.notify_one();
@@ -298,14 +337,16 @@ pub fn start(client: &Client, changed: Arc<Notify>) -> (Stores, impl Stream<Item
     let (verifiers, s1) = reflect!("SignatureVerifier", Api::all(client.clone()), forms.clone());
     let (registrations, s2) = reflect!("AccessRegistration", Api::all(client.clone()), forms.clone());
     let (approvals, s3) = reflect!("AccessApproval", Api::all(client.clone()), forms.clone());
-    let (environments, s4) = reflect!("AccessEnvironment", Api::all(client.clone()), forms);
+    let (environments, s4) = reflect!("AccessEnvironment", Api::all(client.clone()), forms.clone());
+    let (records, s9) = reflect!("AccessRecord", Api::all(client.clone()), forms);
     let (config_maps, s5) = reflect!("ConfigMap", Api::all(client.clone()), ours.clone());
     let (network_policies, s6) = reflect!("NetworkPolicy", Api::all(client.clone()), ours.clone());
     let (ingresses, s7) = reflect!("Ingress", Api::all(client.clone()), ours);
     let reports = watcher::Config::default().labels(crate::agent::REPORT_LABEL);
     let (agent_reports, s8) = reflect!("agent report", Api::all(client.clone()), reports);
-    let stream = futures::stream::select_all(vec![
-        s1.boxed(), s2.boxed(), s3.boxed(), s4.boxed(), s5.boxed(), s6.boxed(), s7.boxed(), s8.boxed(),
-    ]);
-    (Stores { own_writes, relisting, verifiers, registrations, approvals, environments, config_maps, network_policies, ingresses, agent_reports }, stream)
+    let stream = futures::stream::select_all(vec![s1.boxed(), s2.boxed(), s3.boxed(), s4.boxed(), s5.boxed(), s6.boxed(), s7.boxed(), s8.boxed(), s9.boxed()]);
+    (
+        Stores { own_writes, relisting, verifiers, registrations, approvals, environments, records, config_maps, network_policies, ingresses, agent_reports },
+        stream,
+    )
 }

@@ -113,9 +113,7 @@ pub enum CidrError {
         suggestion: String,
     },
     /// An IPv6 zone ID such as `%eth0`, which only means something on one host.
-    #[error(
-        "{text} has an IPv6 zone ID (%{zone}), which only has a meaning on one host; remove it and give a global address"
-    )]
+    #[error("{text} has an IPv6 zone ID (%{zone}), which only has a meaning on one host; remove it and give a global address")]
     ZoneId {
         /// The text as given.
         text: String,
@@ -156,9 +154,7 @@ pub enum CidrError {
         address: String,
     },
     /// IPv6 spelled other than lower case, without leading zeros and with the longest zero run compressed.
-    #[error(
-        "{text} is not in canonical IPv6 form; write {canonical} (lower case, no leading zeros, :: for the longest run of zeros)"
-    )]
+    #[error("{text} is not in canonical IPv6 form; write {canonical} (lower case, no leading zeros, :: for the longest run of zeros)")]
     NonCanonicalIpv6 {
         /// The text as given.
         text: String,
@@ -172,9 +168,7 @@ pub enum CidrError {
         net: IpNet,
     },
     /// Overlaps a range that can never be the source of remote traffic.
-    #[error(
-        "{net} overlaps {range} ({name}), which can never be a source network; give the public or LGWAN addresses your systems connect from"
-    )]
+    #[error("{net} overlaps {range} ({name}), which can never be a source network; give the public or LGWAN addresses your systems connect from")]
     ForbiddenRange {
         /// The network.
         net: IpNet,
@@ -184,9 +178,7 @@ pub enum CidrError {
         name: &'static str,
     },
     /// Broader than [`CidrPolicy::ABSOLUTE_FLOOR`].
-    #[error(
-        "{net} is broader than /{floor}, the broadest {family} network ever accepted; list the narrower networks actually used"
-    )]
+    #[error("{net} is broader than /{floor}, the broadest {family} network ever accepted; list the narrower networks actually used")]
     BroaderThanFloor {
         /// The network.
         net: IpNet,
@@ -217,12 +209,30 @@ const fn v6(first: u16, last: u16, len: u8) -> IpNet {
     IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(first, 0, 0, 0, 0, 0, 0, last), len))
 }
 
-/// Ranges no source network may overlap. More specific entries come before the ranges that contain them, so that
-/// 255.255.255.255/32 is named "limited broadcast" rather than "reserved".
-const FORBIDDEN: [(IpNet, &str); 11] = [
+/// Ranges no source network may overlap, decided against IANA's special-purpose address registries (RFC 6890;
+/// iana.org/assignments/iana-ipv4-special-registry and iana-ipv6-special-registry). More specific entries come
+/// before the ranges that contain them, so that 255.255.255.255/32 is named "limited broadcast" rather than
+/// "reserved".
+///
+/// Refused because such a range can never be one organisation's own source: it means something only on one host
+/// or link (loopback, link-local, unspecified), reaches many hosts (multicast, broadcast), is not routed (reserved,
+/// discard-only, benchmarking: RFC 2544 networks exist only in test labs), is shared by a carrier's many customers
+/// (100.64.0.0/10, RFC 6598: admitting it admits every subscriber behind the same CGN), or stands for an IPv4
+/// address or another network's relay (NAT64 64:ff9b::/96 and 64:ff9b:1::/48, IPv4-compatible ::/96, 6to4
+/// 2002::/16 and its relay 192.88.99.0/24, Teredo and the other IETF assignments in 2001::/23 and 192.0.0.0/24):
+/// the form must name the real network instead.
+///
+/// Allowed on purpose: private ranges (10/8, 172.16/12, 192.168/16, fc00::/7), which LGWAN, IP-VPN and leased
+/// lines use, and the documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32), which
+/// are never routed (so admitting one admits nobody) and which the examples and users' own test forms use.
+const FORBIDDEN: [(IpNet, &str); 20] = [
     (v4(0, 0, 0, 0, 8), "unspecified, \"this network\""),
+    (v4(100, 64, 0, 0, 10), "shared address space of carrier-grade NAT (RFC 6598)"),
     (v4(127, 0, 0, 0, 8), "loopback"),
     (v4(169, 254, 0, 0, 16), "link-local"),
+    (v4(192, 0, 0, 0, 24), "IETF protocol assignments"),
+    (v4(192, 88, 99, 0, 24), "6to4 relay anycast (deprecated)"),
+    (v4(198, 18, 0, 0, 15), "benchmarking (RFC 2544)"),
     (v4(224, 0, 0, 0, 4), "multicast"),
     (v4(255, 255, 255, 255, 32), "limited broadcast"),
     (v4(240, 0, 0, 0, 4), "reserved"),
@@ -231,6 +241,11 @@ const FORBIDDEN: [(IpNet, &str); 11] = [
     // Typed inside it, an address is refused as an IPv4-mapped spelling; this entry refuses the networks that
     // contain it (::fffe:0:0/95 … ::8000:0:0/81, narrow enough to pass the floor yet clear of :: and ::1).
     (IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96)), "IPv4-mapped"),
+    (v6(0, 0, 96), "IPv4-compatible (deprecated, RFC 4291)"),
+    (IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0x0064, 0xff9b, 0, 0, 0, 0, 0, 0), 96)), "NAT64 well-known prefix (an IPv4 address in disguise)"),
+    (IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0x0064, 0xff9b, 1, 0, 0, 0, 0, 0), 48)), "NAT64 local-use prefix"),
+    (IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23)), "IETF protocol assignments (Teredo among them)"),
+    (v6(0x2002, 0, 16), "6to4 (an IPv4 address in disguise)"),
     (v6(0xfe80, 0, 10), "link-local"),
     (v6(0xff00, 0, 8), "multicast"),
 ];
@@ -289,8 +304,7 @@ fn parse_canonical(text: &str) -> Result<IpNet, CidrError> {
         if let Some((_, zone)) = addr_text.split_once('%') {
             return Err(CidrError::ZoneId { text: text.to_string(), zone: zone.to_string() });
         }
-        let a: Ipv6Addr =
-            addr_text.parse().map_err(|_| not_cidr("the part before '/' is not an IPv6 address"))?;
+        let a: Ipv6Addr = addr_text.parse().map_err(|_| not_cidr("the part before '/' is not an IPv6 address"))?;
         if let Some(mapped) = a.to_ipv4_mapped() {
             // Offer the IPv4 network only when the typed prefix covers the whole ::ffff:0:0/96 part.
             let v4_len = match prefix_text {
@@ -310,10 +324,7 @@ fn parse_canonical(text: &str) -> Result<IpNet, CidrError> {
     let max = family.max_prefix_len();
 
     let Some(prefix_text) = prefix_text else {
-        return Err(CidrError::MissingPrefixLength {
-            text: text.to_string(),
-            suggestion: format!("{addr}/{max}"),
-        });
+        return Err(CidrError::MissingPrefixLength { text: text.to_string(), suggestion: format!("{addr}/{max}") });
     };
     if prefix_text.is_empty() || !prefix_text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(not_cidr("the prefix length after '/' must be a decimal number such as 24"));
@@ -330,20 +341,12 @@ fn parse_canonical(text: &str) -> Result<IpNet, CidrError> {
     if stripped.len() != prefix_text.len() {
         return Err(CidrError::LeadingZeroPrefixLength { text: text.to_string(), suggestion });
     }
-    let out_of_range = || CidrError::PrefixLengthOutOfRange {
-        text: text.to_string(),
-        family,
-        found: prefix_text.to_string(),
-    };
+    let out_of_range = || CidrError::PrefixLengthOutOfRange { text: text.to_string(), family, found: prefix_text.to_string() };
     let len = prefix_text.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(out_of_range)?;
     let net = IpNet::new(addr, len).map_err(|_| out_of_range())?;
 
     if net.addr() != net.network() {
-        return Err(CidrError::HostBitsSet {
-            text: text.to_string(),
-            canonical: net.trunc().to_string(),
-            address: addr.to_string(),
-        });
+        return Err(CidrError::HostBitsSet { text: text.to_string(), canonical: net.trunc().to_string(), address: addr.to_string() });
     }
     if family == Family::V6 && addr_text != addr.to_string() {
         return Err(CidrError::NonCanonicalIpv6 { text: text.to_string(), canonical: net.to_string() });
@@ -385,8 +388,7 @@ fn forbidden_overlap(net: &IpNet) -> Option<(IpNet, &'static str)> {
         let (f, s, e) = interval(range);
         f == family && s <= end && start <= e
     });
-    let containing =
-        overlapping.clone().filter(|(range, _)| range.contains(net)).max_by_key(|(r, _)| r.prefix_len());
+    let containing = overlapping.clone().filter(|(range, _)| range.contains(net)).max_by_key(|(r, _)| r.prefix_len());
     containing.or_else(|| overlapping.clone().next()).copied()
 }
 
@@ -394,9 +396,7 @@ fn forbidden_overlap(net: &IpNet) -> Option<(IpNet, &'static str)> {
 /// `0..=u128::MAX` tagged [`Family::V6`]. Host bits are ignored (`192.0.2.1/24` gives the bounds of 192.0.2.0/24).
 pub fn interval(net: &IpNet) -> (Family, u128, u128) {
     match net {
-        IpNet::V4(n) => {
-            (Family::V4, u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast())))
-        }
+        IpNet::V4(n) => (Family::V4, u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast()))),
         IpNet::V6(n) => (Family::V6, u128::from(n.network()), u128::from(n.broadcast())),
     }
 }
@@ -518,7 +518,19 @@ mod tests {
         ("fe80::/9", "ForbiddenRange", "fe80::/10 (link-local)"),
         ("ff02::/16", "ForbiddenRange", "ff00::/8 (multicast)"),
         ("8.0.0.0/7", "BroaderThanFloor", "8.0.0.0/7 is broader than /8, the broadest IPv4 network"),
-        ("2000::/15", "BroaderThanFloor", "broader than /16, the broadest IPv6 network"),
+        ("2400::/15", "BroaderThanFloor", "broader than /16, the broadest IPv6 network"),
+        // Special-purpose ranges (issue 17): never one organisation's own source.
+        ("100.64.0.0/24", "ForbiddenRange", "100.64.0.0/10 (shared address space of carrier-grade NAT (RFC 6598))"),
+        ("100.0.0.0/8", "ForbiddenRange", "shared address space"),
+        ("198.18.0.0/24", "ForbiddenRange", "benchmarking"),
+        ("198.19.255.0/24", "ForbiddenRange", "benchmarking"),
+        ("192.0.0.0/29", "ForbiddenRange", "IETF protocol assignments"),
+        ("192.88.99.0/24", "ForbiddenRange", "6to4 relay"),
+        ("64:ff9b::c000:200/120", "ForbiddenRange", "64:ff9b::/96 (NAT64 well-known prefix"),
+        ("64:ff9b:1::/48", "ForbiddenRange", "NAT64 local-use"),
+        ("::c000:200/120", "ForbiddenRange", "::/96 (IPv4-compatible"),
+        ("2001::/32", "ForbiddenRange", "Teredo"),
+        ("2002:c000:200::/48", "ForbiddenRange", "6to4"),
     ];
 
     #[test]
@@ -540,7 +552,7 @@ mod tests {
             "10.20.0.0/16",
             "10.0.0.0/8",
             "2001:db8::1/128",
-            "2001::/16",
+            "2400::/16",
             "fd12:3456::/32",
             "223.255.255.0/24",
             "2001:db8:0:0:1::/80",
@@ -554,7 +566,7 @@ mod tests {
     fn policy_refuses_broader_prefixes() {
         let policy = CidrPolicy::default();
         assert_eq!(policy, CidrPolicy { min_prefix_length_v4: 24, min_prefix_length_v6: 48 });
-        let broad = parse_cidr("192.0.0.0/16").unwrap();
+        let broad = parse_cidr("203.0.0.0/16").unwrap();
         let err = check_policy(&broad, &policy).unwrap_err();
         assert_eq!(err, CidrError::BroaderThanPolicy { net: broad, family: Family::V4, min: 24 });
         assert!(err.to_string().contains("IPv4 networks must be /24 or narrower"), "{err}");
@@ -564,7 +576,7 @@ mod tests {
         assert!(check_policy(&parse_cidr("2001:db8:10::/48").unwrap(), &policy).is_ok());
         let floor = CidrPolicy::ABSOLUTE_FLOOR;
         assert!(check_policy(&parse_cidr("10.0.0.0/8").unwrap(), &floor).is_ok());
-        assert!(check_policy(&parse_cidr("2001::/16").unwrap(), &floor).is_ok());
+        assert!(check_policy(&parse_cidr("2400::/16").unwrap(), &floor).is_ok());
     }
 
     #[test]
@@ -578,18 +590,10 @@ mod tests {
 
     #[test]
     fn overlaps_convention() {
-        let nets: Vec<IpNet> = [
-            "192.0.2.0/28",
-            "192.0.2.0/24",
-            "2001:db8::/48",
-            "192.0.2.0/28",
-            "10.0.0.0/8",
-            "2001:db8::/56",
-            "::/0",
-        ]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
+        let nets: Vec<IpNet> = ["192.0.2.0/28", "192.0.2.0/24", "2001:db8::/48", "192.0.2.0/28", "10.0.0.0/8", "2001:db8::/56", "::/0"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         assert_eq!(
             overlaps_within(&nets),
             vec![
@@ -607,9 +611,7 @@ mod tests {
     #[test]
     fn overlaps_scale_beyond_quadratic() {
         // 200,000 disjoint /32s plus one /8 over all of them: a pairwise check would need 2·10¹⁰ comparisons.
-        let mut nets: Vec<IpNet> = (0..200_000u32)
-            .map(|i| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::from(0x0a00_0000 + i * 7), 32)))
-            .collect();
+        let mut nets: Vec<IpNet> = (0..200_000u32).map(|i| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::from(0x0a00_0000 + i * 7), 32))).collect();
         nets.push(v4(10, 0, 0, 0, 8));
         let found = overlaps_within(&nets);
         assert_eq!(found.len(), 200_000);
@@ -636,8 +638,7 @@ mod tests {
     fn any_net() -> impl Strategy<Value = IpNet> {
         prop_oneof![
             (any::<u32>(), 8u8..=32).prop_map(|(a, l)| IpNet::V4(Ipv4Net::new_assert(a.into(), l).trunc())),
-            (any::<u128>(), 16u8..=128)
-                .prop_map(|(a, l)| IpNet::V6(Ipv6Net::new_assert(a.into(), l).trunc())),
+            (any::<u128>(), 16u8..=128).prop_map(|(a, l)| IpNet::V6(Ipv6Net::new_assert(a.into(), l).trunc())),
             // Inside 2001:db8::/32, so that long prefixes and the dense part of the spelling rules get exercised.
             (any::<u64>(), 32u8..=128).prop_map(|(a, l)| {
                 let addr = (0x2001_0db8u128 << 96) | u128::from(a) << (a % 64);
@@ -652,13 +653,7 @@ mod tests {
             if is_v4 {
                 IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(10, bits, 0, 0), 8 + extra).trunc())
             } else {
-                IpNet::V6(
-                    Ipv6Net::new_assert(
-                        Ipv6Addr::new(0x2001, 0xdb8, u16::from(bits) << 8, 0, 0, 0, 0, 0),
-                        32 + extra,
-                    )
-                    .trunc(),
-                )
+                IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0xdb8, u16::from(bits) << 8, 0, 0, 0, 0, 0), 32 + extra).trunc())
             }
         })
     }

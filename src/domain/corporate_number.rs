@@ -106,18 +106,9 @@ mod tests {
     #[test]
     fn refusals() {
         assert_eq!(validate_corporate_number(""), Err(CorporateNumberError::WrongLength { found: 0 }));
-        assert_eq!(
-            validate_corporate_number("700001205000"),
-            Err(CorporateNumberError::WrongLength { found: 12 })
-        );
-        assert_eq!(
-            validate_corporate_number("7-000012-050002"),
-            Err(CorporateNumberError::WrongLength { found: 15 })
-        );
-        assert_eq!(
-            validate_corporate_number("７００００１２０５０００２"),
-            Err(CorporateNumberError::NotDigits)
-        );
+        assert_eq!(validate_corporate_number("700001205000"), Err(CorporateNumberError::WrongLength { found: 12 }));
+        assert_eq!(validate_corporate_number("7-000012-050002"), Err(CorporateNumberError::WrongLength { found: 15 }));
+        assert_eq!(validate_corporate_number("７００００１２０５０００２"), Err(CorporateNumberError::NotDigits));
         assert_eq!(validate_corporate_number("700001205000x"), Err(CorporateNumberError::NotDigits));
         let err = validate_corporate_number("1000012050002").unwrap_err();
         assert_eq!(err, CorporateNumberError::WrongCheckDigit { expected: 7, found: 1 });
@@ -128,10 +119,7 @@ mod tests {
 
     #[test]
     fn messages() {
-        assert_eq!(
-            CorporateNumberError::WrongLength { found: 12 }.to_string(),
-            "must be exactly 13 digits (法人番号, e.g. 7000012050002), got 12 characters"
-        );
+        assert_eq!(CorporateNumberError::WrongLength { found: 12 }.to_string(), "must be exactly 13 digits (法人番号, e.g. 7000012050002), got 12 characters");
         assert!(CorporateNumberError::NotDigits.to_string().contains("法人番号"));
     }
 }

@@ -44,9 +44,7 @@ pub enum DateError {
         month: u8,
     },
     /// Day 00, or a day past the end of that month (2026-02-30, 2026-04-31, 2027-02-29).
-    #[error(
-        "{text} is not a calendar date: {year:04}-{month:02} has days 01 to {days_in_month} ({FORMAT_HINT})"
-    )]
+    #[error("{text} is not a calendar date: {year:04}-{month:02} has days 01 to {days_in_month} ({FORMAT_HINT})")]
     DayOutOfRange {
         /// The text as given.
         text: String,
@@ -76,9 +74,7 @@ pub fn parse_jst_date(text: &str) -> Result<Date, DateError> {
     if !shape_ok {
         return Err(wrong_format());
     }
-    let number = |range: std::ops::Range<usize>| -> u16 {
-        bytes[range].iter().fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'))
-    };
+    let number = |range: std::ops::Range<usize>| -> u16 { bytes[range].iter().fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0')) };
     let (year, month, day) = (number(0..4), number(5..7), number(8..10));
     // At most 9999, 99 and 99, so these conversions cannot fail.
     let year = i16::try_from(year).map_err(|_| wrong_format())?;
@@ -159,16 +155,7 @@ mod tests {
     #[test]
     fn refuses_impossible_dates() {
         let err = parse_jst_date("2026-02-30").unwrap_err();
-        assert_eq!(
-            err,
-            DateError::DayOutOfRange {
-                text: "2026-02-30".into(),
-                year: 2026,
-                month: 2,
-                day: 30,
-                days_in_month: 28
-            }
-        );
+        assert_eq!(err, DateError::DayOutOfRange { text: "2026-02-30".into(), year: 2026, month: 2, day: 30, days_in_month: 28 });
         let msg = err.to_string();
         assert!(msg.contains("2026-02 has days 01 to 28"), "{msg}");
         assert!(msg.contains("YYYY-MM-DD"), "{msg}");

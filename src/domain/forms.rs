@@ -101,10 +101,7 @@ pub fn check_registration(spec: &AccessRegistrationSpec, policy: &CidrPolicy) ->
     if let (Some(s), Some(e)) = (start, end)
         && e < s
     {
-        problems.push(Problem::error(
-            "spec.accessEndDate",
-            format!("{e} is before accessStartDate {s}: the last day of access cannot precede the first"),
-        ));
+        problems.push(Problem::error("spec.accessEndDate", format!("{e} is before accessStartDate {s}: the last day of access cannot precede the first")));
     }
     let provision_methods = spec.provision_methods.clone().unwrap_or_default();
     let official_seal = spec.official_seal_affixed.unwrap_or(false);
@@ -121,10 +118,9 @@ pub fn check_registration(spec: &AccessRegistrationSpec, policy: &CidrPolicy) ->
                 "a Production registration (A-11-2) must bear the official seal (役職印): set officialSealAffixed: true",
             ));
         }
-        for (field, method) in [
-            ("spec.provisionMethods.signing", provision_methods.signing),
-            ("spec.provisionMethods.userAuthentication", provision_methods.user_authentication),
-        ] {
+        for (field, method) in
+            [("spec.provisionMethods.signing", provision_methods.signing), ("spec.provisionMethods.userAuthentication", provision_methods.user_authentication)]
+        {
             if method.is_none() && spec.provision_methods.is_some() {
                 problems.push(Problem::error(
                     field,
@@ -132,9 +128,7 @@ pub fn check_registration(spec: &AccessRegistrationSpec, policy: &CidrPolicy) ->
                 ));
             }
         }
-        if provision_methods.signing == Some(ProvisionMethod::None)
-            && provision_methods.user_authentication == Some(ProvisionMethod::None)
-        {
+        if provision_methods.signing == Some(ProvisionMethod::None) && provision_methods.user_authentication == Some(ProvisionMethod::None) {
             problems.push(Problem::error(
                 "spec.provisionMethods",
                 "at least one certificate type needs Crl or Ocsp; with None for both there is nothing to provide",
@@ -147,15 +141,7 @@ pub fn check_registration(spec: &AccessRegistrationSpec, policy: &CidrPolicy) ->
         problems.push(Problem::error("spec.supersedes", "name the registration this one replaces, or omit the field"));
     }
     Checked::finish(problems, || {
-        Some(ValidRegistration {
-            environment: spec.environment,
-            cidrs,
-            start: start?,
-            end,
-            received_on,
-            provision_methods,
-            official_seal,
-        })
+        Some(ValidRegistration { environment: spec.environment, cidrs, start: start?, end, received_on, provision_methods, official_seal })
     })
 }
 
@@ -172,14 +158,12 @@ pub struct ValidVerifier {
 pub fn check_verifier(spec: &SignatureVerifierSpec) -> Checked<ValidVerifier> {
     let mut problems = Vec::new();
     match (spec.organization_type, spec.lg_code.as_deref(), spec.corporate_number.as_deref()) {
-        (OrganizationType::LocalGovernment, None, _) => problems.push(Problem::error(
-            "spec.lgCode",
-            "a LocalGovernment is identified by its 全国地方公共団体コード (6 digits): set lgCode",
-        )),
-        (OrganizationType::PlatformOperator | OrganizationType::Other, _, None) => problems.push(Problem::error(
-            "spec.corporateNumber",
-            "a company or other body is identified by its 法人番号 (13 digits): set corporateNumber",
-        )),
+        (OrganizationType::LocalGovernment, None, _) => {
+            problems.push(Problem::error("spec.lgCode", "a LocalGovernment is identified by its 全国地方公共団体コード (6 digits): set lgCode"))
+        }
+        (OrganizationType::PlatformOperator | OrganizationType::Other, _, None) => {
+            problems.push(Problem::error("spec.corporateNumber", "a company or other body is identified by its 法人番号 (13 digits): set corporateNumber"))
+        }
         _ => {}
     }
     if let Some(code) = spec.lg_code.as_deref() {
@@ -195,10 +179,10 @@ pub fn check_verifier(spec: &SignatureVerifierSpec) -> Checked<ValidVerifier> {
         problems.push(Problem::error("spec.corporateNumber", e.to_string()));
     }
     if !is_dns_label(&spec.namespace) {
-        problems.push(Problem::error("spec.namespace", format!(
-            "{:?} is not a namespace name: lowercase letters, digits and '-', at most 63, starting and ending alphanumeric",
-            spec.namespace
-        )));
+        problems.push(Problem::error(
+            "spec.namespace",
+            format!("{:?} is not a namespace name: lowercase letters, digits and '-', at most 63, starting and ending alphanumeric", spec.namespace),
+        ));
     }
     for (i, contact) in spec.contacts.iter().enumerate() {
         if let Some(email) = contact.email.as_deref()
@@ -216,8 +200,7 @@ pub fn check_verifier(spec: &SignatureVerifierSpec) -> Checked<ValidVerifier> {
             problems.push(Problem::warning(format!("spec.roles[{i}]"), format!("{role:?} is listed twice")));
         }
     }
-    let agreement_effective =
-        spec.agreement.as_ref().and_then(|a| date_field("spec.agreement.effectiveDate", &a.effective_date, &mut problems));
+    let agreement_effective = spec.agreement.as_ref().and_then(|a| date_field("spec.agreement.effectiveDate", &a.effective_date, &mut problems));
     if let Some(contractor) = &spec.system_contractor
         && !contractor.third_party_disclosure_notified
     {
@@ -238,13 +221,7 @@ pub fn check_verifier(spec: &SignatureVerifierSpec) -> Checked<ValidVerifier> {
     let verification_test_completed = date("verificationTestCompletedOn", &p.verification_test_completed_on);
     let _ = date("testCardsReturnedOn", &p.test_cards_returned_on);
     Checked::finish(problems, || {
-        Some(ValidVerifier {
-            agreement_effective,
-            pledge_received,
-            test_application_received,
-            lgwan_center_notified,
-            verification_test_completed,
-        })
+        Some(ValidVerifier { agreement_effective, pledge_received, test_application_received, lgwan_center_notified, verification_test_completed })
     })
 }
 
@@ -252,22 +229,29 @@ pub fn check_verifier(spec: &SignatureVerifierSpec) -> Checked<ValidVerifier> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidApproval {
     pub decision: Decision,
+    /// What the approver wrote; decisions are ordered by the server's creation time instead.
     pub approved_at: jiff::Timestamp,
     pub approved: Option<ApprovedTerms>,
 }
 
+/// The parts of an approved copy of a registration's spec that decide access.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApprovedTerms {
     pub environment: Environment,
     pub cidrs: Vec<IpNet>,
     pub start: Date,
     pub end: Option<Date>,
+    pub supersedes: Option<String>,
+    pub provision_methods: ProvisionMethods,
 }
 
 pub fn check_approval(spec: &AccessApprovalSpec) -> Checked<ValidApproval> {
     let mut problems = Vec::new();
     if !is_digest(&spec.spec_digest) {
-        problems.push(Problem::error("spec.specDigest", "must be sha256: followed by 64 lowercase hex digits (see `jpki-access approve`)"));
+        problems.push(Problem::error("spec.specDigest", "must be sha256: followed by 64 lowercase hex digits (see `kubectl jpki approve`)"));
+    }
+    if spec.registration_uid.trim().is_empty() {
+        problems.push(Problem::error("spec.registrationUid", "name the uid of the registration decided on (kubectl jpki approve fills it in)"));
     }
     let approved_at = match spec.approved_at.parse::<jiff::Timestamp>() {
         Ok(t) => Some(t),
@@ -281,16 +265,24 @@ pub fn check_approval(spec: &AccessApprovalSpec) -> Checked<ValidApproval> {
     }
     let approved = match (&spec.approved, spec.decision) {
         (None, Decision::Approved) => {
-            problems.push(Problem::error("spec.approved", "an Approved decision must carry a copy of the approved content"));
+            problems.push(Problem::error("spec.approved", "an Approved decision must carry a copy of the registration's spec as approved"));
             None
         }
         (None, Decision::Rejected) => None,
-        (Some(content), _) => {
-            // The approved copy was valid when approved; judge it by the absolute floor, not today's policy.
-            let cidrs = check_cidr_list("spec.approved.sourceCidrs", &content.source_cidrs, &CidrPolicy::ABSOLUTE_FLOOR, &mut problems);
-            let start = date_field("spec.approved.accessStartDate", &content.access_start_date, &mut problems);
-            let end = optional_date("spec.approved.accessEndDate", content.access_end_date.as_ref(), &mut problems);
-            start.map(|start| ApprovedTerms { environment: content.environment, cidrs, start, end })
+        (Some(copy), _) => {
+            // The copy was valid when approved; judge it by the absolute floor, not today's policy.
+            let checked = check_registration(copy, &CidrPolicy::ABSOLUTE_FLOOR);
+            for p in checked.problems.into_iter().filter(Problem::is_error) {
+                problems.push(Problem::error(p.field.replacen("spec.", "spec.approved.", 1), p.message));
+            }
+            checked.value.map(|v| ApprovedTerms {
+                environment: v.environment,
+                cidrs: v.cidrs,
+                start: v.start,
+                end: v.end,
+                supersedes: copy.supersedes.clone(),
+                provision_methods: v.provision_methods,
+            })
         }
     };
     Checked::finish(problems, || Some(ValidApproval { decision: spec.decision, approved_at: approved_at?, approved }))
@@ -313,8 +305,7 @@ fn is_plausible_email(text: &str) -> bool {
 
 /// `sha256:` and 64 lowercase hex digits.
 pub fn is_digest(text: &str) -> bool {
-    text.strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    text.strip_prefix("sha256:").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// An environment whose own fields are valid.
@@ -352,7 +343,5 @@ pub fn check_environment(spec: &AccessEnvironmentSpec) -> Checked<ValidEnvironme
     {
         problems.push(Problem::error("spec.exposure", "name either ingressClassName or gateway, not both"));
     }
-    Checked::finish(problems, || {
-        Some(ValidEnvironment { cidr_policy: CidrPolicy { min_prefix_length_v4: v4?, min_prefix_length_v6: v6? } })
-    })
+    Checked::finish(problems, || Some(ValidEnvironment { cidr_policy: CidrPolicy { min_prefix_length_v4: v4?, min_prefix_length_v6: v6? } }))
 }

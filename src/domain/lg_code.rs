@@ -133,10 +133,7 @@ mod tests {
     fn non_digits_are_refused() {
         for code in ["01100a", "-11002", "+11002", "01 002", "0110０2", "١٢٣٤٥٦"] {
             let err = validate_lg_code(code);
-            assert!(
-                matches!(err, Err(LgCodeError::NotDigits) | Err(LgCodeError::WrongLength { .. })),
-                "{code}: {err:?}"
-            );
+            assert!(matches!(err, Err(LgCodeError::NotDigits) | Err(LgCodeError::WrongLength { .. })), "{code}: {err:?}");
         }
         assert_eq!(validate_lg_code("01100a"), Err(LgCodeError::NotDigits));
     }

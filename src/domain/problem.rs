@@ -1,5 +1,6 @@
-//! A problem found in a form: the field it is about and a message for a person.
+//! A problem found in a form: the field it is about, the rule's typed reason and a message for a person.
 
+use super::rules::Reason;
 use serde::Serialize;
 
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -15,18 +16,32 @@ pub enum Severity {
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     pub severity: Severity,
+    /// The rule, typed: the same reason the controller puts in a condition.
+    pub reason: Reason,
     /// JSON path of the field in the object, e.g. `spec.sourceCidrs[2]`; `metadata.namespace` for placement.
     pub field: String,
     pub message: String,
 }
 
 impl Problem {
+    /// A field-level error of one object ([`Reason::ValidationFailed`]).
     pub fn error(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { severity: Severity::Error, field: field.into(), message: message.into() }
+        Problem { severity: Severity::Error, reason: Reason::ValidationFailed, field: field.into(), message: message.into() }
     }
 
+    /// A field-level warning ([`Reason::Warning`]).
     pub fn warning(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { severity: Severity::Warning, field: field.into(), message: message.into() }
+        Problem { severity: Severity::Warning, reason: Reason::Warning, field: field.into(), message: message.into() }
+    }
+
+    /// A rule of the rule engine that refuses the object (or keeps it waiting), with its typed reason.
+    pub fn refusal(reason: Reason, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem { severity: Severity::Error, reason, field: field.into(), message: message.into() }
+    }
+
+    /// A rule's finding that refuses nothing.
+    pub fn notice(reason: Reason, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem { severity: Severity::Warning, reason, field: field.into(), message: message.into() }
     }
 
     pub fn is_error(&self) -> bool {

@@ -8,8 +8,8 @@ use crate::domain::digest::digest_bytes;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec, NetworkPolicy,
+    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -71,10 +71,7 @@ impl Child {
 
 /// Labels on everything we create for an environment.
 pub fn labels(environment: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        (ENVIRONMENT_LABEL.to_string(), environment.to_string()),
-    ])
+    BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()), (ENVIRONMENT_LABEL.to_string(), environment.to_string())])
 }
 
 /// A controller reference to the owning object, when it has been stored (offline renders have no uid).
@@ -83,13 +80,7 @@ pub fn owner<K: Resource<DynamicType = ()>>(obj: &K) -> Option<Vec<OwnerReferenc
 }
 
 fn meta(name: String, namespace: &str, environment: &str, owners: Option<Vec<OwnerReference>>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: Some(namespace.to_string()),
-        labels: Some(labels(environment)),
-        owner_references: owners,
-        ..Default::default()
-    }
+    ObjectMeta { name: Some(name), namespace: Some(namespace.to_string()), labels: Some(labels(environment)), owner_references: owners, ..Default::default() }
 }
 
 /// Splits the aggregated set into shards of at most `per_object` CIDRs (IPv4 first, each family in address order).
@@ -155,10 +146,7 @@ fn policy_ports(env: &AccessEnvironment) -> Vec<NetworkPolicyPort> {
     let mut ports: Vec<i32> = env.spec.endpoints.iter().map(|e| e.service.target_port.unwrap_or(e.service.port)).collect();
     ports.sort_unstable();
     ports.dedup();
-    ports
-        .into_iter()
-        .map(|p| NetworkPolicyPort { protocol: Some("TCP".into()), port: Some(IntOrString::Int(p)), end_port: None })
-        .collect()
+    ports.into_iter().map(|p| NetworkPolicyPort { protocol: Some("TCP".into()), port: Some(IntOrString::Int(p)), end_port: None }).collect()
 }
 
 /// Default-deny plus one allow policy per shard.
@@ -169,19 +157,11 @@ pub fn network_policies(env: &AccessEnvironment, cidrs: &[IpNet]) -> Vec<Child> 
     let owners = owner(env);
     let mut out = vec![Child::NetworkPolicy(NetworkPolicy {
         metadata: meta(format!("jpki-{name}-default-deny"), namespace, &name, owners.clone()),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(selector.clone()),
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: None,
-            egress: None,
-        }),
+        spec: Some(NetworkPolicySpec { pod_selector: Some(selector.clone()), policy_types: Some(vec!["Ingress".into()]), ingress: None, egress: None }),
     })];
     let ports = policy_ports(env);
     for (i, shard) in shards(cidrs, env.spec.policy.max_cidrs_per_object as usize).into_iter().enumerate() {
-        let from = shard
-            .iter()
-            .map(|c| NetworkPolicyPeer { ip_block: Some(IPBlock { cidr: c.to_string(), except: None }), ..Default::default() })
-            .collect();
+        let from = shard.iter().map(|c| NetworkPolicyPeer { ip_block: Some(IPBlock { cidr: c.to_string(), except: None }), ..Default::default() }).collect();
         out.push(Child::NetworkPolicy(NetworkPolicy {
             metadata: meta(format!("jpki-{name}-allow-{i}"), namespace, &name, owners.clone()),
             spec: Some(NetworkPolicySpec {
@@ -203,16 +183,32 @@ pub fn allowlist_namespace(env: &AccessEnvironment) -> &str {
 /// `TCP/443` lines: the ports the firewall agents filter.
 pub fn firewall_ports_text(firewall: Option<&Firewall>) -> String {
     let mut lines: Vec<String> = firewall
-        .map(|f| {
-            f.ports
-                .iter()
-                .map(|p| format!("{}/{}", if p.protocol == Protocol::Udp { "UDP" } else { "TCP" }, p.port))
-                .collect()
-        })
+        .map(|f| f.ports.iter().map(|p| format!("{}/{}", if p.protocol == Protocol::Udp { "UDP" } else { "TCP" }, p.port)).collect())
         .unwrap_or_default();
     lines.sort();
     lines.dedup();
     lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Shards of `cidrs` named `<prefix>-<n>` with the `ALLOWLIST_LABEL` value `label`; returns them and the index lines
+/// (`name digest count`).
+fn shard_maps(env: &AccessEnvironment, cidrs: &[IpNet], prefix: &str, label: &str) -> (Vec<Child>, String) {
+    let name = env.metadata.name.clone().unwrap_or_default();
+    let namespace = allowlist_namespace(env);
+    let owners = owner(env);
+    let mut out = Vec::new();
+    let mut index_lines = String::new();
+    for (i, shard) in shards(cidrs, env.spec.policy.max_cidrs_per_object as usize).into_iter().enumerate() {
+        let text = cidr_text(shard);
+        let shard_digest = digest_bytes(text.as_bytes());
+        let shard_name = format!("{prefix}-{i}");
+        index_lines.push_str(&format!("{shard_name} {shard_digest} {}\n", shard.len()));
+        let mut m = meta(shard_name, namespace, &name, owners.clone());
+        m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), label.into());
+        m.annotations = Some(BTreeMap::from([(DIGEST_ANNOTATION.to_string(), shard_digest)]));
+        out.push(Child::ConfigMap(ConfigMap { metadata: m, data: Some(BTreeMap::from([("cidrs".to_string(), text)])), ..Default::default() }));
+    }
+    (out, index_lines)
 }
 
 /// The allowlist shards and their index. The index names every shard with its digest and announces the digest of
@@ -220,21 +216,9 @@ pub fn firewall_ports_text(firewall: Option<&Firewall>) -> String {
 pub fn allowlist(env: &AccessEnvironment, cidrs: &[IpNet], live_registrations: usize) -> (Vec<Child>, String) {
     let name = env.metadata.name.clone().unwrap_or_default();
     let namespace = allowlist_namespace(env);
-    let owners = owner(env);
     let digest = digest_bytes(cidr_text(cidrs).as_bytes());
-    let mut out = Vec::new();
-    let mut index_lines = String::new();
-    for (i, shard) in shards(cidrs, env.spec.policy.max_cidrs_per_object as usize).into_iter().enumerate() {
-        let text = cidr_text(shard);
-        let shard_digest = digest_bytes(text.as_bytes());
-        let shard_name = format!("jpki-allowlist-{name}-{i}");
-        index_lines.push_str(&format!("{shard_name} {shard_digest} {}\n", shard.len()));
-        let mut m = meta(shard_name, namespace, &name, owners.clone());
-        m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), "shard".into());
-        m.annotations = Some(BTreeMap::from([(DIGEST_ANNOTATION.to_string(), shard_digest)]));
-        out.push(Child::ConfigMap(ConfigMap { metadata: m, data: Some(BTreeMap::from([("cidrs".to_string(), text)])), ..Default::default() }));
-    }
-    let mut m = meta(format!("jpki-allowlist-{name}"), namespace, &name, owners);
+    let (mut out, index_lines) = shard_maps(env, cidrs, &format!("jpki-allowlist-{name}"), "shard");
+    let mut m = meta(format!("jpki-allowlist-{name}"), namespace, &name, owner(env));
     m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), "index".into());
     m.annotations = Some(BTreeMap::from([(DIGEST_ANNOTATION.to_string(), digest.clone())]));
     let data = BTreeMap::from([
@@ -249,11 +233,41 @@ pub fn allowlist(env: &AccessEnvironment, cidrs: &[IpNet], live_registrations: u
     (out, digest)
 }
 
+/// The mass-revocation hold's baseline (`super::hold`), stored beside the allowlist in the same shape (index and
+/// shards, label values `baseline-index` and `baseline-shard`, which readers of the allowlist ignore), so it survives
+/// restarts of the controller.
+pub fn hold_baseline(env: &AccessEnvironment, baseline: &super::hold::Baseline) -> Vec<Child> {
+    let name = env.metadata.name.clone().unwrap_or_default();
+    let prefix = baseline_name(&name);
+    let (mut out, index_lines) = shard_maps(env, &baseline.cidrs, &prefix, "baseline-shard");
+    let mut m = meta(prefix, allowlist_namespace(env), &name, owner(env));
+    m.labels.get_or_insert_default().insert(ALLOWLIST_LABEL.into(), "baseline-index".into());
+    let mut data = BTreeMap::from([
+        ("environment".to_string(), name.clone()),
+        ("digest".to_string(), baseline.digest()),
+        ("since".to_string(), baseline.since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        ("affectedRegistrations".to_string(), baseline.affected_registrations.to_string()),
+        ("shards".to_string(), index_lines),
+    ]);
+    if let Some(holding) = &baseline.holding {
+        data.insert("holding".to_string(), holding.clone());
+    }
+    out.insert(0, Child::ConfigMap(ConfigMap { metadata: m, data: Some(data), ..Default::default() }));
+    out
+}
+
+/// Name of an environment's hold baseline index (its shards add `-<n>`).
+pub fn baseline_name(environment: &str) -> String {
+    format!("jpki-hold-baseline-{environment}")
+}
+
 /// An Ingress per endpoint, or an HTTPRoute per endpoint when the environment names a Gateway.
 pub fn routes(env: &AccessEnvironment) -> Vec<Child> {
     let name = env.metadata.name.clone().unwrap_or_default();
     let namespace = &env.spec.service_namespace;
-    let Some(exposure) = &env.spec.exposure else { return Vec::new() };
+    let Some(exposure) = &env.spec.exposure else {
+        return Vec::new();
+    };
     let owners = owner(env);
     env.spec
         .endpoints

@@ -1,20 +1,23 @@
 //! Liveness of one registration at one instant, before the rules that relate registrations to each other
-//! (supersession and conflicts, in `super::resolve`): validity, the approval, the approved content narrowed by the
-//! current spec (DESIGN §3 rule 1), the production and test gates (rule 2), and the access window in JST (rule 8).
+//! (supersession and conflicts, in `super::resolve`): the rule engine's verdict on the form
+//! (`crate::domain::rules`), the recorded facts that ended it, the decision in force, and the approved content
+//! narrowed by the current spec (DESIGN §3 rule 1), with its access window in JST (rule 8) and its place in line.
 
-use crate::api::approval::Decision;
-use crate::api::registration::ConnectionMethod;
-use crate::api::{AccessApproval, AccessRegistration, CidrString, Environment, JstDate, ProvisionMethods, SignatureVerifier};
-use crate::domain::cidr::{CidrPolicy, interval};
-use crate::domain::date::{add_days, end_of_day_jst, jst_date_of, start_of_day_jst};
-use crate::domain::forms::{ValidRegistration, ValidVerifier, check_approval, check_registration, check_verifier};
-use crate::domain::problem::Problem;
 use crate::api::registration::PendingDifference;
+use crate::api::{AccessRegistration, CidrString, Environment, JstDate, ProvisionMethod, ProvisionMethods};
+use crate::domain::cidr::interval;
+use crate::domain::date::{add_days, end_of_day_jst, start_of_day_jst};
+use crate::domain::forms::{ApprovedTerms, ValidRegistration};
+use crate::domain::problem::Problem;
+use crate::domain::rules::decisions::{ApprovalVerdict, Bound, decide};
+use crate::domain::rules::records::Terminal;
+use crate::domain::rules::{Context, Reason, judge_registration_with};
 use ipnet::IpNet;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use kube::ResourceExt;
-use std::collections::HashMap;
+
+pub use crate::domain::rules::EnvironmentRules;
 
 /// J-LIS sets access up within a week of receiving the form (the seed flow's lead time for ).
 pub const SETUP_LEAD_TIME_DAYS: i64 = 7;
@@ -41,25 +44,32 @@ impl std::fmt::Display for RegKey {
 /// Why a registration contributes nothing, before time is considered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// CamelCase reason for conditions and events.
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
-/// The approval that decides a registration.
+impl Refusal {
+    fn of(problem: &Problem) -> Self {
+        let message = if problem.field.is_empty() { problem.message.clone() } else { format!("{}: {}", problem.field, problem.message) };
+        Refusal { reason: problem.reason, message }
+    }
+}
+
+/// The decision in force on a registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
     pub approval: String,
-    pub approved_at: Timestamp,
-    /// When this registration was first approved (its place in line for conflicts: a later re-approval of a
-    /// widening does not make it lose what it has held since).
-    pub first_approved_at: Timestamp,
+    /// When the API server stored the decision.
+    pub decided_at: Timestamp,
+    pub decided_by: String,
 }
 
 /// Approved content narrowed by the current spec: what may be live, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pub cidrs: Vec<IpNet>,
+    /// Each network's place in line for conflicts, in the order of `cidrs` (see [`places_in_line`]).
+    pub places: Vec<Timestamp>,
     pub start: Timestamp,
     /// Exclusive: 00:00 JST the day after the end date.
     pub end: Option<Timestamp>,
@@ -73,6 +83,8 @@ pub enum Standing {
     Rejected(Decided),
     /// Approved and through the gates: live inside the window, unless superseded or in conflict.
     Approved(Decided, Window),
+    /// A recorded fact ended it for good (`AccessRecord`): superseded or expired.
+    Ended(Terminal),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +92,7 @@ pub struct Evaluation {
     pub key: RegKey,
     pub verifier: String,
     pub environment: Environment,
+    /// The predecessor this registration takes over from: only one its approval names too.
     pub supersedes: Option<String>,
     pub generation: Option<i64>,
     pub standing: Standing,
@@ -88,145 +101,84 @@ pub struct Evaluation {
     /// Instants after `now` at which this evaluation changes by itself (a gate's milestone date).
     pub wake_ups: Vec<Timestamp>,
     pub problems: Vec<Problem>,
-}
-
-/// What an environment imposes on its registrations.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EnvironmentRules {
-    pub name: String,
-    pub cidr_policy: CidrPolicy,
-    pub require_verification_test: bool,
-}
-
-/// The objects a registration is judged against.
-pub struct Context<'a> {
-    pub verifiers: HashMap<&'a str, (&'a SignatureVerifier, Option<ValidVerifier>)>,
-    pub approvals: HashMap<(&'a str, &'a str), Vec<&'a AccessApproval>>,
-    pub environments: HashMap<Environment, EnvironmentRules>,
-}
-
-impl<'a> Context<'a> {
-    pub fn new(verifiers: &[&'a SignatureVerifier], approvals: &[&'a AccessApproval], environments: HashMap<Environment, EnvironmentRules>) -> Self {
-        Self::with_checked(verifiers, approvals, environments, |v| check_verifier(&v.spec).value)
-    }
-
-    /// [`Context::new`] with each verifier's validity from `check` (the memo of `super::memo` reuses it).
-    pub fn with_checked(
-        verifiers: &[&'a SignatureVerifier],
-        approvals: &[&'a AccessApproval],
-        environments: HashMap<Environment, EnvironmentRules>,
-        mut check: impl FnMut(&SignatureVerifier) -> Option<ValidVerifier>,
-    ) -> Self {
-        let verifiers = verifiers.iter().map(|&v| (v.metadata.name.as_deref().unwrap_or_default(), (v, check(v)))).collect();
-        let mut by_registration: HashMap<(&str, &str), Vec<&AccessApproval>> = HashMap::new();
-        for &a in approvals {
-            let namespace = a.metadata.namespace.as_deref().unwrap_or_default();
-            by_registration.entry((namespace, a.spec.registration_ref.as_str())).or_default().push(a);
-        }
-        Context { verifiers, approvals: by_registration, environments }
-    }
-}
-
-fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal { reason, message: message.into() }
+    /// The verdict on each approval that names this registration.
+    pub approvals: Vec<ApprovalVerdict>,
 }
 
 /// Evaluates one registration at `now`.
 pub fn evaluate(reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp) -> Evaluation {
-    let key = RegKey::of(reg);
-    let mut evaluation = Evaluation {
-        key,
+    let mut out = Evaluation {
+        key: RegKey::of(reg),
         verifier: reg.spec.verifier_ref.clone(),
         environment: reg.spec.environment,
-        supersedes: reg.spec.supersedes.clone(),
+        supersedes: None,
         generation: reg.metadata.generation,
-        standing: Standing::Invalid(refuse("Unevaluated", "")),
+        standing: Standing::PendingApproval(Refusal { reason: Reason::AwaitingApproval, message: String::new() }),
         pending: None,
         setup_due: None,
         wake_ups: Vec::new(),
         problems: Vec::new(),
+        approvals: Vec::new(),
     };
-    evaluation.standing = match standing(reg, ctx, now, &mut evaluation) {
-        Ok(standing) | Err(standing) => standing,
-    };
-    evaluation
-}
-
-// Err carries a Standing as large as Ok's (an early verdict), built once per registration: no need to box it.
-#[allow(clippy::result_large_err)]
-fn standing(reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp, out: &mut Evaluation) -> Result<Standing, Standing> {
-    let invalid = |reason, message: String| Standing::Invalid(refuse(reason, message));
-    let Some(rules) = ctx.environments.get(&reg.spec.environment) else {
-        return Err(invalid("EnvironmentNotFound", format!("no valid AccessEnvironment serves {}", reg.spec.environment)));
-    };
-    let checked = check_registration(&reg.spec, &rules.cidr_policy);
-    out.problems = checked.problems.clone();
-    let valid = checked.value.ok_or_else(|| {
-        let first = checked.problems.iter().find(|p| p.is_error()).map(|p| format!("{}: {}", p.field, p.message)).unwrap_or_default();
-        invalid("ValidationFailed", first)
-    })?;
-    out.setup_due = valid.received_on.map(|d| add_days(d, SETUP_LEAD_TIME_DAYS));
-    let Some((verifier, verifier_valid)) = ctx.verifiers.get(reg.spec.verifier_ref.as_str()) else {
-        return Err(invalid("VerifierNotFound", format!("no SignatureVerifier named {:?}", reg.spec.verifier_ref)));
-    };
-    if reg.namespace().as_deref() != Some(verifier.spec.namespace.as_str()) {
-        return Err(invalid("NamespaceMismatch", format!(
-            "verifier {} files its forms in namespace {:?}: one verifier, one namespace", reg.spec.verifier_ref, verifier.spec.namespace
-        )));
+    let decisions = decide(reg, ctx);
+    out.approvals = decisions.verdicts.clone();
+    if let Some(terminal) = reg.metadata.uid.as_deref().and_then(|uid| ctx.records.terminal(uid)) {
+        out.standing = Standing::Ended(terminal);
+        return out;
     }
-    let Some(vv) = verifier_valid else {
-        return Err(invalid("VerifierInvalid", format!("SignatureVerifier {} is invalid", reg.spec.verifier_ref)));
+    let approved_start = decisions.in_force.as_ref().and_then(|b| b.valid.approved.as_ref().map(|t| t.start));
+    let judged = judge_registration_with(reg, ctx, now, approved_start);
+    out.problems = judged.problems.clone();
+    out.wake_ups = judged.wake_ups.clone();
+    out.setup_due = judged.valid.as_ref().and_then(|v| v.received_on).map(|d| add_days(d, SETUP_LEAD_TIME_DAYS));
+    if let Some(problem) = judged.refusal() {
+        out.standing = Standing::Invalid(Refusal::of(problem));
+        return out;
+    }
+    let Some(valid) = judged.valid else {
+        out.standing = Standing::Invalid(Refusal { reason: Reason::ValidationFailed, message: "invalid".into() });
+        return out;
     };
-
-    let (decided, terms) = match latest_decision(reg, ctx) {
-        None => return Err(Standing::PendingApproval(refuse("AwaitingApproval", "no AccessApproval of this registration yet"))),
-        Some((decided, None)) => return Err(Standing::Rejected(decided)),
-        Some((decided, Some(terms))) => (decided, terms),
+    let Some(in_force) = &decisions.in_force else {
+        out.standing = Standing::PendingApproval(Refusal { reason: Reason::AwaitingApproval, message: "no AccessApproval of this registration yet".into() });
+        return out;
     };
-    let window = narrow(&terms, &valid, out);
-    gates(reg, &valid, vv, rules, &window, now, out).map_err(Standing::Invalid)?;
-    Ok(Standing::Approved(decided, window))
+    let decided = Decided { approval: in_force.name.to_string(), decided_at: in_force.decided_at, decided_by: in_force.approval.spec.approved_by.clone() };
+    out.standing = match &in_force.valid.approved {
+        None => Standing::Rejected(decided),
+        Some(terms) => {
+            let mut window = narrow(terms, &valid, &reg.spec.supersedes, &mut out);
+            window.places = places_in_line(&decisions.run, &window.cidrs, in_force.decided_at);
+            Standing::Approved(decided, window)
+        }
+    };
+    out
 }
 
-/// The content an approval covers, parsed.
-struct Terms {
-    cidrs: Vec<IpNet>,
-    start: Date,
-    end: Option<Date>,
-}
-
-/// The newest valid decision on this registration (by `approvedAt`, then name); `None` terms means rejected.
-fn latest_decision(reg: &AccessRegistration, ctx: &Context<'_>) -> Option<(Decided, Option<Terms>)> {
-    let namespace = reg.metadata.namespace.as_deref().unwrap_or_default();
-    let name = reg.metadata.name.as_deref().unwrap_or_default();
-    let candidates = ctx.approvals.get(&(namespace, name))?;
-    let valid: Vec<_> = candidates
-        .iter()
-        .filter_map(|a| {
-            let valid = check_approval(&a.spec).value?;
-            // An approval of the other environment approves nothing here (rule 5: environments never mix).
-            if valid.approved.as_ref().is_some_and(|t| t.environment != reg.spec.environment) {
-                return None;
+/// Each live network's place in line: the oldest decision of the unbroken run of approvals since the last
+/// rejection (newest first) that all cover it. A re-approval that only moves a date keeps the places; a network
+/// added by a later approval gets that approval's time, so it cannot take over what another verifier was approved
+/// for in between; a rejection starts every place anew.
+fn places_in_line(run: &[Bound<'_>], live: &[IpNet], newest: Timestamp) -> Vec<Timestamp> {
+    let approved: Vec<Vec<IpNet>> = run.iter().map(|b| b.valid.approved.as_ref().map(|t| IpNet::aggregate(&t.cidrs)).unwrap_or_default()).collect();
+    live.iter()
+        .map(|net| {
+            let mut since = newest;
+            for (bound, nets) in run.iter().zip(&approved).rev() {
+                if !nets.iter().any(|a| a.contains(net)) {
+                    break;
+                }
+                since = bound.decided_at;
             }
-            Some((valid.approved_at, a.name_any(), valid))
+            since
         })
-        .collect();
-    let first_approved_at = valid.iter().filter(|v| v.2.decision == Decision::Approved).map(|v| v.0).min();
-    valid
-        .into_iter()
-        .max_by(|x, y| (x.0, &x.1).cmp(&(y.0, &y.1)))
-        .map(|(approved_at, approval, valid)| {
-            let terms = match valid.decision {
-                Decision::Approved => valid.approved.map(|t| Terms { cidrs: t.cidrs, start: t.start, end: t.end }),
-                Decision::Rejected => None,
-            };
-            (Decided { approval, approved_at, first_approved_at: first_approved_at.unwrap_or(approved_at) }, terms)
-        })
+        .collect()
 }
 
-/// Approved content narrowed by the current spec: networks in both, the later start, the earlier end. What the
-/// spec asks beyond the approval is recorded as the pending difference (it waits for a new approval).
-fn narrow(terms: &Terms, spec: &ValidRegistration, out: &mut Evaluation) -> Window {
+/// Approved content narrowed by the current spec: networks in both, the later start, the earlier end, per certificate
+/// type the approved provision method unless the spec dropped it. What the spec asks beyond the approval is recorded
+/// as the pending difference (it waits for a new approval).
+fn narrow(terms: &ApprovedTerms, spec: &ValidRegistration, spec_supersedes: &Option<String>, out: &mut Evaluation) -> Window {
     let approved = IpNet::aggregate(&terms.cidrs);
     let mut live = Vec::new();
     let mut added = Vec::new();
@@ -252,83 +204,42 @@ fn narrow(terms: &Terms, spec: &ValidRegistration, out: &mut Evaluation) -> Wind
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let earlier_start = (spec.start < terms.start).then(|| JstDate(spec.start.to_string()));
-    let later_end = match (terms.end, spec.end) {
-        (Some(a), Some(b)) if b > a => Some(JstDate(b.to_string())),
-        _ => None,
+    let (provision_methods, methods_pending) = narrow_methods(&terms.provision_methods, &spec.provision_methods);
+    // A supersession takes effect only as approved: the successor must name the predecessor its approval names.
+    out.supersedes = terms.supersedes.clone().filter(|approved| spec_supersedes.as_ref() == Some(approved));
+    let pending = PendingDifference {
+        added_cidrs: added,
+        earlier_start_date: (spec.start < terms.start).then(|| JstDate(spec.start.to_string())),
+        later_end_date: match (terms.end, spec.end) {
+            (Some(a), Some(b)) if b > a => Some(JstDate(b.to_string())),
+            _ => None,
+        },
+        end_date_removed: (terms.end.is_some() && spec.end.is_none()).then_some(true),
+        provision_methods: methods_pending.then(|| spec.provision_methods.clone()),
+        supersedes: spec_supersedes.clone().filter(|s| terms.supersedes.as_ref() != Some(s)),
     };
-    let end_date_removed = (terms.end.is_some() && spec.end.is_none()).then_some(true);
-    if !added.is_empty() || earlier_start.is_some() || later_end.is_some() || end_date_removed.is_some() {
-        out.pending = Some(PendingDifference {
-            added_cidrs: added,
-            earlier_start_date: earlier_start,
-            later_end_date: later_end,
-            end_date_removed,
-        });
+    if pending != PendingDifference::default() {
+        out.pending = Some(pending);
     }
-    Window {
-        cidrs: IpNet::aggregate(&live),
-        start: start_of_day_jst(start),
-        end: end.map(end_of_day_jst),
-        provision_methods: spec.provision_methods.clone(),
-    }
+    Window { cidrs: IpNet::aggregate(&live), places: Vec::new(), start: start_of_day_jst(start), end: end.map(end_of_day_jst), provision_methods }
+}
+
+/// Per certificate type: the approved method, or `None` where the spec gives the type up (narrowing); any other
+/// change (CRL to OCSP, or a type the approval left out) waits for a new approval. Returns the methods in force
+/// and whether the spec asks for something else.
+fn narrow_methods(approved: &ProvisionMethods, spec: &ProvisionMethods) -> (ProvisionMethods, bool) {
+    let one = |a: Option<ProvisionMethod>, s: Option<ProvisionMethod>| match (a, s) {
+        (a, s) if a == s => (a, false),
+        (_, Some(ProvisionMethod::None)) => (Some(ProvisionMethod::None), false),
+        (a, _) => (a, true),
+    };
+    let (signing, p1) = one(approved.signing, spec.signing);
+    let (user_authentication, p2) = one(approved.user_authentication, spec.user_authentication);
+    (ProvisionMethods { signing, user_authentication }, p1 || p2)
 }
 
 /// Number of addresses of a network (prefixes are at least /8 and /16, so this never overflows).
 fn size(net: &IpNet) -> u128 {
     let (_, lo, hi) = interval(net);
     hi - lo + 1
-}
-
-/// A milestone counts once its date has come (JST); a date still ahead wakes the planner up then.
-fn on_record(date: Option<Date>, now: Timestamp, out: &mut Evaluation) -> bool {
-    match date {
-        Some(d) if d <= jst_date_of(now) => true,
-        Some(d) => {
-            out.wake_ups.push(start_of_day_jst(d));
-            false
-        }
-        None => false,
-    }
-}
-
-/// Production and test gates (DESIGN §3 rule 2).
-fn gates(
-    reg: &AccessRegistration,
-    valid: &ValidRegistration,
-    verifier: &ValidVerifier,
-    rules: &EnvironmentRules,
-    window: &Window,
-    now: Timestamp,
-    out: &mut Evaluation,
-) -> Result<(), Refusal> {
-    let name = &reg.spec.verifier_ref;
-    match valid.environment {
-        Environment::Production => {
-            let Some(effective) = verifier.agreement_effective else {
-                return Err(refuse("AgreementMissing", format!("verifier {name} has no agreement (協定書) on record")));
-            };
-            if window.start < start_of_day_jst(effective) {
-                return Err(refuse("StartBeforeAgreement", format!(
-                    "access would start before the agreement's effective date {effective} (協定書 第13条)"
-                )));
-            }
-            if rules.require_verification_test && !on_record(verifier.verification_test_completed, now, out) {
-                return Err(refuse("VerificationTestPending", format!(
-                    "environment {} requires a completed verification test (A-10) of verifier {name}", rules.name
-                )));
-            }
-        }
-        Environment::Test => {
-            if !on_record(verifier.pledge_received, now, out) || !on_record(verifier.test_application_received, now, out) {
-                return Err(refuse("ProcedureIncomplete", format!(
-                    "verifier {name} needs the confidentiality pledge (A-03-3) and the test-environment application (A-03-4) on record"
-                )));
-            }
-            if reg.spec.connection_method == ConnectionMethod::LgwanViaLgpki && !on_record(verifier.lgwan_center_notified, now, out) {
-                return Err(refuse("ProcedureIncomplete", "the LGPKI route needs the LGWAN全国センター step (A-8) on record"));
-            }
-        }
-    }
-    Ok(())
 }

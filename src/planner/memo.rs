@@ -14,10 +14,11 @@
 //! generation (offline forms in `validate` and `render`) are never memoised.
 
 use super::RegistrationPlan;
-use super::liveness::{self, Context, Evaluation};
+use super::liveness::{self, Evaluation};
 use super::resolve::Resolved;
-use crate::api::{AccessApproval, AccessEnvironment, AccessRegistration, SignatureVerifier};
+use crate::api::{AccessEnvironment, AccessRegistration, SignatureVerifier};
 use crate::domain::forms::{ValidVerifier, check_verifier};
+use crate::domain::rules::Context;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::HashMap;
@@ -37,12 +38,60 @@ impl Version {
     }
 }
 
+/// What a registration's evaluation read of other objects besides its verifier and approvals: the verifier that
+/// owns the namespace, the registration it supersedes, and its record (durable facts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CrossFacts {
+    namespace_taken_by: Option<String>,
+    supersedes: Option<Version>,
+    superseded_by_record: Option<String>,
+    record: Option<Version>,
+}
+
+impl CrossFacts {
+    /// `None` when an object read has no version (nothing is memoised then).
+    fn of(reg: &AccessRegistration, ctx: &Context<'_>) -> Option<Self> {
+        let namespace = reg.metadata.namespace.as_deref().unwrap_or_default();
+        let supersedes = match reg.spec.supersedes.as_deref().and_then(|t| ctx.registrations.get(&(namespace, t))) {
+            Some(old) => Some(Version::of(&old.metadata)?),
+            None => None,
+        };
+        let record = match reg.metadata.uid.as_deref().and_then(|u| ctx.records.of(u)) {
+            Some(r) => Some(Version::of(&r.metadata)?),
+            None => None,
+        };
+        Some(CrossFacts {
+            namespace_taken_by: ctx.verifiers.get(reg.spec.verifier_ref.as_str()).and_then(|v| v.namespace_taken_by).map(str::to_string),
+            supersedes,
+            superseded_by_record: reg.spec.supersedes.as_deref().and_then(|t| ctx.records.superseded_by(namespace, t)).map(str::to_string),
+            record,
+        })
+    }
+
+    /// Whether these facts are still what `ctx` holds for `reg`, without copying anything.
+    fn hold(&self, reg: &AccessRegistration, ctx: &Context<'_>) -> bool {
+        let namespace = reg.metadata.namespace.as_deref().unwrap_or_default();
+        let same = |version: &Option<Version>, meta: Option<&ObjectMeta>| match (version, meta) {
+            (Some(v), Some(m)) => v.is(m),
+            (None, None) => true,
+            _ => false,
+        };
+        let old = reg.spec.supersedes.as_deref().and_then(|t| ctx.registrations.get(&(namespace, t)));
+        let record = reg.metadata.uid.as_deref().and_then(|u| ctx.records.of(u));
+        ctx.verifiers.get(reg.spec.verifier_ref.as_str()).and_then(|v| v.namespace_taken_by) == self.namespace_taken_by.as_deref()
+            && same(&self.supersedes, old.map(|o| &o.metadata))
+            && reg.spec.supersedes.as_deref().and_then(|t| ctx.records.superseded_by(namespace, t)) == self.superseded_by_record.as_deref()
+            && same(&self.record, record.map(|r| &r.metadata))
+    }
+}
+
 /// A registration's evaluation and everything it read, by version (the environment's rules by value).
 #[derive(Debug)]
 struct Entry {
     generation: i64,
     verifier: Option<Version>,
     approvals: Vec<Version>,
+    cross: CrossFacts,
     rules: Option<liveness::EnvironmentRules>,
     /// The evaluation holds for `from <= now < until` (`until`: the first milestone date still ahead).
     from: Timestamp,
@@ -56,11 +105,11 @@ impl Entry {
     /// Whether this entry was computed from exactly what `reg` reads in `ctx` now.
     fn holds_for(&self, reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp) -> bool {
         let verifier_same = match (ctx.verifiers.get(reg.spec.verifier_ref.as_str()), &self.verifier) {
-            (Some((v, _)), Some(version)) => version.is(&v.metadata),
+            (Some(v), Some(version)) => version.is(&v.object.metadata),
             (None, None) => true,
             _ => false,
         };
-        let approvals = approvals_of(reg, ctx);
+        let approvals = ctx.approvals_of(reg);
         reg.metadata.generation == Some(self.generation)
             && self.from <= now
             && self.until.is_none_or(|until| now < until)
@@ -68,13 +117,8 @@ impl Entry {
             && approvals.len() == self.approvals.len()
             && approvals.iter().all(|a| self.approvals.iter().any(|v| v.is(&a.metadata)))
             && ctx.environments.get(&reg.spec.environment) == self.rules.as_ref()
+            && self.cross.hold(reg, ctx)
     }
-}
-
-fn approvals_of<'a>(reg: &'a AccessRegistration, ctx: &'a Context<'_>) -> &'a [&'a AccessApproval] {
-    let namespace = reg.metadata.namespace.as_deref().unwrap_or_default();
-    let name = reg.metadata.name.as_deref().unwrap_or_default();
-    ctx.approvals.get(&(namespace, name)).map(Vec::as_slice).unwrap_or_default()
 }
 
 /// A registration's plan (status and URL notice) and the environment object it was planned for; the verdict it
@@ -90,7 +134,7 @@ struct PlanEntry {
 
 /// Whether two verdicts are the same; every field is named, so a field added to [`Resolved`] cannot be forgotten.
 fn same_verdict(a: &Resolved, b: &Resolved) -> bool {
-    let Resolved { evaluation, phase, reason, message, decided, window, conflicts, next_transition } = a;
+    let Resolved { evaluation, phase, reason, message, decided, window, conflicts, steps_down_at, superseded_by, next_transition } = a;
     (Arc::ptr_eq(evaluation, &b.evaluation) || **evaluation == *b.evaluation)
         && *phase == b.phase
         && *reason == b.reason
@@ -98,6 +142,8 @@ fn same_verdict(a: &Resolved, b: &Resolved) -> bool {
         && *decided == b.decided
         && *window == b.window
         && *conflicts == b.conflicts
+        && *steps_down_at == b.steps_down_at
+        && *superseded_by == b.superseded_by
         && *next_transition == b.next_transition
 }
 
@@ -182,7 +228,9 @@ impl Memo {
     /// Keeps a plan just made for the next passes (when its objects have versions).
     pub(super) fn remember_plan(&mut self, reg: &AccessRegistration, env: Option<&AccessEnvironment>, plan: &Arc<RegistrationPlan>, now: Timestamp) {
         self.stats.plans_computed += 1;
-        let Some(uid) = reg.metadata.uid.as_deref() else { return };
+        let Some(uid) = reg.metadata.uid.as_deref() else {
+            return;
+        };
         let environment = match env {
             Some(env) => match Version::of(&env.metadata) {
                 Some(v) => Some(v),
@@ -235,14 +283,15 @@ impl Memo {
 /// A new entry for `evaluation`; `None` when an input has no version (nothing is memoised then).
 fn entry(reg: &AccessRegistration, ctx: &Context<'_>, now: Timestamp, evaluation: &Arc<Evaluation>, pass: u64) -> Option<Entry> {
     let verifier = match ctx.verifiers.get(reg.spec.verifier_ref.as_str()) {
-        Some((v, _)) => Some(Version::of(&v.metadata)?),
+        Some(v) => Some(Version::of(&v.object.metadata)?),
         None => None,
     };
-    let approvals = approvals_of(reg, ctx).iter().map(|a| Version::of(&a.metadata)).collect::<Option<Vec<_>>>()?;
+    let approvals = ctx.approvals_of(reg).iter().map(|a| Version::of(&a.metadata)).collect::<Option<Vec<_>>>()?;
     Some(Entry {
         generation: reg.metadata.generation?,
         verifier,
         approvals,
+        cross: CrossFacts::of(reg, ctx)?,
         rules: ctx.environments.get(&reg.spec.environment).cloned(),
         from: now,
         until: evaluation.wake_ups.iter().copied().filter(|t| *t > now).min(),
@@ -321,8 +370,10 @@ mod tests {
         w.registrations[1].metadata.generation = Some(2);
         let (edited, stats) = pass(&w, &mut memo, "2026-05-01T00:03:00Z");
         assert_eq!(stats, MemoStats { evaluations_reused: 2, evaluations_computed: 1, plans_reused: 2, plans_computed: 1 });
-        assert_eq!(edited.environments["production"].cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["192.0.2.0/28", "198.51.100.0/29", "203.0.113.0/28"]);
+        assert_eq!(
+            edited.environments["production"].cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["192.0.2.0/28", "198.51.100.0/29", "203.0.113.0/28"]
+        );
 
         // The environment's endpoints move (a new generation): every URL notice is planned again, with the new host.
         w.environments[0].spec.endpoints[0].host = "ocsp.moved.example".into();

@@ -2,9 +2,9 @@
 //! published now, and a clock, to everything that must exist and every status to report. No Kubernetes client:
 //! each rule of DESIGN §3 is a plain unit test (tests in `tests.rs`).
 //!
-//! Steps: `liveness` (each registration on its own) → `resolve` (time, supersession, conflicts) → per
-//! environment: aggregation, `hold`, `children` (NetworkPolicies, allowlist, routes), `nft` → per registration:
-//! `status` and the URL `notice`.
+//! Steps: `liveness` (each registration on its own, by the rule engine of `crate::domain::rules`) → `resolve` (time,
+//! supersession, conflicts) → per environment: aggregation, `hold`, `children` (NetworkPolicies, allowlist, routes),
+//! `nft` → per registration: `status` and the URL `notice` → `records`: the facts to record durably.
 
 pub mod children;
 pub mod hold;
@@ -12,22 +12,27 @@ pub mod liveness;
 pub mod memo;
 pub mod nft;
 pub mod notice;
+pub mod records;
 pub mod resolve;
 pub mod status;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_decisions;
 
 use crate::api::environment::AccessEnvironmentStatus;
 use crate::api::registration::AccessRegistrationStatus;
-use crate::api::{AccessApproval, AccessEnvironment, AccessRegistration, Environment, SignatureVerifier};
-use crate::domain::forms::check_environment;
+use crate::api::registration::RegistrationPhase;
+use crate::api::{AccessApproval, AccessEnvironment, AccessRecord, AccessRegistration, Environment, SignatureVerifier};
+use crate::domain::rules::decisions::ApprovalVerdict;
+use crate::domain::rules::{Context, Reason};
 use children::Child;
-use hold::{Hold, PublishedAllowlist, RELEASE_ANNOTATION, apply_hold, sorted_aggregate};
+use hold::{Baseline, Hold, HoldInput, LiveSet, PublishedAllowlist, RELEASE_ANNOTATION, sorted_aggregate};
 use ipnet::IpNet;
 use jiff::Timestamp;
-use liveness::{Context, EnvironmentRules, RegKey};
+use liveness::RegKey;
 use resolve::Resolved;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Everything the planner reads. References, so the controller plans straight from its caches: copying every
 /// object into a snapshot first was a sixth of a pass and a second copy of the fleet in memory (BENCHMARKS.md).
@@ -38,8 +43,13 @@ pub struct PlanInput<'a> {
     pub registrations: &'a [&'a AccessRegistration],
     pub approvals: &'a [&'a AccessApproval],
     pub environments: &'a [&'a AccessEnvironment],
+    /// The controller's durable records (`AccessRecord`): facts no later change may undo.
+    pub records: &'a [&'a AccessRecord],
     /// The allowlist published now, per AccessEnvironment name (for the mass-revocation hold).
     pub published: Option<&'a BTreeMap<String, PublishedAllowlist>>,
+    /// What each registration had published before this pass, per AccessEnvironment name (the controller's memory of
+    /// its last pass), for the mass-revocation hold. Environments missing here take it from the statuses.
+    pub previously_live: Option<&'a BTreeMap<String, LiveSet>>,
 }
 
 /// References to owned lists of objects, for [`PlanInput`] (the CLI, tests and benchmarks own their objects).
@@ -48,6 +58,7 @@ pub struct Objects<'a> {
     pub registrations: Vec<&'a AccessRegistration>,
     pub approvals: Vec<&'a AccessApproval>,
     pub environments: Vec<&'a AccessEnvironment>,
+    pub records: Vec<&'a AccessRecord>,
 }
 
 impl<'a> Objects<'a> {
@@ -62,12 +73,27 @@ impl<'a> Objects<'a> {
             registrations: registrations.iter().collect(),
             approvals: approvals.iter().collect(),
             environments: environments.iter().collect(),
+            records: Vec::new(),
         }
+    }
+
+    /// The same, with records.
+    pub fn with_records(mut self, records: &'a [AccessRecord]) -> Self {
+        self.records = records.iter().collect();
+        self
     }
 
     /// The planner's input, without a published allowlist.
     pub fn input(&self) -> PlanInput<'_> {
-        PlanInput { verifiers: &self.verifiers, registrations: &self.registrations, approvals: &self.approvals, environments: &self.environments, published: None }
+        PlanInput {
+            verifiers: &self.verifiers,
+            registrations: &self.registrations,
+            approvals: &self.approvals,
+            environments: &self.environments,
+            records: &self.records,
+            published: None,
+            previously_live: None,
+        }
     }
 }
 
@@ -92,6 +118,16 @@ pub struct EnvironmentPlan {
     pub digest: String,
     pub live_registrations: usize,
     pub hold: Option<Hold>,
+    /// The hold's baseline to store (with a mass-revocation policy).
+    pub baseline: Option<Baseline>,
+    /// A person's release that took effect in this pass: the released digest.
+    pub released: Option<String>,
+    /// What each registration has published after this pass: the next pass's `previously_live`.
+    pub published_live: LiveSet,
+    /// How many registrations the allowlist index records as published (see `hold::HoldOutcome::recorded_live`).
+    pub recorded_live: usize,
+    /// Registrations kept published by the hold although no longer live.
+    pub held: BTreeSet<String>,
     /// NetworkPolicies, allowlist index and shards, routes: in a stable order.
     pub children: Vec<Child>,
     /// The nftables ruleset of the firewall agents.
@@ -105,7 +141,13 @@ pub struct Plan {
     pub registrations: BTreeMap<RegKey, std::sync::Arc<RegistrationPlan>>,
     pub environments: BTreeMap<String, EnvironmentPlan>,
     /// AccessEnvironments that are not used: invalid, or a second one for the same environment.
-    pub ignored_environments: BTreeMap<String, String>,
+    pub ignored_environments: BTreeMap<String, (Reason, String)>,
+    /// The verdict on every approval, by namespace and name.
+    pub approvals: BTreeMap<(String, String), ApprovalVerdict>,
+    /// Why a SignatureVerifier is refused, by name (absent: it is valid and owns its namespace).
+    pub refused_verifiers: BTreeMap<String, (Reason, String)>,
+    /// Facts to add to the durable records.
+    pub records: Vec<records::RecordWrite>,
 }
 
 impl Plan {
@@ -128,7 +170,7 @@ pub struct EnvironmentsFirst<'a> {
     pub plan: Plan,
     resolved: BTreeMap<RegKey, Resolved>,
     env_objects: HashMap<Environment, &'a AccessEnvironment>,
-    registrations: &'a [&'a AccessRegistration],
+    input: PlanInput<'a>,
     now: Timestamp,
 }
 
@@ -137,96 +179,134 @@ pub fn plan_environments<'a>(input: &PlanInput<'a>, now: Timestamp) -> Environme
     plan_environments_with(input, now, None)
 }
 
+/// What each registration of `environment` had published before this pass, from its stored status (after a
+/// restart): Active ones their effective CIDRs, Held ones the CIDRs the hold keeps.
+pub fn live_from_statuses(registrations: &[&AccessRegistration], environment: Environment) -> LiveSet {
+    registrations
+        .iter()
+        .filter(|r| r.spec.environment == environment)
+        .filter_map(|r| {
+            let status = r.status.as_ref()?;
+            if !matches!(status.phase, Some(RegistrationPhase::Active | RegistrationPhase::Held)) {
+                return None;
+            }
+            let cidrs = status.effective_cidrs.iter().filter_map(|c| c.as_str().parse().ok()).collect();
+            Some((live_key(r), cidrs))
+        })
+        .collect()
+}
+
+/// How a registration is known in a [`LiveSet`]: its uid, or offline its namespace and name.
+pub fn live_key(reg: &AccessRegistration) -> String {
+    reg.metadata.uid.clone().unwrap_or_else(|| RegKey::of(reg).to_string())
+}
+
 /// [`plan_environments`] reusing, through `memo`, each object's own evaluation from earlier passes where its inputs
 /// are unchanged (the controller's way: see [`memo`]). The result is the same with or without a memo.
 pub fn plan_environments_with<'a>(input: &PlanInput<'a>, now: Timestamp, memo: Option<&mut memo::Memo>) -> EnvironmentsFirst<'a> {
     let mut result = Plan::default();
-
-    // The environment objects in force: the first valid one (by name) per environment.
-    let mut sorted_envs: Vec<&AccessEnvironment> = input.environments.to_vec();
-    sorted_envs.sort_by_key(|e| e.metadata.name.clone());
-    let mut env_objects: HashMap<Environment, &AccessEnvironment> = HashMap::new();
-    let mut rules = HashMap::new();
-    for env in sorted_envs {
-        let name = env.metadata.name.clone().unwrap_or_default();
-        let checked = check_environment(&env.spec);
-        match (checked.value, env_objects.get(&env.spec.environment)) {
-            (None, _) => {
-                let why = checked.problems.iter().find(|p| p.is_error()).map(|p| format!("{}: {}", p.field, p.message));
-                result.ignored_environments.insert(name, why.unwrap_or_default());
-            }
-            (Some(_), Some(first)) => {
-                result.ignored_environments.insert(name, format!(
-                    "AccessEnvironment {} already serves {}", first.metadata.name.clone().unwrap_or_default(), env.spec.environment
-                ));
-            }
-            (Some(valid), None) => {
-                env_objects.insert(env.spec.environment, env);
-                rules.insert(env.spec.environment, EnvironmentRules {
-                    name,
-                    cidr_policy: valid.cidr_policy,
-                    require_verification_test: env.spec.policy.require_verification_test,
-                });
-            }
+    let in_force = crate::domain::rules::environments_in_force(input.environments);
+    for name in in_force.problems.keys() {
+        if let Some(p) = in_force.refusal(name) {
+            result.ignored_environments.insert(name.clone(), (p.reason, format!("{}: {}", p.field, p.message)));
         }
     }
-
+    let (env_objects, rules) = (in_force.objects, in_force.rules);
+    let objects =
+        crate::domain::rules::Objects { verifiers: input.verifiers, registrations: input.registrations, approvals: input.approvals, records: input.records };
+    let refused_verifiers = |ctx: &Context<'_>| -> BTreeMap<String, (Reason, String)> {
+        ctx.verifiers
+            .iter()
+            .filter_map(|(name, v)| {
+                let why = match (&v.valid, v.namespace_taken_by) {
+                    (None, _) => (Reason::ValidationFailed, "the form is invalid (jpki-access validate names the fields)".to_string()),
+                    (Some(_), Some(owner)) => (Reason::NamespaceClaimed, format!("namespace {:?} belongs to verifier {owner}", v.object.spec.namespace)),
+                    (Some(_), None) => return None,
+                };
+                Some((name.to_string(), why))
+            })
+            .collect()
+    };
     let evaluations: Vec<_> = match memo {
         Some(memo) => {
             memo.begin();
-            let ctx = Context::with_checked(input.verifiers, input.approvals, rules, |v| memo.check_verifier(v));
+            let ctx = Context::new(objects, rules, true, |v| memo.check_verifier(v));
+            result.refused_verifiers = refused_verifiers(&ctx);
             let evaluations = input.registrations.iter().map(|r| memo.evaluate(r, &ctx, now)).collect();
             memo.end();
             evaluations
         }
         None => {
-            let ctx = Context::new(input.verifiers, input.approvals, rules);
+            let ctx = Context::new(objects, rules, true, |v| crate::domain::forms::check_verifier(&v.spec).value);
+            result.refused_verifiers = refused_verifiers(&ctx);
             input.registrations.iter().map(|r| std::sync::Arc::new(liveness::evaluate(r, &ctx, now))).collect()
         }
     };
     let resolved = resolve::resolve(evaluations, now);
 
+    let uids: HashMap<RegKey, String> = input.registrations.iter().map(|r| (RegKey::of(r), live_key(r))).collect();
     for (environment, env) in &env_objects {
         let name = env.metadata.name.clone().unwrap_or_default();
-        let live: Vec<&Resolved> = resolved.values().filter(|r| r.is_live() && r.evaluation.environment == *environment).collect();
-        let cidrs: Vec<IpNet> = live.iter().flat_map(|r| r.window.iter().flat_map(|w| w.cidrs.iter().copied())).collect();
-        let release = env.metadata.annotations.as_ref().and_then(|a| a.get(RELEASE_ANNOTATION)).map(String::as_str);
-        let previous = input.published.and_then(|p| p.get(&name));
-        let (published, hold) =
-            apply_hold(env.spec.policy.mass_revocation_hold.as_ref(), previous, sorted_aggregate(&cidrs), live.len(), release);
-        // While a removal is held, the index keeps the previous live count: the next pass must see the same
-        // removal again (and hold it again) until a person releases it.
-        let recorded_live = match (&hold, previous) {
-            (Some(_), Some(p)) => p.live_registrations.max(live.len()),
-            _ => live.len(),
+        let live: Vec<(&RegKey, &Resolved)> = resolved.iter().filter(|(_, r)| r.is_live() && r.evaluation.environment == *environment).collect();
+        let live_set: LiveSet = live.iter().map(|(k, r)| (uids[*k].clone(), r.window.as_ref().map(|w| w.cidrs.clone()).unwrap_or_default())).collect();
+        let cidrs: Vec<IpNet> = live_set.values().flatten().copied().collect();
+        let from_statuses;
+        let previous = match input.previously_live.and_then(|p| p.get(&name)) {
+            Some(p) => p,
+            None => {
+                from_statuses = live_from_statuses(input.registrations, *environment);
+                &from_statuses
+            }
         };
-        let (mut children, digest) = children::allowlist(env, &published, recorded_live);
-        let mut all = children::network_policies(env, &published);
+        let release = env.metadata.annotations.as_ref().and_then(|a| a.get(RELEASE_ANNOTATION)).map(String::as_str);
+        let outcome = hold::decide(HoldInput {
+            policy: env.spec.policy.mass_revocation_hold.as_ref(),
+            published: input.published.and_then(|p| p.get(&name)),
+            previously_live: previous,
+            live: &live_set,
+            next: sorted_aggregate(&cidrs),
+            release,
+            now,
+        });
+        let (mut children, digest) = children::allowlist(env, &outcome.publish, outcome.recorded_live);
+        let mut all = children::network_policies(env, &outcome.publish);
         all.append(&mut children);
+        if let Some(baseline) = &outcome.baseline {
+            all.extend(children::hold_baseline(env, baseline));
+        }
         all.extend(children::routes(env));
-        let v4: Vec<ipnet::Ipv4Net> = published.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect();
-        let v6: Vec<ipnet::Ipv6Net> = published.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect();
+        let v4: Vec<ipnet::Ipv4Net> = outcome.publish.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect();
+        let v6: Vec<ipnet::Ipv6Net> = outcome.publish.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect();
         let ports = env.spec.firewall.as_ref().map(|f| f.ports.clone()).unwrap_or_default();
         let nft = nft::render_ruleset(&name, &v4, &v6, &ports);
-        let status = environment_status(env, &published, &digest, live.len(), hold.as_ref(), now);
-        result.environments.insert(name.clone(), EnvironmentPlan {
-            name,
-            environment: *environment,
-            cidrs: published,
-            digest,
-            live_registrations: live.len(),
-            hold,
-            children: all,
-            nft,
-            status,
-        });
+        let status = environment_status(env, &outcome.publish, &digest, live.len(), outcome.hold.as_ref(), now);
+        result.environments.insert(
+            name.clone(),
+            EnvironmentPlan {
+                name,
+                environment: *environment,
+                cidrs: outcome.publish,
+                digest,
+                live_registrations: live.len(),
+                hold: outcome.hold,
+                baseline: outcome.baseline,
+                released: outcome.released,
+                published_live: outcome.published_live,
+                recorded_live: outcome.recorded_live,
+                held: outcome.held,
+                children: all,
+                nft,
+                status,
+            },
+        );
     }
 
-    EnvironmentsFirst { plan: result, resolved, env_objects, registrations: input.registrations, now }
+    EnvironmentsFirst { plan: result, resolved, env_objects, input: *input, now }
 }
 
 impl EnvironmentsFirst<'_> {
-    /// The second half of [`plan`]: each registration's status and URL notice.
+    /// The second half of [`plan`]: each registration's status and URL notice, each approval's verdict, and the
+    /// facts to record.
     pub fn finish(self) -> Plan {
         self.finish_with(None)
     }
@@ -234,11 +314,49 @@ impl EnvironmentsFirst<'_> {
     /// [`EnvironmentsFirst::finish`] reusing, through `memo`, each registration's plan from earlier passes where its
     /// verdict, its environment and its stored conditions are unchanged. The result is the same with or without.
     pub fn finish_with(self, mut memo: Option<&mut memo::Memo>) -> Plan {
-        let EnvironmentsFirst { plan: mut result, resolved, env_objects, registrations, now } = self;
-        let by_key: HashMap<(&str, &str), &AccessRegistration> = registrations
+        let EnvironmentsFirst { plan: mut result, mut resolved, env_objects, input, now } = self;
+        let by_key: HashMap<(&str, &str), &AccessRegistration> = input
+            .registrations
             .iter()
             .map(|r| ((r.metadata.namespace.as_deref().unwrap_or_default(), r.metadata.name.as_deref().unwrap_or_default()), *r))
             .collect();
+        // Registrations the hold keeps published say so, with the CIDRs it keeps.
+        for e in result.environments.values() {
+            for (key, r) in resolved.iter_mut().filter(|(_, r)| r.evaluation.environment == e.environment && !r.is_live()) {
+                let reg = by_key[&(key.namespace.as_str(), key.name.as_str())];
+                let uid = live_key(reg);
+                if e.held.contains(&uid) {
+                    r.phase = RegistrationPhase::Held;
+                    r.reason = Reason::Held;
+                    r.message = format!(
+                        "no longer live, but its CIDRs stay published while AccessEnvironment {}'s mass removal is held; a person releases it ({RELEASE_ANNOTATION})",
+                        e.name
+                    );
+                    let kept = e.published_live.get(&uid).cloned().unwrap_or_default();
+                    let window = r.window.get_or_insert_with(|| liveness::Window {
+                        cidrs: Vec::new(),
+                        places: Vec::new(),
+                        start: now,
+                        end: None,
+                        provision_methods: Default::default(),
+                    });
+                    window.cidrs = kept;
+                }
+            }
+        }
+        for (key, r) in &resolved {
+            for v in &r.evaluation.approvals {
+                result.approvals.insert((key.namespace.clone(), v.name.clone()), v.clone());
+            }
+        }
+        for a in input.approvals {
+            let id = (a.metadata.namespace.clone().unwrap_or_default(), a.metadata.name.clone().unwrap_or_default());
+            if !result.approvals.contains_key(&id) {
+                let verdict = crate::domain::rules::decisions::not_found(a);
+                result.approvals.insert(id, verdict);
+            }
+        }
+        result.records = records::plan_records(&input, &resolved, &result.environments, now);
         for (key, r) in resolved {
             let reg = by_key[&(key.namespace.as_str(), key.name.as_str())];
             let env = env_objects.get(&r.evaluation.environment).copied();
@@ -264,22 +382,18 @@ impl EnvironmentsFirst<'_> {
     }
 }
 
-fn environment_status(
-    env: &AccessEnvironment,
-    cidrs: &[IpNet],
-    digest: &str,
-    live: usize,
-    hold: Option<&Hold>,
-    now: Timestamp,
-) -> AccessEnvironmentStatus {
+fn environment_status(env: &AccessEnvironment, cidrs: &[IpNet], digest: &str, live: usize, hold: Option<&Hold>, now: Timestamp) -> AccessEnvironmentStatus {
     let generation = env.metadata.generation;
     let previous = env.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let cond = |t: &str, s: bool, reason: &str, message: &str| status::condition(t, s, reason, message, generation, previous, now);
     let (held_reason, held_message) = match hold {
-        Some(h) => ("MassRevocationHeld", format!(
-            "a change would remove {} of {} CIDRs ({} registrations); the previous set stays published. To confirm, annotate this AccessEnvironment with {RELEASE_ANNOTATION}={}",
-            h.removed_cidrs, h.previous_cidrs, h.removed_registrations, h.held_digest
-        )),
+        Some(h) => (
+            "MassRevocationHeld",
+            format!(
+                "removals since the baseline would take away {} of its {} CIDRs ({} registrations affected); the previous set stays published. To confirm, annotate this AccessEnvironment with {RELEASE_ANNOTATION}={}",
+                h.removed_cidrs, h.baseline_cidrs, h.affected_registrations, h.held_digest
+            ),
+        ),
         None => ("NotHeld", String::new()),
     };
     AccessEnvironmentStatus {

@@ -49,11 +49,7 @@ const V6_PER_LINE: usize = 4;
 pub fn table_name(environment_name: &str) -> String {
     let mut name = String::with_capacity("jpki_access_".len() + environment_name.len());
     name.push_str("jpki_access_");
-    name.extend(
-        environment_name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }),
-    );
+    name.extend(environment_name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }));
     name
 }
 
@@ -134,11 +130,7 @@ pub fn write_table(out: &mut String, table: &str, v4: &[Ipv4Net], v6: &[Ipv6Net]
         let _ = writeln!(out, "\n\tchain {hook} {{");
         let _ = writeln!(out, "\t\ttype filter hook {hook} priority filter; policy accept;");
         for (proto, group) in &groups {
-            for verdict in [
-                format_args!(" ip saddr @{SET_V4} accept"),
-                format_args!(" ip6 saddr @{SET_V6} accept"),
-                format_args!(" drop"),
-            ] {
+            for verdict in [format_args!(" ip saddr @{SET_V4} accept"), format_args!(" ip6 saddr @{SET_V6} accept"), format_args!(" drop")] {
                 let _ = write!(out, "\t\t{proto} dport {{ ");
                 for (i, port) in group.iter().enumerate() {
                     if i > 0 {
@@ -287,10 +279,13 @@ table inet jpki_access_production {
     #[test]
     fn no_ports_gives_chains_without_rules() {
         let text = render_ruleset("test", &[v4("198.51.100.0/24")], &[], &[]);
-        assert!(text.contains(
-            "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n\n\
+        assert!(
+            text.contains(
+                "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n\n\
              \tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n"
-        ), "{text}");
+            ),
+            "{text}"
+        );
         assert!(!text.contains("dport"), "{text}");
         assert!(text.contains("198.51.100.0/24"), "{text}");
     }
@@ -335,10 +330,8 @@ table inet jpki_access_production {
 
     #[test]
     fn elements_wrap_several_per_line() {
-        let nets: Vec<Ipv4Net> =
-            (0..17u32).map(|i| Ipv4Net::new((0x0a00_0000 + (i << 8)).into(), 24).unwrap()).collect();
-        let nets6: Vec<Ipv6Net> =
-            (0..5u128).map(|i| Ipv6Net::new(((0x2001_0db8u128 << 96) + (i << 64)).into(), 64).unwrap()).collect();
+        let nets: Vec<Ipv4Net> = (0..17u32).map(|i| Ipv4Net::new((0x0a00_0000 + (i << 8)).into(), 24).unwrap()).collect();
+        let nets6: Vec<Ipv6Net> = (0..5u128).map(|i| Ipv6Net::new(((0x2001_0db8u128 << 96) + (i << 64)).into(), 64).unwrap()).collect();
         let text = render_table("x", &nets, &nets6, &[]);
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("\t\t\t")).collect();
         assert_eq!(lines.len(), 3 + 2, "{text}");
@@ -351,8 +344,7 @@ table inet jpki_access_production {
 
     #[test]
     fn output_is_deterministic() {
-        let nets: Vec<Ipv4Net> =
-            (0..1000u32).map(|i| Ipv4Net::new((0xc000_0000 + (i << 4)).into(), 28).unwrap()).collect();
+        let nets: Vec<Ipv4Net> = (0..1000u32).map(|i| Ipv4Net::new((0xc000_0000 + (i << 4)).into(), 28).unwrap()).collect();
         let nets6 = [v6("2001:db8:1::10/128"), v6("2001:db8:2::/48")];
         let ports = [tcp(443), udp(53), tcp(80)];
         let first = render_ruleset("production", &nets, &nets6, &ports);

@@ -89,10 +89,7 @@ pub fn text_ja(n: &Notice) -> String {
         Environment::Test => "テスト環境",
         Environment::Production => "本番環境",
     };
-    let mut s = format!(
-        "URL通知書\n\n署名検証者: {}\n登録: {}/{}\n環境: {env}\nアクセス開始日: {}\n",
-        n.verifier, n.namespace, n.registration, n.access_start
-    );
+    let mut s = format!("URL通知書\n\n署名検証者: {}\n登録: {}/{}\n環境: {env}\nアクセス開始日: {}\n", n.verifier, n.namespace, n.registration, n.access_start);
     if let Some(end) = &n.access_end {
         s.push_str(&format!("アクセス終了日: {end}\n"));
     }

@@ -7,19 +7,11 @@ use super::resolve::Resolved;
 use crate::api::registration::{AccessRegistrationStatus, RegistrationPhase};
 use crate::api::{CidrString, JstDate};
 use crate::domain::date::{add_days, start_of_day_jst};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Builds one condition, keeping the previous transition time when the status is unchanged.
-pub fn condition(
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    previous: &[Condition],
-    now: Timestamp,
-) -> Condition {
+pub fn condition(type_: &str, status: bool, reason: &str, message: &str, generation: Option<i64>, previous: &[Condition], now: Timestamp) -> Condition {
     let status = if status { "True" } else { "False" }.to_string();
     let last = previous
         .iter()
@@ -41,7 +33,9 @@ pub fn condition(
 /// Setup is overdue while J-LIS has not set the access up (not yet approved and through its gates) after the
 /// due date has passed (JST).
 fn overdue(r: &Resolved, now: Timestamp) -> (Option<bool>, Option<Timestamp>) {
-    let Some(due) = r.evaluation.setup_due else { return (None, None) };
+    let Some(due) = r.evaluation.setup_due else {
+        return (None, None);
+    };
     let waiting = matches!(r.phase, RegistrationPhase::PendingApproval | RegistrationPhase::Invalid | RegistrationPhase::Conflict);
     if !waiting {
         return (Some(false), None);
@@ -61,19 +55,17 @@ pub fn registration_status(r: &Resolved, notice: Option<String>, previous: &[Con
         (None, _) => (false, "AwaitingApproval", "no approval of this registration yet".to_string()),
     };
     let ready = matches!(r.phase, Active | Scheduled | Superseded | Expired);
-    let stalled = matches!(r.phase, Invalid | Rejected | Conflict);
+    let stalled = matches!(r.phase, Invalid | Rejected | Conflict | Held);
     let conditions = vec![
-        cond("Ready", ready, r.reason, &r.message),
+        cond("Ready", ready, r.reason.as_str(), &r.message),
         cond("Reconciling", false, "Reconciled", "the plan for this generation is computed"),
-        cond("Stalled", stalled, if stalled { r.reason } else { "NotStalled" }, if stalled { &r.message } else { "" }),
+        cond("Stalled", stalled, if stalled { r.reason.as_str() } else { "NotStalled" }, if stalled { &r.message } else { "" }),
         cond("Approved", approved, approved_reason, &approved_message),
-        cond("Active", r.phase == Active, r.reason, &r.message),
+        cond("Active", r.phase == Active, r.reason.as_str(), &r.message),
     ];
-    let live: Vec<CidrString> = if r.is_live() {
-        r.window.iter().flat_map(|w| &w.cidrs).map(|c| CidrString(c.to_string())).collect()
-    } else {
-        Vec::new()
-    };
+    // Held ones show the CIDRs the hold keeps published (what a restarted controller reads back as published).
+    let live: Vec<CidrString> =
+        if r.is_live() || r.phase == Held { r.window.iter().flat_map(|w| &w.cidrs).map(|c| CidrString(c.to_string())).collect() } else { Vec::new() };
     let (setup_overdue, overdue_at) = overdue(r, now);
     let next = match (r.next_transition, overdue_at) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -11,8 +11,9 @@ use crate::api::registration::{AccessRegistrationSpec, ConnectionMethod, Registr
 use crate::api::verifier::{Agreement, OrganizationType, ProcedureMilestones, SignatureVerifierSpec, VerifierRole};
 use crate::api::{ProvisionMethod, ProvisionMethods};
 use crate::domain::approve::approval_for;
-use serde_json::json;
 use RegistrationPhase::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::json;
 
 pub(super) fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -39,51 +40,65 @@ pub(super) fn environment(name: &str, environment: Environment) -> AccessEnviron
 }
 
 pub(super) fn verifier(name: &str) -> SignatureVerifier {
-    SignatureVerifier::new(name, SignatureVerifierSpec {
-        display_name: name.to_uppercase(),
-        organization_type: OrganizationType::LocalGovernment,
-        lg_code: Some("011002".into()),
-        corporate_number: None,
-        roles: vec![VerifierRole::SignatureVerifier, VerifierRole::UserAuthenticationVerifier],
-        namespace: format!("ns-{name}"),
-        agreement: Some(Agreement { effective_date: "2026-04-01".into() }),
-        system_contractor: None,
-        contacts: vec![],
-        procedure: Some(ProcedureMilestones {
-            confidentiality_pledge_received_on: Some("2026-01-20".into()),
-            test_environment_application_received_on: Some("2026-01-20".into()),
-            verification_test_completed_on: Some("2026-02-20".into()),
-            ..Default::default()
-        }),
-    })
+    SignatureVerifier::new(
+        name,
+        SignatureVerifierSpec {
+            display_name: name.to_uppercase(),
+            organization_type: OrganizationType::LocalGovernment,
+            lg_code: Some("011002".into()),
+            corporate_number: None,
+            roles: vec![VerifierRole::SignatureVerifier, VerifierRole::UserAuthenticationVerifier],
+            namespace: format!("ns-{name}"),
+            agreement: Some(Agreement { effective_date: "2026-04-01".into() }),
+            system_contractor: None,
+            contacts: vec![],
+            procedure: Some(ProcedureMilestones {
+                confidentiality_pledge_received_on: Some("2026-01-20".into()),
+                test_environment_application_received_on: Some("2026-01-20".into()),
+                verification_test_completed_on: Some("2026-02-20".into()),
+                ..Default::default()
+            }),
+        },
+    )
 }
 
 pub(super) fn registration(verifier: &str, name: &str, environment: Environment, cidrs: &[&str], start: &str, end: Option<&str>) -> AccessRegistration {
-    let mut reg = AccessRegistration::new(name, AccessRegistrationSpec {
-        verifier_ref: verifier.into(),
-        environment,
-        reason: RegistrationReason::Initial,
-        supersedes: None,
-        received_on: Some("2026-03-01".into()),
-        connection_method: ConnectionMethod::Lgwan,
-        source_cidrs: cidrs.iter().map(|c| (*c).into()).collect(),
-        access_start_date: start.into(),
-        access_end_date: end.map(Into::into),
-        provision_methods: Some(ProvisionMethods { signing: Some(ProvisionMethod::Ocsp), user_authentication: Some(ProvisionMethod::Crl) }),
-        official_seal_affixed: Some(true),
-    });
+    let mut reg = AccessRegistration::new(
+        name,
+        AccessRegistrationSpec {
+            verifier_ref: verifier.into(),
+            environment,
+            reason: RegistrationReason::Initial,
+            supersedes: None,
+            received_on: Some("2026-03-01".into()),
+            connection_method: ConnectionMethod::Lgwan,
+            source_cidrs: cidrs.iter().map(|c| (*c).into()).collect(),
+            access_start_date: start.into(),
+            access_end_date: end.map(Into::into),
+            provision_methods: Some(ProvisionMethods { signing: Some(ProvisionMethod::Ocsp), user_authentication: Some(ProvisionMethod::Crl) }),
+            official_seal_affixed: Some(true),
+        },
+    );
     reg.metadata.namespace = Some(format!("ns-{verifier}"));
     reg.metadata.uid = Some(format!("uid-reg-{name}"));
     reg.metadata.generation = Some(1);
+    reg.metadata.creation_timestamp = Some(Time(t("2026-01-01T00:00:00Z")));
     reg
 }
 
-pub(super) fn approve(reg: &AccessRegistration, at: &str) -> AccessApproval {
-    approval_for(reg, Decision::Approved, "approver@j-lis", t(at), None).unwrap()
+/// As the API server stores it: a uid and the creation time (`at`, which the approval also gives as approvedAt).
+pub(super) fn stored_decision(mut a: AccessApproval, at: &str) -> AccessApproval {
+    a.metadata.uid = Some(format!("uid-{}", a.metadata.name.clone().unwrap_or_default()));
+    a.metadata.creation_timestamp = Some(Time(t(at)));
+    a
 }
 
-fn reject(reg: &AccessRegistration, at: &str) -> AccessApproval {
-    approval_for(reg, Decision::Rejected, "approver@j-lis", t(at), Some("不備".into())).unwrap()
+pub(super) fn approve(reg: &AccessRegistration, at: &str) -> AccessApproval {
+    stored_decision(approval_for(reg, Decision::Approved, "approver@j-lis", t(at), None).unwrap(), at)
+}
+
+pub(super) fn reject(reg: &AccessRegistration, at: &str) -> AccessApproval {
+    stored_decision(approval_for(reg, Decision::Rejected, "approver@j-lis", t(at), Some("不備".into())).unwrap(), at)
 }
 
 /// The objects of one test.
@@ -93,7 +108,10 @@ pub(super) struct World {
     pub registrations: Vec<AccessRegistration>,
     pub approvals: Vec<AccessApproval>,
     pub environments: Vec<AccessEnvironment>,
+    pub records: Vec<crate::api::AccessRecord>,
     pub published: BTreeMap<String, PublishedAllowlist>,
+    /// The controller's memory of what each registration had published (None: from the statuses).
+    pub previously_live: Option<BTreeMap<String, hold::LiveSet>>,
 }
 
 impl World {
@@ -104,24 +122,32 @@ impl World {
             ..Default::default()
         }
     }
+    /// As the controller does after writing: what `plan` published becomes what the next pass reads back.
+    pub(super) fn publish(&mut self, plan: &Plan) {
+        for (name, e) in &plan.environments {
+            self.published.insert(
+                name.clone(),
+                PublishedAllowlist { digest: e.digest.clone(), cidrs: e.cidrs.clone(), live_registrations: e.recorded_live, baseline: e.baseline.clone() },
+            );
+            self.previously_live.get_or_insert_default().insert(name.clone(), e.published_live.clone());
+        }
+    }
+
     pub(super) fn plan(&self, now: &str) -> Plan {
-        let objects = Objects::of(&self.verifiers, &self.registrations, &self.approvals, &self.environments);
-        plan(
-            &PlanInput { published: Some(&self.published), ..objects.input() },
-            t(now),
-        )
+        let objects = Objects::of(&self.verifiers, &self.registrations, &self.approvals, &self.environments).with_records(&self.records);
+        plan(&PlanInput { published: Some(&self.published), previously_live: self.previously_live.as_ref(), ..objects.input() }, t(now))
     }
 }
 
-fn phase(plan: &Plan, verifier: &str, name: &str) -> RegistrationPhase {
+pub(super) fn phase(plan: &Plan, verifier: &str, name: &str) -> RegistrationPhase {
     plan.registrations[&RegKey { namespace: format!("ns-{verifier}"), name: name.into() }].resolved.phase
 }
 
-fn reg_plan<'a>(plan: &'a Plan, verifier: &str, name: &str) -> &'a RegistrationPlan {
+pub(super) fn reg_plan<'a>(plan: &'a Plan, verifier: &str, name: &str) -> &'a RegistrationPlan {
     &plan.registrations[&RegKey { namespace: format!("ns-{verifier}"), name: name.into() }]
 }
 
-fn allowlist(plan: &Plan, env: &str) -> Vec<String> {
+pub(super) fn allowlist(plan: &Plan, env: &str) -> Vec<String> {
     plan.environments[env].cidrs.iter().map(ToString::to_string).collect()
 }
 
@@ -151,42 +177,54 @@ fn an_approved_registration_is_active_and_every_output_is_exact() {
     assert_eq!(allowlist(&plan, "test"), Vec::<String>::new(), "environments never mix");
 
     let labels = json!({"access.jpki.dev/environment": "production", "app.kubernetes.io/managed-by": "jpki-access"});
-    assert_eq!(child(&plan, "production", "NetworkPolicy", "jpki-production-default-deny"), json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": "jpki-production-default-deny", "namespace": "jpki-production", "labels": labels, "ownerReferences": owner_refs("production")},
-        "spec": {"podSelector": {"matchLabels": {"app": "revocation"}}, "policyTypes": ["Ingress"]}
-    }));
-    assert_eq!(child(&plan, "production", "NetworkPolicy", "jpki-production-allow-0"), json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": "jpki-production-allow-0", "namespace": "jpki-production", "labels": labels, "ownerReferences": owner_refs("production")},
-        "spec": {
-            "podSelector": {"matchLabels": {"app": "revocation"}},
-            "policyTypes": ["Ingress"],
-            "ingress": [{
-                "from": [{"ipBlock": {"cidr": "192.0.2.0/27"}}, {"ipBlock": {"cidr": "2001:db8:10::/56"}}],
-                "ports": [{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": 8081}]
-            }]
-        }
-    }));
+    assert_eq!(
+        child(&plan, "production", "NetworkPolicy", "jpki-production-default-deny"),
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "jpki-production-default-deny", "namespace": "jpki-production", "labels": labels, "ownerReferences": owner_refs("production")},
+            "spec": {"podSelector": {"matchLabels": {"app": "revocation"}}, "policyTypes": ["Ingress"]}
+        })
+    );
+    assert_eq!(
+        child(&plan, "production", "NetworkPolicy", "jpki-production-allow-0"),
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "jpki-production-allow-0", "namespace": "jpki-production", "labels": labels, "ownerReferences": owner_refs("production")},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "revocation"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [{"ipBlock": {"cidr": "192.0.2.0/27"}}, {"ipBlock": {"cidr": "2001:db8:10::/56"}}],
+                    "ports": [{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": 8081}]
+                }]
+            }
+        })
+    );
     let shard_text = "192.0.2.0/27\n2001:db8:10::/56\n";
     let digest = crate::domain::digest::digest_bytes(shard_text.as_bytes());
     let mut shard_labels = labels.clone();
     shard_labels["access.jpki.dev/allowlist"] = json!("shard");
-    assert_eq!(child(&plan, "production", "ConfigMap", "jpki-allowlist-production-0"), json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "jpki-allowlist-production-0", "namespace": "jpki-system", "labels": shard_labels,
-                     "annotations": {"access.jpki.dev/allowlist-digest": digest}, "ownerReferences": owner_refs("production")},
-        "data": {"cidrs": shard_text}
-    }));
+    assert_eq!(
+        child(&plan, "production", "ConfigMap", "jpki-allowlist-production-0"),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "jpki-allowlist-production-0", "namespace": "jpki-system", "labels": shard_labels,
+                         "annotations": {"access.jpki.dev/allowlist-digest": digest}, "ownerReferences": owner_refs("production")},
+            "data": {"cidrs": shard_text}
+        })
+    );
     let mut index_labels = labels.clone();
     index_labels["access.jpki.dev/allowlist"] = json!("index");
-    assert_eq!(child(&plan, "production", "ConfigMap", "jpki-allowlist-production"), json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "jpki-allowlist-production", "namespace": "jpki-system", "labels": index_labels,
-                     "annotations": {"access.jpki.dev/allowlist-digest": digest}, "ownerReferences": owner_refs("production")},
-        "data": {"environment": "production", "digest": digest, "cidrCount": "2", "liveRegistrations": "1",
-                 "shards": format!("jpki-allowlist-production-0 {digest} 2\n"), "ports": "TCP/443\n"}
-    }));
+    assert_eq!(
+        child(&plan, "production", "ConfigMap", "jpki-allowlist-production"),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "jpki-allowlist-production", "namespace": "jpki-system", "labels": index_labels,
+                         "annotations": {"access.jpki.dev/allowlist-digest": digest}, "ownerReferences": owner_refs("production")},
+            "data": {"environment": "production", "digest": digest, "cidrCount": "2", "liveRegistrations": "1",
+                     "shards": format!("jpki-allowlist-production-0 {digest} 2\n"), "ports": "TCP/443\n"}
+        })
+    );
     assert_eq!(plan.environments["production"].digest, digest);
     let status = &reg_plan(&plan, "sapporo", "prod").status;
     assert_eq!(status.effective_cidrs, vec!["192.0.2.0/27".into(), "2001:db8:10::/56".into()]);
@@ -327,7 +365,7 @@ fn production_and_test_gates() {
     w.approvals.push(approve(&early, "2026-02-05T01:00:00Z"));
     w.registrations.push(early);
     let plan = w.plan(at);
-    assert_eq!((phase(&plan, "sapporo", "early"), plan.registrations.values().next().unwrap().resolved.reason), (Invalid, "StartBeforeAgreement"));
+    assert_eq!((phase(&plan, "sapporo", "early"), plan.registrations.values().next().unwrap().resolved.reason.as_str()), (Invalid, "StartBeforeAgreement"));
 
     // A required verification test not on record.
     let mut w = World::new();
@@ -355,7 +393,7 @@ fn production_and_test_gates() {
     assert_eq!(phase(&w.plan(at), "sapporo", "test"), Active);
     reg.spec.connection_method = ConnectionMethod::LgwanViaLgpki;
     w.registrations = vec![reg];
-    assert_eq!(reg_plan(&w.plan(at), "sapporo", "test").resolved.reason, "ProcedureIncomplete");
+    assert_eq!(reg_plan(&w.plan(at), "sapporo", "test").resolved.reason, "LgwanCenterPending");
 }
 
 #[test]
@@ -367,7 +405,7 @@ fn missing_references_are_reported_never_skipped() {
     w.registrations.push(reg);
     let plan = w.plan(at);
     let r = reg_plan(&plan, "nobody", "orphan");
-    assert_eq!((r.resolved.phase, r.resolved.reason), (Invalid, "VerifierNotFound"));
+    assert_eq!((r.resolved.phase, r.resolved.reason.as_str()), (Invalid, "VerifierNotFound"));
     let ready = r.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "VerifierNotFound"));
 
@@ -390,16 +428,33 @@ fn missing_references_are_reported_never_skipped() {
 fn large_sets_are_sharded_with_stable_names() {
     let mut w = World::new();
     w.environments[0].spec.policy = EnvironmentPolicy { max_cidrs_per_object: 2, ..EnvironmentPolicy::default() };
-    let reg = registration("sapporo", "prod", Environment::Production, &["192.0.2.0/28", "192.0.2.64/28", "198.51.100.0/28", "203.0.113.0/28", "2001:db8::/48"], "2026-04-01", None);
+    let reg = registration(
+        "sapporo",
+        "prod",
+        Environment::Production,
+        &["192.0.2.0/28", "192.0.2.64/28", "198.51.100.0/28", "203.0.113.0/28", "2001:db8::/48"],
+        "2026-04-01",
+        None,
+    );
     w.approvals.push(approve(&reg, "2026-03-05T01:00:00Z"));
     w.registrations.push(reg);
     let plan = w.plan("2026-05-01T00:00:00Z");
     let names: Vec<String> = plan.environments["production"].children.iter().map(|c| c.identity().3).collect();
-    assert_eq!(names, [
-        "jpki-production-default-deny", "jpki-production-allow-0", "jpki-production-allow-1", "jpki-production-allow-2",
-        "jpki-allowlist-production", "jpki-allowlist-production-0", "jpki-allowlist-production-1", "jpki-allowlist-production-2",
-        "jpki-production-ocsp", "jpki-production-crl",
-    ]);
+    assert_eq!(
+        names,
+        [
+            "jpki-production-default-deny",
+            "jpki-production-allow-0",
+            "jpki-production-allow-1",
+            "jpki-production-allow-2",
+            "jpki-allowlist-production",
+            "jpki-allowlist-production-0",
+            "jpki-allowlist-production-1",
+            "jpki-allowlist-production-2",
+            "jpki-production-ocsp",
+            "jpki-production-crl",
+        ]
+    );
     let shard = child(&plan, "production", "ConfigMap", "jpki-allowlist-production-2");
     assert_eq!(shard["data"]["cidrs"], "2001:db8::/48\n");
     let index = child(&plan, "production", "ConfigMap", "jpki-allowlist-production");
@@ -409,15 +464,13 @@ fn large_sets_are_sharded_with_stable_names() {
 #[test]
 fn a_mass_removal_is_held_until_confirmed_and_a_single_revocation_never_is() {
     let mut w = World::new();
-    w.environments[0].spec.policy.mass_revocation_hold = Some(MassRevocationHold { percent: 25, min_cidrs: 2 });
-    let regs: Vec<AccessRegistration> = (0..4)
-        .map(|i| registration("sapporo", &format!("r{i}"), Environment::Production, &[&format!("198.51.{}.0/24", i * 2)], "2026-04-01", None))
-        .collect();
+    w.environments[0].spec.policy.mass_revocation_hold = Some(MassRevocationHold { percent: 25, min_cidrs: 2, window_hours: None });
+    let regs: Vec<AccessRegistration> =
+        (0..4).map(|i| registration("sapporo", &format!("r{i}"), Environment::Production, &[&format!("198.51.{}.0/24", i * 2)], "2026-04-01", None)).collect();
     w.approvals = regs.iter().map(|r| approve(r, "2026-03-05T01:00:00Z")).collect();
     w.registrations = regs.clone();
     let full = w.plan("2026-05-01T00:00:00Z");
-    let published = PublishedAllowlist { digest: full.environments["production"].digest.clone(), cidrs: full.environments["production"].cidrs.clone(), live_registrations: 4 };
-    w.published.insert("production".into(), published);
+    w.publish(&full);
 
     // One revocation: immediate.
     let mut one_less = w.clone();
@@ -426,14 +479,20 @@ fn a_mass_removal_is_held_until_confirmed_and_a_single_revocation_never_is() {
     assert!(plan.environments["production"].hold.is_none());
     assert_eq!(allowlist(&plan, "production").len(), 3);
 
-    // Three at once (75 %): held, the previous set stays published, the environment says how to confirm.
+    // Three at once (75 %; their approvals deleted): held, the previous set stays published, the environment says
+    // how to confirm, and the three registrations say Held.
     let mut mass = w.clone();
-    mass.registrations.truncate(1);
+    mass.approvals.truncate(1);
     let plan = mass.plan("2026-05-01T00:00:00Z");
     let e = &plan.environments["production"];
     let hold = e.hold.clone().unwrap();
-    assert_eq!((hold.removed_cidrs, hold.previous_cidrs, hold.removed_registrations), (3, 4, 3));
+    assert_eq!((hold.removed_cidrs, hold.baseline_cidrs, hold.affected_registrations), (3, 4, 3));
     assert_eq!(allowlist(&plan, "production").len(), 4);
+    for name in ["r1", "r2", "r3"] {
+        let held = reg_plan(&plan, "sapporo", name);
+        assert_eq!(held.resolved.phase, RegistrationPhase::Held, "{name}: its CIDRs are still published");
+        assert_eq!(held.status.effective_cidrs.len(), 1);
+    }
     let held = e.status.conditions.iter().find(|c| c.type_ == "Held").unwrap();
     assert_eq!(held.status, "True");
     assert!(held.message.contains(&hold.held_digest) && held.message.contains(RELEASE_ANNOTATION));
@@ -476,16 +535,21 @@ fn the_url_notice_lists_the_chosen_methods() {
     let mut w = World::new();
     let mut reg = registration("sapporo", "prod", Environment::Production, &["192.0.2.0/28"], "2026-04-01", Some("2031-03-31"));
     reg.spec.provision_methods = Some(ProvisionMethods { signing: Some(ProvisionMethod::Ocsp), user_authentication: Some(ProvisionMethod::None) });
+    // A signature verifier only: it has no user-authentication certificates to check (None fits its role).
+    w.verifiers[0].spec.roles = vec![VerifierRole::SignatureVerifier];
     w.approvals.push(approve(&reg, "2026-03-05T01:00:00Z"));
     w.registrations.push(reg);
     let plan = w.plan("2026-05-01T00:00:00Z");
     let p = reg_plan(&plan, "sapporo", "prod");
     let notice = p.notice_data.clone().unwrap();
-    assert_eq!(serde_json::to_value(&notice).unwrap(), json!({
-        "registration": "prod", "namespace": "ns-sapporo", "verifier": "sapporo", "environment": "Production",
-        "accessStart": "2026-04-01", "accessEnd": "2031-03-31",
-        "endpoints": [{"certificateType": "signing", "provisionMethod": "Ocsp", "url": "https://ocsp.production.example/"}]
-    }));
+    assert_eq!(
+        serde_json::to_value(&notice).unwrap(),
+        json!({
+            "registration": "prod", "namespace": "ns-sapporo", "verifier": "sapporo", "environment": "Production",
+            "accessStart": "2026-04-01", "accessEnd": "2031-03-31",
+            "endpoints": [{"certificateType": "signing", "provisionMethod": "Ocsp", "url": "https://ocsp.production.example/"}]
+        })
+    );
     let cm = p.notice.as_ref().unwrap().to_json();
     assert_eq!(cm["metadata"]["name"], "prod-url-notice");
     assert_eq!(cm["metadata"]["namespace"], "ns-sapporo");
@@ -502,7 +566,12 @@ fn the_nft_ruleset_carries_the_published_sets() {
     w.registrations.push(reg);
     let plan = w.plan("2026-05-01T00:00:00Z");
     let nft = &plan.environments["production"].nft;
-    let expected = nft::render_ruleset("production", &["192.0.2.0/28".parse().unwrap()], &["2001:db8:10::/56".parse().unwrap()], &w.environments[0].spec.firewall.as_ref().unwrap().ports);
+    let expected = nft::render_ruleset(
+        "production",
+        &["192.0.2.0/28".parse().unwrap()],
+        &["2001:db8:10::/56".parse().unwrap()],
+        &w.environments[0].spec.firewall.as_ref().unwrap().ports,
+    );
     assert_eq!(nft, &expected);
 }
 
@@ -515,42 +584,45 @@ fn a_gateway_exposure_renders_one_httproute_per_endpoint() {
     });
     let plan = w.plan("2026-05-01T00:00:00Z");
     let route = child(&plan, "production", "HTTPRoute", "jpki-production-crl");
-    assert_eq!(route, json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "jpki-production-crl", "namespace": "jpki-production",
-                     "labels": {"access.jpki.dev/environment": "production", "app.kubernetes.io/managed-by": "jpki-access"},
-                     "ownerReferences": owner_refs("production")},
-        "spec": {"parentRefs": [{"name": "jpki", "namespace": "gateways", "sectionName": "https"}],
-                 "hostnames": ["crl.production.example"],
-                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/crl"}}], "backendRefs": [{"name": "crl", "port": 8080}]}]}
-    }));
+    assert_eq!(
+        route,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "jpki-production-crl", "namespace": "jpki-production",
+                         "labels": {"access.jpki.dev/environment": "production", "app.kubernetes.io/managed-by": "jpki-access"},
+                         "ownerReferences": owner_refs("production")},
+            "spec": {"parentRefs": [{"name": "jpki", "namespace": "gateways", "sectionName": "https"}],
+                     "hostnames": ["crl.production.example"],
+                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/crl"}}], "backendRefs": [{"name": "crl", "port": 8080}]}]}
+        })
+    );
     assert!(plan.environments["production"].children.iter().all(|c| c.identity().1 != "Ingress"));
 }
 
 #[test]
 fn a_held_removal_stays_held_on_the_next_pass_until_released() {
     let mut w = World::new();
-    w.environments[0].spec.policy.mass_revocation_hold = Some(MassRevocationHold { percent: 25, min_cidrs: 2 });
-    let regs: Vec<AccessRegistration> = (0..4)
-        .map(|i| registration("sapporo", &format!("r{i}"), Environment::Production, &[&format!("198.51.{}.0/24", i * 2)], "2026-04-01", None))
-        .collect();
+    w.environments[0].spec.policy.mass_revocation_hold = Some(MassRevocationHold { percent: 25, min_cidrs: 2, window_hours: None });
+    let regs: Vec<AccessRegistration> =
+        (0..4).map(|i| registration("sapporo", &format!("r{i}"), Environment::Production, &[&format!("198.51.{}.0/24", i * 2)], "2026-04-01", None)).collect();
     w.approvals = regs.iter().map(|r| approve(r, "2026-03-05T01:00:00Z")).collect();
     w.registrations = regs;
-    let publish = |w: &mut World, plan: &Plan| {
-        let e = &plan.environments["production"];
-        let index = child(plan, "production", "ConfigMap", "jpki-allowlist-production");
-        let live: usize = index["data"]["liveRegistrations"].as_str().unwrap().parse().unwrap();
-        w.published.insert("production".into(), PublishedAllowlist { digest: e.digest.clone(), cidrs: e.cidrs.clone(), live_registrations: live });
-    };
     let full = w.plan("2026-05-01T00:00:00Z");
-    publish(&mut w, &full);
+    w.publish(&full);
     w.registrations.truncate(1);
-    // Pass after pass (each one reading back what the previous one published), the removal stays held.
-    for pass in 0..3 {
+    // Pass after pass (each one reading back what the previous one published), the removal stays held; also after
+    // a restart, when the previous set comes from the statuses.
+    for pass in 0..4 {
+        if pass == 2 {
+            w.previously_live = None;
+        }
         let plan = w.plan("2026-05-01T00:00:00Z");
         assert!(plan.environments["production"].hold.is_some(), "released by itself on pass {pass}");
         assert_eq!(allowlist(&plan, "production").len(), 4);
-        publish(&mut w, &plan);
+        w.publish(&plan);
+        for reg in &mut w.registrations {
+            reg.status = Some(plan.registrations[&RegKey::of(reg)].status.clone());
+        }
     }
 }
 
@@ -585,10 +657,7 @@ fn re_approving_a_widening_keeps_the_place_in_line_for_conflicts() {
 
 /// `n` disjoint IPv4 /28s, 64 addresses apart, from 10.0.0.0 (an aggregated allowlist in address order).
 fn spaced_cidrs(n: u32, skip: Option<u32>) -> Vec<IpNet> {
-    (0..n)
-        .filter(|i| Some(*i) != skip)
-        .map(|i| IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 + i * 64), 28).unwrap()))
-        .collect()
+    (0..n).filter(|i| Some(*i) != skip).map(|i| IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 + i * 64), 28).unwrap())).collect()
 }
 
 #[test]

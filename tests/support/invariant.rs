@@ -21,12 +21,12 @@
 //! is skipped (as the controller skips it) instead of failing the whole read.
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
+use ipnet::IpNet;
 use jpki_access::agent::allowlist::assemble;
 use jpki_access::agent::drift::parse_listing;
 use jpki_access::api::{AccessApproval, AccessEnvironment, AccessRegistration, SignatureVerifier};
 use jpki_access::domain::cidr::{Family, interval};
 use jpki_access::planner::{Objects, plan};
-use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
@@ -268,7 +268,9 @@ fn evaluate(samples: &[Sample], outages: &Outages, bound: Duration, started: Ins
         let mut lr = LayerReport::default();
         // Over-permits.
         for (i, s) in samples.iter().enumerate() {
-            let Some(admitted) = &s.admitted[layer] else { continue };
+            let Some(admitted) = &s.admitted[layer] else {
+                continue;
+            };
             lr.samples += 1;
             let next_api = samples[i + 1..].iter().find(|n| n.live.is_some()).map(|n| n.api_at).unwrap_or(s.data_at);
             let mut window: Vec<IpNet> =
@@ -299,7 +301,9 @@ fn evaluate(samples: &[Sample], outages: &Outages, bound: Duration, started: Ins
             for c in live {
                 live_since.entry(*c).or_insert(s.api_at);
             }
-            let Some(admitted) = &s.admitted[layer] else { continue };
+            let Some(admitted) = &s.admitted[layer] else {
+                continue;
+            };
             for c in live {
                 if covered(&interval(c), admitted) {
                     last_admitted.insert(*c, s.data_at);

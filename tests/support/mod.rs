@@ -39,27 +39,15 @@ pub fn control_plane() -> &'static ControlPlane {
             Some(path) => PathBuf::from(path),
             None => {
                 let script = repo_root().join("scripts/controlplane");
-                let out = Command::new(&script).arg("start").output().unwrap_or_else(|e| {
-                    panic!("cannot run {}: {e}", script.display())
-                });
-                assert!(
-                    out.status.success(),
-                    "scripts/controlplane start failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let out = Command::new(&script).arg("start").output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+                assert!(out.status.success(), "scripts/controlplane start failed:\n{}", String::from_utf8_lossy(&out.stderr));
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 PathBuf::from(stdout.lines().last().expect("kubeconfig path on the last line").trim())
             }
         };
         assert!(kubeconfig.exists(), "kubeconfig {} does not exist", kubeconfig.display());
-        let kubectl = std::env::var_os("JPKI_KUBECTL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join("target/testenv/kubectl"));
-        assert!(
-            kubectl.exists(),
-            "kubectl {} not found: run scripts/controlplane build (or set JPKI_KUBECTL)",
-            kubectl.display()
-        );
+        let kubectl = std::env::var_os("JPKI_KUBECTL").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/testenv/kubectl"));
+        assert!(kubectl.exists(), "kubectl {} not found: run scripts/controlplane build (or set JPKI_KUBECTL)", kubectl.display());
         ControlPlane { kubeconfig, kubectl }
     })
 }
@@ -87,23 +75,13 @@ pub async fn client() -> Client {
 /// Runs the control plane's kubectl (v1.36.3) with the admin kubeconfig.
 pub fn kubectl(args: &[&str]) -> Output {
     let cp = control_plane();
-    Command::new(&cp.kubectl)
-        .arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running kubectl {args:?}: {e}"))
+    Command::new(&cp.kubectl).arg("--kubeconfig").arg(&cp.kubeconfig).args(args).output().unwrap_or_else(|e| panic!("running kubectl {args:?}: {e}"))
 }
 
 /// kubectl that must succeed; returns stdout.
 pub fn kubectl_ok(args: &[&str]) -> String {
     let out = kubectl(args);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kubectl {args:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -150,10 +128,7 @@ pub async fn install_crds(client: &Client) {
         let name = crd.metadata.name.clone().unwrap();
         api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd)).await.unwrap();
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
-        tokio::time::timeout(Duration::from_secs(30), established)
-            .await
-            .unwrap_or_else(|_| panic!("CRD {name} not Established within 30s"))
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), established).await.unwrap_or_else(|_| panic!("CRD {name} not Established within 30s")).unwrap();
     }
 }
 
@@ -287,10 +262,10 @@ pub mod edge;
 pub mod invariant;
 #[cfg(target_os = "linux")]
 pub mod netns;
+pub mod scene;
 
 /// A control plane of one test alone (its own etcd in `dir`), for tests that stop it or need it empty.
 pub struct OwnControlPlane {
-
     pub dir: tempfile::TempDir,
     child: Option<std::process::Child>,
     pub kubeconfig: PathBuf,
@@ -298,9 +273,14 @@ pub struct OwnControlPlane {
 
 impl OwnControlPlane {
     pub fn start(dir: tempfile::TempDir) -> OwnControlPlane {
+        Self::start_with(dir, &[])
+    }
+
+    /// With extra arguments to kube-testenv (after `--`, flags of kube-apiserver, e.g. `--event-ttl=20s`).
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> OwnControlPlane {
         let bin = repo_root().join("target/testenv/kube-testenv");
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let mut child = Command::new(&bin).args(["--dir", path_str(dir.path())]).stdout(std::process::Stdio::piped()).stderr(log).spawn().unwrap();
+        let mut child = Command::new(&bin).args(["--dir", path_str(dir.path())]).args(extra).stdout(std::process::Stdio::piped()).stderr(log).spawn().unwrap();
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
         assert!(!line.trim().is_empty(), "kube-testenv did not start: {}", std::fs::read_to_string(dir.path().join("log")).unwrap_or_default());

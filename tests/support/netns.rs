@@ -125,10 +125,7 @@ pub fn tool(name: &str) -> String {
 }
 
 pub fn output(args: &[&str]) -> Output {
-    Command::new(tool(args[0]))
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+    Command::new(tool(args[0])).args(&args[1..]).output().unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
 }
 
 pub fn run(args: &[&str]) -> String {
@@ -142,11 +139,7 @@ pub fn run(args: &[&str]) -> String {
 pub fn preflight() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
-    assert_eq!(
-        euid,
-        Some("0"),
-        "tests/nft_netns.rs needs root (network namespaces, nftables): run scripts/test as root"
-    );
+    assert_eq!(euid, Some("0"), "tests/nft_netns.rs needs root (network namespaces, nftables): run scripts/test as root");
     let version = Command::new(tool("nft")).arg("--version").output();
     assert!(
         matches!(&version, Ok(o) if o.status.success()),
@@ -275,11 +268,13 @@ impl Topology {
                     s.spawn(move || {
                         let src = SocketAddr::new(p.src.parse().unwrap(), 0);
                         let dst = SocketAddr::new(p.dst.parse::<IpAddr>().unwrap(), p.port);
-                        in_netns(&self.client, || match sys::connect_from(src, dst, timeout) {
-                            Ok(()) => Outcome::Connected,
-                            // Linux reports a connect cut short by SO_SNDTIMEO as EINPROGRESS.
-                            Err(e) if matches!(e.raw_os_error(), Some(115 | 110 | 11)) => Outcome::TimedOut,
-                            Err(e) => Outcome::Error(e.to_string()),
+                        in_netns(&self.client, || {
+                            match sys::connect_from(src, dst, timeout) {
+                                Ok(()) => Outcome::Connected,
+                                // Linux reports a connect cut short by SO_SNDTIMEO as EINPROGRESS.
+                                Err(e) if matches!(e.raw_os_error(), Some(115 | 110 | 11)) => Outcome::TimedOut,
+                                Err(e) => Outcome::Error(e.to_string()),
+                            }
                         })
                     })
                 })
@@ -355,4 +350,3 @@ pub fn expect_only(allowed: &[&str]) -> Vec<Probe> {
     }
     probes
 }
-

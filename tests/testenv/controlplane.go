@@ -91,12 +91,18 @@ func runControlPlane(args []string) error {
 		"--tls-private-key-file=" + pki.servingKey,
 		"--client-ca-file=" + pki.caCert,
 		"--token-auth-file=" + pki.tokenFile,
-		"--authorization-mode=RBAC",
+		"--kubelet-client-certificate=" + pki.kubeletClientCert,
+		"--kubelet-client-key=" + pki.kubeletClientKey,
+		// Reach a kubelet at its node's InternalIP, never by resolving the node's name through the machine's DNS.
+		"--kubelet-preferred-address-types=InternalIP",
+		// Node authorizer and NodeRestriction as in a real cluster: a kubelet (scripts/node, user
+		// system:node:NAME in group system:nodes) may touch only its own Node and its pods' objects.
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + pki.saKey,
 		"--service-account-signing-key-file=" + pki.saKey,
 		"--service-cluster-ip-range=10.0.0.0/24",
-		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true",
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
@@ -263,7 +269,10 @@ func startControllerManager(dir string, pki *pkiFiles) (*exec.Cmd, error) {
 	}
 	cmd := exec.Command(self, "kcm",
 		"--kubeconfig="+filepath.Join(dir, "kcm.kubeconfig"),
-		"--controllers=garbage-collector-controller,namespace-controller",
+		// serviceaccount-controller makes each namespace's "default" ServiceAccount and the root-CA publisher its
+		// kube-root-ca.crt ConfigMap: with them the ServiceAccount admission plugin (on, as in any cluster) gives
+		// pods the projected token volume that in-cluster clients read (scripts/node runs pods on a real node).
+		"--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,root-ca-certificate-publisher-controller",
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--use-service-account-credentials=false",

@@ -6,6 +6,8 @@
 //
 //	kube-testenv [--dir DIR] [--port N] [-- APISERVER-FLAGS...]   run; prints the kubeconfig path as the only stdout line
 //	kube-testenv kcm FLAGS...                                      (internal) the controller-manager child
+//	kube-testenv controller-manager FLAGS...                       kube-controller-manager on its own (scripts/node
+//	                                                               runs the workload controllers with it)
 //	kube-testenv kubectl ARGS...  (or invoked through a symlink named kubectl)
 //
 // With --dir pointing at a directory from an earlier run, the certificates, tokens, ports and etcd data are
@@ -38,6 +40,10 @@ func main() {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "kcm":
+			watchParent()
+			runControllerManager(os.Args[2:])
+			return
+		case "controller-manager":
 			runControllerManager(os.Args[2:])
 			return
 		case "kubectl":
@@ -64,7 +70,6 @@ func runKubectl(args []string) {
 }
 
 func runControllerManager(args []string) {
-	watchParent()
 	command := kcm.NewControllerManagerCommand()
 	command.SetArgs(args)
 	os.Exit(cli.Run(command))

@@ -33,6 +33,8 @@ type pkiFiles struct {
 	saKey                   string
 	tokenFile               string
 	adminToken, testerToken string
+	// The client certificate kube-apiserver presents to kubelets (logs, exec, port-forward).
+	kubeletClientCert, kubeletClientKey string
 }
 
 // ensurePKI creates (or reuses, when present) a CA, a serving certificate for 127.0.0.1 and the in-cluster
@@ -50,6 +52,9 @@ func ensurePKI(dir string) (*pkiFiles, error) {
 		servingKey:  filepath.Join(dir, "apiserver.key"),
 		saKey:       filepath.Join(dir, "sa.key"),
 		tokenFile:   filepath.Join(dir, "tokens.csv"),
+
+		kubeletClientCert: filepath.Join(dir, "apiserver-kubelet-client.crt"),
+		kubeletClientKey:  filepath.Join(dir, "apiserver-kubelet-client.key"),
 	}
 	if !exists(p.caCert) || !exists(p.caKey) || !exists(p.servingCert) || !exists(p.servingKey) || !exists(p.saKey) || !exists(p.tokenFile) {
 		if err := p.generate(); err != nil {
@@ -86,7 +91,55 @@ func ensurePKI(dir string) (*pkiFiles, error) {
 	if p.adminToken == "" || p.testerToken == "" {
 		return nil, fmt.Errorf("%s lacks the %s or %s token", p.tokenFile, adminUser, testerUser)
 	}
+	// Made apart from the rest, so a state directory from before it existed gains it without a new CA.
+	if !exists(p.kubeletClientCert) || !exists(p.kubeletClientKey) {
+		if err := p.generateKubeletClient(); err != nil {
+			return nil, fmt.Errorf("kube-apiserver's kubelet client certificate: %w", err)
+		}
+	}
 	return p, nil
+}
+
+// generateKubeletClient signs the certificate kube-apiserver shows a kubelet (scripts/node runs one), in
+// system:masters as kubeadm's apiserver-kubelet-client is, so `kubectl logs` and `exec` reach the node.
+func (p *pkiFiles) generateKubeletClient() error {
+	data, err := os.ReadFile(p.caKey)
+	if err != nil {
+		return err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return fmt.Errorf("%s holds no PEM key", p.caKey)
+	}
+	caKey, err := x509.ParseECPrivateKey(block.Bytes)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.caKey, err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return err
+	}
+	now := time.Now().Add(-time.Hour)
+	template := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		NotBefore:    now,
+		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, p.ca, &key.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(p.kubeletClientKey, ecKeyPEM(key), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(p.kubeletClientCert, pemBlock("CERTIFICATE", der), 0o600)
 }
 
 func (p *pkiFiles) generate() error {
