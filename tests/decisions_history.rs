@@ -72,6 +72,18 @@ async fn held(client: &Client) -> Option<String> {
     (c.status == "True").then_some(c.message)
 }
 
+/// Waits (10 s at most) until the production environment is held; returns the `Held` message.
+async fn wait_held(client: &Client) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(message) = held(client).await {
+            return message;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "not held within 10 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn set_hold_policy(client: &Client, percent: i32, min_cidrs: i32) {
     let patch = json!({"spec": {"policy": {"massRevocationHold": {"percent": percent, "minCidrs": min_cidrs}}}});
     Api::<AccessEnvironment>::all(client.clone()).patch("production", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
@@ -106,15 +118,7 @@ async fn removals_sliced_or_offset_by_additions_are_held_until_a_person_releases
     .await;
     assert!(held(&client).await.is_none(), "a few revocations stay immediate");
     revoke(&client, &approvals[4..8]).await;
-    let message = {
-        let mut m = None;
-        eventually(Duration::from_secs(10), "held", || async {
-            m = held(&client).await;
-            m.is_some()
-        })
-        .await;
-        m.unwrap()
-    };
+    let message = wait_held(&client).await;
     eventually(Duration::from_secs(10), "4 Held", || async { phases(&client).await.values().filter(|p| **p == RegistrationPhase::Held).count() == 4 }).await;
     // While held, their CIDRs are still published, and their statuses say so.
     let published: Vec<ipnet::IpNet> = support::scene::published(&client, "production").await.iter().map(|c| c.parse().unwrap()).collect();
@@ -161,15 +165,7 @@ async fn the_history_shows_decisions_a_revocation_and_a_release_with_actor_and_t
         .await;
     // A revocation (the approval deleted), then a mass removal held and released.
     revoke(&client, &[revoked.clone(), second.clone()]).await;
-    let message = {
-        let mut m = None;
-        eventually(Duration::from_secs(10), "held", || async {
-            m = held(&client).await;
-            m.is_some()
-        })
-        .await;
-        m.unwrap()
-    };
+    let message = wait_held(&client).await;
     let digest = message.split("release-hold=").nth(1).unwrap().trim().to_string();
     let patch = json!({"metadata": {"annotations": {"access.jpki.dev/release-hold": digest, "access.jpki.dev/released-by": "hold-releaser@j-lis"}}});
     Api::<AccessEnvironment>::all(client.clone()).patch("production", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
