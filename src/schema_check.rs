@@ -9,6 +9,7 @@
 
 use crate::domain::problem::Problem;
 use serde_json::Value;
+use serde_yaml::Value as Yaml;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -35,18 +36,21 @@ fn pattern(source: &str) -> Option<regex::Regex> {
     cache.entry(source.to_string()).or_insert_with(|| regex::Regex::new(source).ok()).clone()
 }
 
-/// Everything the API server would refuse in `value`, an object of our `kind`, outside its CEL rules.
-pub fn check(kind: &str, value: &Value) -> Vec<Problem> {
+/// Everything the API server would refuse in `value`, an object of our `kind` as read from YAML, outside its CEL
+/// rules. Walks the YAML value itself: converting every document to JSON first was a third of `validate`.
+pub fn check(kind: &str, value: &Yaml) -> Vec<Problem> {
     let mut problems = Vec::new();
-    if let Some(schema) = schemas().get(kind) {
+    if let (Some(schema), Yaml::Mapping(map)) = (schemas().get(kind), value) {
         // apiVersion, kind and metadata are the server's own business; the rest follows the schema.
-        let mut body = value.clone();
-        if let Some(map) = body.as_object_mut() {
-            map.remove("metadata");
+        let properties = schema.get("properties").and_then(Value::as_object);
+        for (key, v) in map {
+            let Some(key) = key.as_str() else { continue };
+            if let Some(s) = properties.and_then(|p| p.get(key)).filter(|_| key != "metadata") {
+                walk(s, v, key, &mut problems);
+            }
         }
-        walk(schema, &body, "", &mut problems);
     }
-    metadata(value.get("metadata").unwrap_or(&Value::Null), kind, &mut problems);
+    metadata(value.get("metadata").unwrap_or(&Yaml::Null), kind, &mut problems);
     problems
 }
 
@@ -54,29 +58,38 @@ fn join(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
-fn walk(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) {
+fn walk(schema: &Value, value: &Yaml, path: &str, problems: &mut Vec<Problem>) {
     let field = if path.is_empty() { "(object)".to_string() } else { path.to_string() };
     let mut refuse = |message: String| problems.push(Problem::error(field.clone(), message));
+    let value = match value {
+        Yaml::Tagged(t) => &t.value,
+        v => v,
+    };
     let expected = schema.get("type").and_then(Value::as_str);
     let fits = match (expected, value) {
-        (None, _) | (_, Value::Null) => true,
-        (Some("string"), Value::String(_)) | (Some("boolean"), Value::Bool(_)) | (Some("object"), Value::Object(_)) | (Some("array"), Value::Array(_)) => true,
-        (Some("integer"), Value::Number(n)) => n.is_i64() || n.is_u64(),
-        (Some("number"), Value::Number(_)) => true,
+        (None, _) | (_, Yaml::Null) => true,
+        (Some("string"), Yaml::String(_)) | (Some("boolean"), Yaml::Bool(_)) | (Some("object"), Yaml::Mapping(_)) | (Some("array"), Yaml::Sequence(_)) => true,
+        (Some("integer"), Yaml::Number(n)) => n.is_i64() || n.is_u64(),
+        (Some("number"), Yaml::Number(_)) => true,
         _ => false,
     };
     if !fits {
         return; // the reader's type error names it, with a hint at quoting
     }
-    if let Some(options) = schema.get("enum").and_then(Value::as_array)
-        && !value.is_null()
-        && !options.contains(value)
-    {
-        let list: Vec<String> = options.iter().map(|o| o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string())).collect();
-        refuse(format!("{value} is not one of {}", list.join(", ")));
+    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
+        let as_json = match value {
+            Yaml::String(s) => Some(Value::String(s.clone())),
+            _ => None,
+        };
+        if let Some(v) = as_json
+            && !options.contains(&v)
+        {
+            let list: Vec<String> = options.iter().map(|o| o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string())).collect();
+            refuse(format!("{v} is not one of {}", list.join(", ")));
+        }
     }
     match value {
-        Value::String(s) => {
+        Yaml::String(s) => {
             let chars = s.chars().count() as u64;
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
                 && chars > max
@@ -94,7 +107,7 @@ fn walk(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) 
                 refuse(format!("{s:?} does not match the pattern {source}"));
             }
         }
-        Value::Number(n) => {
+        Yaml::Number(n) => {
             let v = n.as_f64().unwrap_or(0.0);
             if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
                 && v > max
@@ -107,7 +120,7 @@ fn walk(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) 
                 refuse(format!("{n} is below the minimum {min}"));
             }
         }
-        Value::Array(items) => {
+        Yaml::Sequence(items) => {
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
                 && items.len() as u64 > max
             {
@@ -124,7 +137,7 @@ fn walk(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) 
                 }
             }
         }
-        Value::Object(map) => {
+        Yaml::Mapping(map) => {
             if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
                 && map.len() as u64 > max
             {
@@ -133,6 +146,7 @@ fn walk(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) 
             // Missing required fields: the reader's "missing field" names them.
             let properties = schema.get("properties").and_then(Value::as_object);
             for (key, v) in map {
+                let Some(key) = key.as_str() else { continue };
                 match (properties.and_then(|p| p.get(key)), schema.get("additionalProperties")) {
                     (Some(s), _) => walk(s, v, &join(path, key), problems),
                     (None, Some(s)) if s.is_object() => walk(s, v, &join(path, key), problems),
@@ -169,8 +183,8 @@ fn key_problem(key: &str) -> Option<String> {
         .then(|| format!("{key:?}: a name of at most 63 characters: letters, digits, '-', '_', '.', starting and ending with a letter or digit"))
 }
 
-fn metadata(meta: &Value, kind: &str, problems: &mut Vec<Problem>) {
-    if let Some(name) = meta.get("name").and_then(Value::as_str)
+fn metadata(meta: &Yaml, kind: &str, problems: &mut Vec<Problem>) {
+    if let Some(name) = meta.get("name").and_then(Yaml::as_str)
         && !is_subdomain(name)
     {
         problems.push(Problem::error(
@@ -181,7 +195,7 @@ fn metadata(meta: &Value, kind: &str, problems: &mut Vec<Problem>) {
             ),
         ));
     }
-    if let Some(ns) = meta.get("namespace").and_then(Value::as_str)
+    if let Some(ns) = meta.get("namespace").and_then(Yaml::as_str)
         && !is_label(ns)
     {
         problems.push(Problem::error("metadata.namespace", format!("{ns:?} is not a namespace name (a DNS label of at most 63 characters)")));
@@ -189,7 +203,8 @@ fn metadata(meta: &Value, kind: &str, problems: &mut Vec<Problem>) {
     if matches!(kind, "SignatureVerifier" | "AccessEnvironment" | "AccessRecord") && meta.get("namespace").is_some_and(|n| !n.is_null()) {
         problems.push(Problem::warning("metadata.namespace", format!("{kind} is cluster-scoped: the namespace is ignored")));
     }
-    for (key, value) in meta.get("labels").and_then(Value::as_object).into_iter().flatten() {
+    for (key, value) in meta.get("labels").and_then(Yaml::as_mapping).into_iter().flatten() {
+        let key = key.as_str().unwrap_or_default();
         if let Some(why) = key_problem(key) {
             problems.push(Problem::error("metadata.labels", why));
         }
@@ -201,13 +216,14 @@ fn metadata(meta: &Value, kind: &str, problems: &mut Vec<Problem>) {
                 && value.chars().last().is_some_and(|c| c.is_ascii_alphanumeric()));
         if !ok {
             problems.push(Problem::error(
-                format!("metadata.labels[{key}]"),
+                "metadata.labels".to_string(),
                 format!("{value:?} is not a label value: at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit"),
             ));
         }
     }
     let mut annotation_bytes = 0;
-    for (key, value) in meta.get("annotations").and_then(Value::as_object).into_iter().flatten() {
+    for (key, value) in meta.get("annotations").and_then(Yaml::as_mapping).into_iter().flatten() {
+        let key = key.as_str().unwrap_or_default();
         if let Some(why) = key_problem(key) {
             problems.push(Problem::error("metadata.annotations", why));
         }

@@ -102,8 +102,10 @@ fn the_rendered_ruleset_of_forms_filters_real_packets() {
     let reg_path = dir.path().join("registration.yaml");
     std::fs::write(&reg_path, registration).unwrap();
     let cli = env!("CARGO_BIN_EXE_jpki-access");
-    let approval =
-        std::process::Command::new(cli).args(["approve", reg_path.to_str().unwrap(), "--by", "approver@j-lis", "--at", "2026-03-05T01:00:00Z"]).output().unwrap();
+    let approval = std::process::Command::new(cli)
+        .args(["approve", reg_path.to_str().unwrap(), "--by", "approver@j-lis", "--at", "2026-03-05T01:00:00Z"])
+        .output()
+        .unwrap();
     assert!(approval.status.success(), "{}", String::from_utf8_lossy(&approval.stderr));
     std::fs::write(dir.path().join("approval.yaml"), approval.stdout).unwrap();
     let rendered = std::process::Command::new(cli)

@@ -30,7 +30,11 @@ fn forms() -> tempfile::TempDir {
     {
         let path = dir.path().join("examples").join(file);
         let text = std::fs::read_to_string(&path).unwrap();
-        let stored = text.replacen("metadata:\n", &format!("metadata:\n  uid: 5e5e5e5e-0000-4000-8000-00000000000{i}\n  creationTimestamp: \"2026-01-05T00:00:00Z\"\n"), 1);
+        let stored = text.replacen(
+            "metadata:\n",
+            &format!("metadata:\n  uid: 5e5e5e5e-0000-4000-8000-00000000000{i}\n  creationTimestamp: \"2026-01-05T00:00:00Z\"\n"),
+            1,
+        );
         std::fs::write(&path, stored).unwrap();
         if at.is_empty() {
             continue;
