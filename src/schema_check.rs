@@ -28,12 +28,56 @@ fn schemas() -> &'static HashMap<String, Value> {
     })
 }
 
-/// Compiled patterns of the schemas, by source.
-fn pattern(source: &str) -> Option<regex::Regex> {
-    static CACHE: OnceLock<std::sync::Mutex<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().ok()?;
-    cache.entry(source.to_string()).or_insert_with(|| regex::Regex::new(source).ok()).clone()
+/// Compiled patterns of the schemas, by source, compiled once: a cloned `Regex` starts a cache of its own, which
+/// was most of the walk's time.
+fn pattern(source: &str) -> Option<&'static regex::Regex> {
+    static PATTERNS: OnceLock<HashMap<String, regex::Regex>> = OnceLock::new();
+    let patterns = PATTERNS.get_or_init(|| {
+        fn collect(schema: &Value, out: &mut HashMap<String, regex::Regex>) {
+            match schema {
+                Value::Object(map) => {
+                    if let Some(source) = map.get("pattern").and_then(Value::as_str)
+                        && let Ok(re) = regex::Regex::new(source)
+                    {
+                        out.insert(source.to_string(), re);
+                    }
+                    map.values().for_each(|v| collect(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = HashMap::new();
+        schemas().values().for_each(|s| collect(s, &mut out));
+        out
+    });
+    patterns.get(source)
+}
+
+/// The path of the field being walked, written out only for a problem.
+struct Path<'a>(Vec<Step<'a>>);
+
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+impl Path<'_> {
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for step in &self.0 {
+            match step {
+                Step::Key(k) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                }
+                Step::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
 }
 
 /// Everything the API server would refuse in `value`, an object of our `kind` as read from YAML, outside its CEL
@@ -46,7 +90,7 @@ pub fn check(kind: &str, value: &Yaml) -> Vec<Problem> {
         for (key, v) in map {
             let Some(key) = key.as_str() else { continue };
             if let Some(s) = properties.and_then(|p| p.get(key)).filter(|_| key != "metadata") {
-                walk(s, v, key, &mut problems);
+                walk(s, v, &mut Path(vec![Step::Key(key)]), &mut problems);
             }
         }
     }
@@ -54,13 +98,8 @@ pub fn check(kind: &str, value: &Yaml) -> Vec<Problem> {
     problems
 }
 
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
-}
-
-fn walk(schema: &Value, value: &Yaml, path: &str, problems: &mut Vec<Problem>) {
-    let field = if path.is_empty() { "(object)".to_string() } else { path.to_string() };
-    let mut refuse = |message: String| problems.push(Problem::error(field.clone(), message));
+fn walk<'v>(schema: &Value, value: &'v Yaml, path: &mut Path<'v>, problems: &mut Vec<Problem>) {
+    let mut refuse = |message: String| problems.push(Problem::error(path.text(), message));
     let value = match value {
         Yaml::Tagged(t) => &t.value,
         v => v,
@@ -133,7 +172,9 @@ fn walk(schema: &Value, value: &Yaml, path: &str, problems: &mut Vec<Problem>) {
             }
             if let Some(item) = schema.get("items") {
                 for (i, v) in items.iter().enumerate() {
-                    walk(item, v, &format!("{path}[{i}]"), problems);
+                    path.0.push(Step::Index(i));
+                    walk(item, v, path, problems);
+                    path.0.pop();
                 }
             }
         }
@@ -147,11 +188,14 @@ fn walk(schema: &Value, value: &Yaml, path: &str, problems: &mut Vec<Problem>) {
             let properties = schema.get("properties").and_then(Value::as_object);
             for (key, v) in map {
                 let Some(key) = key.as_str() else { continue };
-                match (properties.and_then(|p| p.get(key)), schema.get("additionalProperties")) {
-                    (Some(s), _) => walk(s, v, &join(path, key), problems),
-                    (None, Some(s)) if s.is_object() => walk(s, v, &join(path, key), problems),
-                    _ => {} // unknown fields are found by the reader (serde_ignored), with a better message
-                }
+                let child = match (properties.and_then(|p| p.get(key)), schema.get("additionalProperties")) {
+                    (Some(s), _) => s,
+                    (None, Some(s)) if s.is_object() => s,
+                    _ => continue, // unknown fields are found by the reader (serde_ignored), with a better message
+                };
+                path.0.push(Step::Key(key));
+                walk(child, v, path, problems);
+                path.0.pop();
             }
         }
         _ => {}
