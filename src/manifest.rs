@@ -190,15 +190,12 @@ fn read_items(origin: &Origin, value: serde_yaml::Value, result: &mut ReadResult
 
 fn read_one(origin: &Origin, value: serde_yaml::Value, result: &mut ReadResult) {
     // What the API server would refuse before storing the object: its schema's limits and the metadata rules.
-    let checked = match serde_json::to_value(&value) {
-        Ok(json) => json
-            .get("kind")
-            .and_then(serde_json::Value::as_str)
-            .filter(|_| json.get("apiVersion").and_then(serde_json::Value::as_str).is_some_and(|v| v.starts_with("access.jpki.dev/")))
-            .map(|kind| crate::schema_check::check(kind, &json))
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
+    let checked = value
+        .get("kind")
+        .and_then(serde_yaml::Value::as_str)
+        .filter(|_| value.get("apiVersion").and_then(serde_yaml::Value::as_str).is_some_and(|v| v.starts_with("access.jpki.dev/")))
+        .map(|kind| crate::schema_check::check(kind, &value))
+        .unwrap_or_default();
     if !checked.is_empty() {
         let object = value
             .get("kind")

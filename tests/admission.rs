@@ -350,9 +350,8 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
     assert!(ok, "and renews it: {err}");
     let (ok, err) = apply(token_a, &lease(node_b, true));
     assert!(
-        !ok && err.contains(&format!(
-            "the agent on node {node_a} may write only its heartbeat jpki-agent-production-{node_a}, not jpki-agent-production-{node_b}"
-        )),
+        !ok && err
+            .contains(&format!("the agent on node {node_a} may write only its heartbeat jpki-agent-production-{node_a}, not jpki-agent-production-{node_b}")),
         "{err}"
     );
     let (ok, err) = apply(token_a, &lease(node_a, false));

@@ -63,7 +63,6 @@ async fn teardown(client: &Client, ns: &str) {
     delete_namespace_and_wait(client, ns).await;
 }
 
-
 #[tokio::test]
 async fn an_approval_opens_the_edge_within_5s_and_its_deletion_closes_it() {
     let _one = ONE_AT_A_TIME.lock().await;

@@ -5,6 +5,8 @@
 #[cfg(feature = "cluster-tests")]
 mod support;
 
+#[cfg(feature = "cluster-tests")]
+use serde::Deserialize;
 use std::path::PathBuf;
 
 fn root() -> PathBuf {
@@ -28,6 +30,60 @@ fn the_controller_role_of_the_chart_equals_the_tested_fixture() {
     let leader_election = |r: &serde_yaml::Value| r["apiGroups"][0] == "coordination.k8s.io" && r["verbs"].as_sequence().unwrap().iter().any(|v| v == "update");
     let without_leases: Vec<serde_yaml::Value> = fixture["rules"].as_sequence().unwrap().iter().filter(|r| !leader_election(r)).cloned().collect();
     assert_eq!(chart["rules"].as_sequence().unwrap(), &without_leases);
+}
+
+/// The image references `scripts/image refs` prints: what scripts/image builds and names.
+fn built_images() -> Vec<String> {
+    let out = std::process::Command::new(root().join("scripts/image")).arg("refs").env_remove("JPKI_IMAGE_REGISTRY").output().unwrap();
+    assert!(out.status.success(), "scripts/image refs: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn the_charts_default_images_are_the_ones_scripts_image_builds() {
+    let chart: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(root().join("charts/jpki-access/Chart.yaml")).unwrap()).unwrap();
+    assert_eq!(chart["appVersion"].as_str(), Some(env!("CARGO_PKG_VERSION")), "the chart's appVersion (the images' default tag) must be the crate's version");
+    let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(root().join("charts/jpki-access/values.yaml")).unwrap()).unwrap();
+    assert_eq!(values["image"]["tag"].as_str(), Some(""), "the default tag is the appVersion");
+    let defaults: Vec<String> = ["controller", "agent"]
+        .iter()
+        .map(|c| {
+            assert_eq!(values[c]["image"]["digest"].as_str(), Some(""), "{c}: no default digest (it changes with every commit)");
+            format!("{}/{}:{}", values["image"]["registry"].as_str().unwrap(), values[c]["image"]["name"].as_str().unwrap(), env!("CARGO_PKG_VERSION"))
+        })
+        .collect();
+    assert_eq!(defaults, built_images());
+}
+
+#[cfg(feature = "cluster-tests")]
+#[test]
+fn helm_template_with_defaults_names_the_built_images_and_pins_a_digest_when_given() {
+    use std::process::Command;
+    let helm = root().join("target/testenv/helm");
+    assert!(helm.exists(), "{} missing: run scripts/controlplane build", helm.display());
+    let template = |args: &[&str]| {
+        let out = Command::new(&helm)
+            .arg("template")
+            .arg("jpki")
+            .arg(root().join("charts/jpki-access"))
+            .args(["--kube-version", "v1.36.3"])
+            .args(args)
+            .env("HELM_CACHE_HOME", std::env::temp_dir().join("jpki-helm-cache"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+        let images: Vec<String> = serde_yaml::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
+            .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+            .filter(|doc| doc["kind"] == "Deployment" || doc["kind"] == "DaemonSet")
+            .map(|doc| doc["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().to_string())
+            .collect();
+        images
+    };
+    let [controller, agent] = <[String; 2]>::try_from(built_images()).unwrap();
+    assert_eq!(template(&[]), [agent.clone(), controller.clone()], "helm template with defaults (DaemonSet first, as helm orders kinds)");
+    let digest = format!("sha256:{}", "0".repeat(64));
+    let pinned = template(&["--set", &format!("controller.image.digest={digest}"), "--set", &format!("agent.image.digest={digest}")]);
+    assert_eq!(pinned, [format!("{agent}@{digest}"), format!("{controller}@{digest}")]);
 }
 
 #[cfg(feature = "cluster-tests")]
@@ -78,6 +134,8 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
                 "apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration", "metadata": {"name": "probe", "namespace": self.2},
                 "spec": {"verifierRef": "v", "environment": "Test", "connectionMethod": "Lgwan", "sourceCidrs": ["192.0.2.0/28"], "accessStartDate": "2026-04-01"}
             })).unwrap();
+            let mut reg = reg;
+            reg.metadata.uid = Some("00000000-0000-4000-8000-0000000000c1".into());
             let approval =
                 jpki_access::domain::approve::approval_for(&reg, jpki_access::api::Decision::Approved, "someone-else", jiff::Timestamp::now(), None).unwrap();
             let file = std::env::temp_dir().join(format!("jpki-chart-probe-{}.json", std::process::id()));

@@ -300,12 +300,10 @@ async fn idle_with_1000_registrations_full_resyncs_write_nothing_and_one_change_
         (0..1000).map(|i| scene.registration(&v, &format!("r{i}"), &[&format!("10.{}.{}.0/24", 100 + i / 256, i % 256)], "2026-04-01", None)).collect();
     let api = scene.registrations();
     let pp = PostParams::default();
-    futures::stream::iter(regs.iter().map(|r| api.create(&pp, r))).buffer_unordered(16).try_collect::<Vec<_>>().await.unwrap();
+    let created = futures::stream::iter(regs.iter().map(|r| api.create(&pp, r))).buffer_unordered(16).try_collect::<Vec<_>>().await.unwrap();
     let approvals: Api<AccessApproval> = Api::namespaced(client.clone(), &scene.ns);
-    futures::stream::iter(regs.iter().map(|r| {
-        let mut r = r.clone();
-        r.metadata.namespace = Some(scene.ns.clone());
-        let a = approval_for(&r, Decision::Approved, "approver@j-lis", "2026-03-05T01:00:00Z".parse().unwrap(), None).unwrap();
+    futures::stream::iter(created.iter().map(|r| {
+        let a = approval_for(r, Decision::Approved, "approver@j-lis", "2026-03-05T01:00:00Z".parse().unwrap(), None).unwrap();
         let approvals = approvals.clone();
         async move { approvals.create(&PostParams::default(), &a).await }
     }))
@@ -631,7 +629,7 @@ async fn the_kubectl_plugin_approves_shows_status_and_prints_the_notice() {
     let again = kubectl_jpki(bin.path(), &["approve", "r", "-n", &scene.ns]);
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already holds a decision"));
     let pending = String::from_utf8(kubectl_jpki(bin.path(), &["explain", "r", "-n", &scene.ns]).stdout).unwrap();
-    assert!(pending.contains("✓ 4. approved by"), "the approval is seen before the controller runs: {pending}");
+    assert!(pending.contains("✓ 3. approved by"), "the approval is seen before the controller runs: {pending}");
     let missing = kubectl_jpki(bin.path(), &["approve", "nope", "-n", &scene.ns]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("kubectl get accessregistrations -A"), "errors say what to do next");
 
@@ -643,7 +641,7 @@ async fn the_kubectl_plugin_approves_shows_status_and_prints_the_notice() {
     assert!(row.contains("Active") && row.contains("2026-04-01"), "{row}");
     assert!(status.lines().any(|l| l.starts_with("production (Production):")), "{status}");
     let explain = String::from_utf8(kubectl_jpki(bin.path(), &["explain", "r", "-n", &scene.ns]).stdout).unwrap();
-    assert!(explain.contains(": Active (Active)") && explain.contains("✓ 4. approved by") && explain.contains("✓ 9. no conflict"), "{explain}");
+    assert!(explain.contains(": Active (Active)") && explain.contains("✓ 3. approved by") && explain.contains("✓ 8. no conflict"), "{explain}");
     let notice = String::from_utf8(kubectl_jpki(bin.path(), &["notice", "r", "-n", &scene.ns]).stdout).unwrap();
     assert!(notice.starts_with("URL通知書") && notice.contains("https://ocsp.prod.jpki.example/"), "{notice}");
     controller.stop();

@@ -98,14 +98,17 @@ fn the_rendered_ruleset_of_forms_filters_real_packets() {
         std::fs::copy(root.join("examples").join(file), target).unwrap();
     }
     let registration = format!(
-        "apiVersion: access.jpki.dev/v1alpha1\nkind: AccessRegistration\nmetadata: {{name: netns-probe, namespace: verifier-sapporo}}\n\
+        "apiVersion: access.jpki.dev/v1alpha1\nkind: AccessRegistration\nmetadata: {{name: netns-probe, namespace: verifier-sapporo, uid: 6e7e7e7e-0000-4000-8000-000000000001, creationTimestamp: \"2026-01-05T00:00:00Z\"}}\n\
          spec:\n  verifierRef: sapporo-city\n  environment: Production\n  connectionMethod: Internet\n  sourceCidrs: [\"{C4_OK}/32\", \"{C6_OK}/128\"]\n  \
          accessStartDate: \"2026-04-01\"\n  provisionMethods: {{signing: Ocsp, userAuthentication: Crl}}\n  officialSealAffixed: true\n"
     );
     let reg_path = dir.path().join("registration.yaml");
     std::fs::write(&reg_path, registration).unwrap();
     let cli = env!("CARGO_BIN_EXE_jpki-access");
-    let approval = std::process::Command::new(cli).args(["approve", reg_path.to_str().unwrap(), "--by", "approver@j-lis"]).output().unwrap();
+    let approval = std::process::Command::new(cli)
+        .args(["approve", reg_path.to_str().unwrap(), "--by", "approver@j-lis", "--at", "2026-03-05T01:00:00Z"])
+        .output()
+        .unwrap();
     assert!(approval.status.success(), "{}", String::from_utf8_lossy(&approval.stderr));
     std::fs::write(dir.path().join("approval.yaml"), approval.stdout).unwrap();
     let rendered = std::process::Command::new(cli)

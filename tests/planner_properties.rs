@@ -99,8 +99,9 @@ fn build(specs: &[RegSpec]) -> (Vec<AccessRegistration>, Vec<AccessApproval>) {
         if let Some(e) = s.end {
             spec["accessEndDate"] = json!(date(e));
         }
+        // The uid is the name, as `stored` gives it: the approvals name it.
         let reg: AccessRegistration = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
-            "metadata": {"name": format!("r{i}"), "namespace": format!("ns-{v}")}, "spec": spec}))
+            "metadata": {"name": format!("r{i}"), "namespace": format!("ns-{v}"), "uid": format!("r{i}")}, "spec": spec}))
         .unwrap();
         let at = jiff::Timestamp::from_second(1_767_225_600 + s.approved_at * 60).unwrap(); // 2026-01-01 + minutes
         match s.decision {

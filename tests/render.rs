@@ -12,21 +12,37 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// examples/ plus the approval of Sapporo's production registration (as `jpki-access approve` prints it).
+/// examples/ as the API server would store them (each registration with a uid and a creation time, as `kubectl get
+/// -o yaml` writes them), and the approvals of the two test registrations and of Sapporo's production one (as
+/// `jpki-access approve` prints them for such files).
 fn forms() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let status = Command::new("cp").arg("-r").arg(root().join("examples")).arg(dir.path().join("examples")).status().unwrap();
     assert!(status.success());
-    let approval = jpki_access(&[
-        "approve",
-        root().join("examples/sapporo-city/registration-production.yaml").to_str().unwrap(),
-        "--by",
-        "approver@j-lis",
-        "--at",
-        "2026-03-05T01:00:00Z",
-    ]);
-    assert!(approval.status.success());
-    std::fs::write(dir.path().join("examples/sapporo-city/approval-production.yaml"), approval.stdout).unwrap();
+    for (i, (file, at)) in [
+        ("sapporo-city/registration-test.yaml", "2026-02-01T01:00:00Z"),
+        ("sample-auth-platform/registration-test.yaml", "2026-02-01T01:00:00Z"),
+        ("sapporo-city/registration-production.yaml", "2026-03-05T01:00:00Z"),
+        ("sample-auth-platform/registration-production.yaml", ""),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path().join("examples").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let stored = text.replacen(
+            "metadata:\n",
+            &format!("metadata:\n  uid: 5e5e5e5e-0000-4000-8000-00000000000{i}\n  creationTimestamp: \"2026-01-05T00:00:00Z\"\n"),
+            1,
+        );
+        std::fs::write(&path, stored).unwrap();
+        if at.is_empty() {
+            continue;
+        }
+        let approval = jpki_access(&["approve", path.to_str().unwrap(), "--by", "approver@j-lis", "--at", at]);
+        assert!(approval.status.success(), "{}", String::from_utf8_lossy(&approval.stderr));
+        std::fs::write(path.with_file_name(format!("approval-{i}.yaml")), approval.stdout).unwrap();
+    }
     dir
 }
 

@@ -1,10 +1,11 @@
 //! Mass-revocation hold (DESIGN §3 rule 10): a removal of much of an environment's allowlist (as after an
 //! accidental namespace deletion) is held until a person confirms it, while single revocations stay immediate.
 //!
-//! Removals are measured against a **baseline**: the set a person last released, or, with the policy's
-//! `windowHours`, the set published at the start of the current window. The baseline is stored beside the allowlist
-//! (`jpki-hold-baseline-<env>`), so neither a restart nor a run of small removals resets it: 49 removals per pass
-//! add up against the same baseline, and additions never offset them. What counts:
+//! Removals are measured against a **baseline**: the set a person last released (or, with the policy's
+//! `windowHours`, the set published at the start of the current window), and everything published since. The
+//! baseline is stored beside the allowlist (`jpki-hold-baseline-<env>`), so neither a restart nor a run of small
+//! removals resets it: 49 removals per pass add up against the same baseline, and additions never offset them (they
+//! join the baseline, so removing them later counts too). What counts:
 //!
 //! - CIDRs: the registrations' CIDRs of the baseline (each registration's own, not merged across registrations)
 //!   not covered by the set that would be published; immune to how the published set is later split or merged,
@@ -169,6 +170,16 @@ pub fn decide(input: HoldInput<'_>) -> HoldOutcome {
         && baseline.since.checked_add(window).is_ok_and(|end| now >= end)
     {
         baseline = Baseline::of(registration_cidrs(previously_live), now);
+    }
+    // What is published now belongs to the baseline too: removals of what was added since the release count, and
+    // additions never make up for removals (they only grow the set the share is taken of).
+    let grown = registration_cidrs(live);
+    if grown.iter().any(|n| baseline.cidrs.binary_search_by_key(&interval(n), interval).is_err()) {
+        let mut all = std::mem::take(&mut baseline.cidrs);
+        all.extend(grown);
+        all.sort_by_key(interval);
+        all.dedup();
+        baseline.cidrs = all;
     }
     let losers = losing(previously_live, live);
     // After a restart the previous set comes from statuses; registrations the index counted but no status shows

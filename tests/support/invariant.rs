@@ -213,7 +213,10 @@ async fn allowlist_ranges(client: &Client) -> Option<Vec<Range>> {
     use jpki_access::api::allowlist::{AccessAllowlist, AccessAllowlistShard, AllowlistPurpose};
     use jpki_access::wire::allowlist::{Expected, assemble};
     let index = Api::<AccessAllowlist>::namespaced(client.clone(), "jpki-system").get_opt("jpki-allowlist-production").await.ok()?;
-    let shards = Api::<AccessAllowlistShard>::namespaced(client.clone(), "jpki-system").list(&ListParams::default().labels("access.jpki.dev/allowlist=shard")).await.ok()?;
+    let shards = Api::<AccessAllowlistShard>::namespaced(client.clone(), "jpki-system")
+        .list(&ListParams::default().labels("access.jpki.dev/allowlist=shard"))
+        .await
+        .ok()?;
     let key = jpki_access::wire::signing::PublicKey::from_file(&super::public_key()).unwrap();
     // Not complete (being rewritten) counts as "not read": the agent keeps what it had then, and so does the
     // checker's view of this layer.

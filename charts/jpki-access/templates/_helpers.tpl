@@ -1,5 +1,7 @@
+{{- /* An image reference, from (list $ .Values.COMPONENT.image): REGISTRY/NAME:TAG[@DIGEST]. */ -}}
 {{- define "jpki-access.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- $root := index . 0 -}}{{- $image := index . 1 -}}
+{{ $root.Values.image.registry }}/{{ $image.name }}:{{ $root.Values.image.tag | default $root.Chart.AppVersion }}{{ with $image.digest }}@{{ . }}{{ end }}
 {{- end -}}
 
 {{- define "jpki-access.labels" -}}

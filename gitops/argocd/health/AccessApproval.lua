@@ -1,7 +1,7 @@
--- Argo CD health of an AccessApproval (access.jpki.dev/v1alpha1). The controller writes no status for
--- approvals yet, so one that exists is Healthy; should it write one: a stale observedGeneration ->
--- Progressing, Stalled=True -> Degraded, Reconciling=True or Ready=False -> Progressing, Ready=True -> Healthy.
--- A Rejected decision is still a healthy record: the registration it decides on reports Rejected (Degraded).
+-- Argo CD health of an AccessApproval (access.jpki.dev/v1alpha1). The controller's condition Accepted says whether
+-- the decision binds to its registration: Accepted=False (another object, a forged digest, void...) -> Degraded.
+-- Otherwise: a stale observedGeneration -> Progressing, Stalled=True -> Degraded, Reconciling=True or Ready=False ->
+-- Progressing, else Healthy. A Rejected decision is still a healthy record: its registration reports Rejected.
 
 -- BEGIN shared core: the same in every access.jpki.dev script (tests/argocd_health.rs checks it).
 local hs = {}
@@ -51,6 +51,8 @@ end
 
 local waiting = unobserved(true)
 if waiting then return result("Progressing", waiting) end
+local accepted = condition("Accepted")
+if accepted ~= nil and accepted.status == "False" then return result("Degraded", describe(accepted, accepted.reason)) end
 if is("Stalled") then return result("Degraded", describe(condition("Stalled"))) end
 if is("Reconciling") then return result("Progressing", describe(condition("Reconciling"))) end
 local ready = condition("Ready")
