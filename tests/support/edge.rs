@@ -142,3 +142,53 @@ pub async fn report(client: &kube::Client, node: &str) -> Option<jpki_access::wi
         .ok()??;
     jpki_access::wire::report::heartbeat(&lease).report.ok()
 }
+
+// The forms of an edge test: shared by tests/agent.rs and tests/enforcement.rs.
+use super::{FIELD_MANAGER, control_plane, delete_namespace_and_wait, install_crds, path_str, repo_root};
+use jpki_access::api::{AccessApproval, AccessRegistration, Decision, SignatureVerifier};
+use jpki_access::domain::approve::approval_for;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, Config, ResourceExt};
+use serde_json::json;
+
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    Client::try_from(Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
+}
+
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new(&control_plane().kubectl).arg("--kubeconfig").arg(kubeconfig).args(args).output().unwrap();
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// CRDs, the example forms (the production environment filters TCP 443, allowlist in jpki-system), a verifier in
+/// a namespace of its own and a registration for the client's allowed addresses.
+pub async fn setup(client: &Client, kubeconfig: &Path, ns: &str, cidrs: &[&str]) -> AccessRegistration {
+    install_crds(client).await;
+    kubectl_with(kubeconfig, &["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-R", "-f", path_str(&repo_root().join("examples"))]);
+    kubectl_with(kubeconfig, &["create", "namespace", ns]);
+    let verifier = format!("{ns}-v");
+    let v: SignatureVerifier = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "SignatureVerifier",
+        "metadata": {"name": verifier}, "spec": {"displayName": "agent test", "organizationType": "Other", "corporateNumber": "7000012050002",
+        "roles": ["SignatureVerifier"], "namespace": ns, "agreement": {"effectiveDate": "2026-01-01"},
+        "procedure": {"verificationTestCompletedOn": "2026-01-01"}}}))
+    .unwrap();
+    Api::<SignatureVerifier>::all(client.clone()).create(&PostParams::default(), &v).await.unwrap();
+    let reg: AccessRegistration = serde_json::from_value(json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration",
+        "metadata": {"name": "edge", "namespace": ns}, "spec": {"verifierRef": verifier, "environment": "Production", "connectionMethod": "Internet",
+        "sourceCidrs": cidrs, "accessStartDate": "2026-04-01", "provisionMethods": {"signing": "Ocsp", "userAuthentication": "None"},
+        "officialSealAffixed": true}}))
+    .unwrap();
+    Api::<AccessRegistration>::namespaced(client.clone(), ns).create(&PostParams::default(), &reg).await.unwrap()
+}
+
+pub async fn approve(client: &Client, reg: &AccessRegistration) -> AccessApproval {
+    let a = approval_for(reg, Decision::Approved, "approver@j-lis", jiff::Timestamp::now(), None).unwrap();
+    Api::<AccessApproval>::namespaced(client.clone(), &reg.namespace().unwrap()).create(&PostParams::default(), &a).await.unwrap()
+}
+
+pub async fn teardown(client: &Client, ns: &str) {
+    let _ = Api::<SignatureVerifier>::all(client.clone()).delete(&format!("{ns}-v"), &DeleteParams::default()).await;
+    delete_namespace_and_wait(client, ns).await;
+}
