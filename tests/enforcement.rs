@@ -15,7 +15,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::edge::{Agent, approve, report, setup, teardown, wait_for};
+use support::edge::{Agent, FormsCleanup, approve, report, setup, teardown, wait_for};
 use support::netns::*;
 use support::*;
 
@@ -67,6 +67,7 @@ async fn tampering_as_an_editor_or_an_allowlist_writer_never_opens_the_edge() {
     let topo = Topology::new("t").with_listeners();
     topo.settle();
     let ns = format!("t-tamper-{}", unique_suffix());
+    let _forms = FormsCleanup(ns.clone());
     let reg = setup(&client, &cp.kubeconfig, &ns, &[&format!("{C4_OK}/32"), &format!("{C6_OK}/128")]).await;
     approve(&client, &reg).await;
     let mut controller = ControllerProcess::start(&["--no-leader-election"]);
@@ -259,6 +260,7 @@ async fn a_failing_or_missing_nft_keeps_the_previous_rules_and_reports_not_ready
     let topo = Topology::new("n").with_listeners();
     topo.settle();
     let ns = format!("t-nft-{}", unique_suffix());
+    let _forms = FormsCleanup(ns.clone());
     let reg = setup(&client, &cp.kubeconfig, &ns, &[&format!("{C4_OK}/32"), &format!("{C6_OK}/128")]).await;
     approve(&client, &reg).await;
     let mut controller = ControllerProcess::start(&["--no-leader-election"]);
@@ -374,14 +376,16 @@ impl Drop for CutOff {
 /// sync, then its route to the API server is removed: it turns stale within the period (plus one pass), the other
 /// is missing throughout; both show in status, the `AgentsInSync` condition, the metric and Events. A foreign
 /// allow-all NetworkPolicy in jpki-production (no admission policy here) is reported: status, condition, Event,
-/// metric.
+/// metric. On the way, the registration's `Enforced` condition holds `Ready` while an expected agent is missing, and
+/// `kubectl wait --for=condition=Ready` returns once every expected agent enforces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_agent_turns_stale_a_missing_one_is_counted_and_a_foreign_policy_is_reported() {
     let _one = ONE_AT_A_TIME.lock().await;
     let cp = control_plane();
     let client = client().await;
     let ns = format!("t-stale-{}", unique_suffix());
-    let _reg = setup(&client, &cp.kubeconfig, &ns, &[&format!("{C4_OK}/32")]).await;
+    let _forms = FormsCleanup(ns.clone());
+    let reg = setup(&client, &cp.kubeconfig, &ns, &[&format!("{C4_OK}/32")]).await;
     let suffix = unique_suffix();
     let (running, absent) = (format!("edge-run-{suffix}"), format!("edge-absent-{suffix}"));
     struct Cleanup(Vec<String>);
@@ -428,6 +432,27 @@ async fn a_cut_off_agent_turns_stale_a_missing_one_is_counted_and_a_foreign_poli
     assert_eq!(env.status.as_ref().unwrap().agents_in_sync.as_deref(), Some("1/2"));
     let m = controller_metrics(&controller);
     assert!(m.contains("jpki_access_agents{environment=\"production\",state=\"missing\"} 1"), "{m}");
+
+    // A registration of an environment that expects agents is Ready only when every expected agent enforces it.
+    approve(&client, &reg).await;
+    let regs = Api::<jpki_access::api::AccessRegistration>::namespaced(client.clone(), &ns);
+    let cond_of = |r: &jpki_access::api::AccessRegistration, t: &str| {
+        r.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == t)).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    eventually(Duration::from_secs(15), "Enforced False while an expected agent is missing", || async {
+        let r = regs.get("edge").await.unwrap();
+        cond_of(&r, "Enforced").is_some_and(|(s, reason, m)| s == "False" && reason == "AwaitingAgents" && m.contains(&absent))
+            && cond_of(&r, "Ready").is_some_and(|(s, _, _)| s == "False")
+    })
+    .await;
+    kubectl_ok(&["delete", "node", &absent]);
+    let out = kubectl(&["wait", "--for=condition=Ready", "accessregistration/edge", "-n", &ns, "--timeout=30s"]);
+    assert!(out.status.success(), "kubectl wait returns once every expected agent enforces it: {}", String::from_utf8_lossy(&out.stderr));
+    let r = regs.get("edge").await.unwrap();
+    assert_eq!(cond_of(&r, "Enforced").map(|c| (c.0, c.1)), Some(("True".to_string(), "AgentsEnforce".to_string())));
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": &absent, "labels": {"t-edge": &suffix}}});
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()).create(&Default::default(), &serde_json::from_value(node).unwrap()).await.unwrap();
+    eventually(Duration::from_secs(15), "missing again", || async { agents(&environment(&client).await).missing == [absent.clone()] }).await;
 
     cut.cut();
     let cut_at = Instant::now();

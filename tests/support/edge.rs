@@ -192,3 +192,14 @@ pub async fn teardown(client: &Client, ns: &str) {
     let _ = Api::<SignatureVerifier>::all(client.clone()).delete(&format!("{ns}-v"), &DeleteParams::default()).await;
     delete_namespace_and_wait(client, ns).await;
 }
+
+/// Deletes a test's verifier and its namespace when dropped, also when the test fails half-way (an approved
+/// registration left behind would open the edge in the next test).
+pub struct FormsCleanup(pub String);
+
+impl Drop for FormsCleanup {
+    fn drop(&mut self) {
+        let _ = super::kubectl(&["delete", "signatureverifier", &format!("{}-v", self.0), "--ignore-not-found", "--wait=false"]);
+        let _ = super::kubectl(&["delete", "namespace", &self.0, "--ignore-not-found", "--wait=false"]);
+    }
+}
