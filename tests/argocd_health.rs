@@ -205,8 +205,10 @@ fn every_fixture_gets_its_expected_health() {
 #[test]
 fn every_kind_has_a_script_and_fixtures_of_each_outcome() {
     let kinds: BTreeSet<String> = scripts().into_iter().map(|(k, _)| k).collect();
-    // AccessRecord is written by the controller alone and never kept in a GitOps repository: no health to compute.
-    let forms: BTreeSet<String> = crd_kinds().into_iter().filter(|k| k != "AccessRecord").collect();
+    // AccessRecord and the signed allowlist (AccessAllowlist, AccessAllowlistShard) are written by the controller alone
+    // and never kept in a GitOps repository: no health to compute.
+    let forms: BTreeSet<String> =
+        crd_kinds().into_iter().filter(|k| !["AccessRecord", "AccessAllowlist", "AccessAllowlistShard"].contains(&k.as_str())).collect();
     assert_eq!(kinds, forms, "gitops/argocd/health must hold one <Kind>.lua per CRD kind of a form");
     let all = fixtures();
     for kind in &kinds {

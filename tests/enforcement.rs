@@ -171,11 +171,11 @@ async fn tampering_as_an_editor_or_an_allowlist_writer_never_opens_the_edge() {
         metric_sum(&controller_metrics(&controller), family),
         metric_sum(&agent_metrics, "jpki_access_agent_refused_allowlists_total")
     );
-    // The controller signs its set again (a new serial) when it writes it back; the CIDRs never change.
-    let digest = env.status.as_ref().and_then(|s| s.allowlist_digest.clone()).unwrap();
+    // Every set the agent applied was one the controller signed (a repair re-signs with a new serial; other tests'
+    // registrations on the shared control plane may change the set meanwhile); the probes above show none opened.
     let log = agent.log();
     let applied: Vec<&str> = log.lines().filter(|l| l.contains(": applied digest=")).collect();
-    assert!(!applied.is_empty() && applied.iter().all(|l| l.contains(&format!("digest={digest} "))), "no forged set was ever applied:\n{log}");
+    assert!(!applied.is_empty() && applied.iter().all(|l| l.contains("source=Verified")), "only verified sets were applied:\n{log}");
     drop(agent);
     controller.stop();
     teardown(&client, &ns).await;
@@ -457,19 +457,19 @@ async fn a_cut_off_agent_turns_stale_a_missing_one_is_counted_and_a_foreign_poli
     cut.cut();
     let cut_at = Instant::now();
     let took = eventually(Duration::from_secs(stale_after + 10), "the cut-off agent reported stale", || async {
-        agents(&environment(&client).await).stale == [running.clone()]
+        agents(&environment(&client).await).stale.contains(&running)
     })
     .await;
     eprintln!("route removed → reported stale in {:?} (staleAfterSeconds {stale_after})", cut_at.elapsed());
     assert!(took <= Duration::from_secs(stale_after + 4), "stale within the period plus a pass: {took:?}");
     let env = environment(&client).await;
     let a = agents(&env);
-    assert_eq!((a.stale_count, a.missing_count, a.missing.clone()), (1, 1, vec![absent.clone()]));
+    assert!(a.stale_count >= 1 && a.missing_count == 1 && a.missing == [absent.clone()], "{a:?}");
     let (status, _, message) = condition(&env, "AgentsInSync").unwrap();
     assert_eq!(status, "False");
     assert!(message.contains(&running) && message.contains(&absent), "{message}");
     let m = controller_metrics(&controller);
-    assert!(m.contains("jpki_access_agents{environment=\"production\",state=\"stale\"} 1"), "{m}");
+    assert!(metric_sum(&m, "jpki_access_agents{environment=\"production\",state=\"stale\"}") >= 1.0, "{m}");
     let events = kubectl_ok(&["get", "events.events.k8s.io", "-A", "-o", "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}"]);
     assert!(events.lines().any(|l| l.starts_with("AgentsStale: ") && l.contains(&running)), "{events}");
     assert!(events.lines().any(|l| l.starts_with("AgentsMissing: ") && l.contains(&absent)), "{events}");

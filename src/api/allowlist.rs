@@ -63,7 +63,7 @@ pub struct AccessAllowlistSpec {
     /// Destinations whose forwarded traffic the agents judge (spec.firewall.forwardDestinations); empty: the
     /// agents judge only traffic to the node itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 43)))]
     pub forward_destinations: Vec<String>,
     /// The hold's bookkeeping (HoldBaseline only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -115,15 +115,25 @@ impl Scene {
 /// verify it (with the tests' public key).
 pub async fn published(client: &Client, env: &str) -> Vec<String> {
     use jpki_access::api::{AccessAllowlist, AccessAllowlistShard, AllowlistPurpose};
-    let index = Api::<AccessAllowlist>::namespaced(client.clone(), "jpki-system").get_opt(&format!("jpki-allowlist-{env}")).await.unwrap();
-    if index.is_none() {
-        return Vec::new();
-    }
-    let shards = Api::<AccessAllowlistShard>::namespaced(client.clone(), "jpki-system").list(&Default::default()).await.unwrap().items;
     let key = jpki_access::wire::signing::PublicKey::from_file(&super::public_key()).unwrap();
     let expected = jpki_access::wire::allowlist::Expected { namespace: "jpki-system", environment: env, purpose: AllowlistPurpose::Enforce };
-    let set = jpki_access::wire::allowlist::assemble(expected, index.as_ref(), |n| shards.iter().find(|s| s.metadata.name.as_deref() == Some(n)), &key);
-    set.unwrap().cidrs.iter().map(ToString::to_string).collect()
+    // The index and the shards are read by two requests: a set the controller is writing at that moment may be
+    // half-written (a shard newer than its index). Read again, as the agents wait for it; a forgery fails the test.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let index = Api::<AccessAllowlist>::namespaced(client.clone(), "jpki-system").get_opt(&format!("jpki-allowlist-{env}")).await.unwrap();
+        if index.is_none() {
+            return Vec::new();
+        }
+        let shards = Api::<AccessAllowlistShard>::namespaced(client.clone(), "jpki-system").list(&Default::default()).await.unwrap().items;
+        match jpki_access::wire::allowlist::assemble(expected, index.as_ref(), |n| shards.iter().find(|s| s.metadata.name.as_deref() == Some(n)), &key) {
+            Ok(set) => return set.cidrs.iter().map(ToString::to_string).collect(),
+            Err(refusal) if refusal.may_be_in_flight() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(refusal) => panic!("the published allowlist of {env} does not verify: {refusal}"),
+        }
+    }
 }
 
 /// The CIDRs of `cidrs` that start with `prefix` (a test's own address block).
