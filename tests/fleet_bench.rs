@@ -212,7 +212,7 @@ async fn run_scale(label: &str, scale: f64, approvals_to_time: usize, with_agent
     for o in jpki_access::cli::fleet::environment_objects().unwrap() {
         jpki_access::cli::fleet::apply_object(&client, &o).await.unwrap();
     }
-    let objects = jpki_access::cli::fleet::apply_bundles(&client, &fleet, 32).await.unwrap();
+    let objects = jpki_access::cli::fleet::apply_bundles(&client, &fleet, 32, "2026-03-15T00:00:00Z".parse().unwrap()).await.unwrap();
     let setup_seconds = started.elapsed().as_secs_f64();
     // Pending test registrations of the first verifier, approved one by one below; /28s a /24 apart never aggregate.
     let first = &fleet[0];
