@@ -189,10 +189,17 @@ mod fleet_pass {
 
     fn fleet(scale: f64) -> Fleet {
         let bundles = generate(&FleetSettings { scale, companies: COMPANIES_2026, approved_at: "2026-03-15T00:00:00Z".parse().unwrap() }).unwrap();
+        let registrations: Vec<AccessRegistration> = bundles.iter().flat_map(|b| b.registrations.clone()).map(stored).collect();
+        // Each approval bound to its stored registration, as `kubectl jpki approve` makes it.
+        let approved_at = "2026-03-15T00:00:00Z".parse().unwrap();
+        let approvals = registrations
+            .iter()
+            .map(|r| stored(jpki_access::domain::approve::approval_for(r, jpki_access::api::Decision::Approved, "approver@j-lis", approved_at, None).unwrap()))
+            .collect();
         Fleet {
             verifiers: bundles.iter().map(|b| stored(serde_json::from_value(b.verifier.clone()).unwrap())).collect(),
-            registrations: bundles.iter().flat_map(|b| b.registrations.clone()).map(stored).collect(),
-            approvals: bundles.iter().flat_map(|b| b.approvals.clone()).map(stored).collect(),
+            registrations,
+            approvals,
             environments: jpki_access::cli::fleet::environment_objects()
                 .unwrap()
                 .into_iter()

@@ -110,7 +110,7 @@ fn decision(c: &mut Choices, reg: &AccessRegistration, i: usize) -> Option<Acces
     a.metadata.name = Some(format!("a{i}"));
     a.metadata.uid = Some(format!("uid-a{i}"));
     a.metadata.generation = Some(1);
-    a.metadata.creation_timestamp = time(*c.pick(&TIMES));
+    a.metadata.creation_timestamp = time(c.pick::<&str>(&TIMES));
     match c.below(8) {
         0 => a.spec.registration_uid = "uid-forged".into(),
         1 => {

@@ -18,7 +18,7 @@ const POLICY: MassRevocationHold = MassRevocationHold { percent: 25, min_cidrs: 
 /// Network `i` of a pool of /24s, with a /23 over some pairs so that later sets merge and split.
 fn net(i: u16) -> IpNet {
     if i % 17 == 16 {
-        format!("10.{}.{}.0/23", i / 128, (i % 128) * 2 & 0xfe).parse().unwrap()
+        format!("10.{}.{}.0/23", i / 128, ((i % 128) * 2) & 0xfe).parse().unwrap()
     } else {
         format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap()
     }

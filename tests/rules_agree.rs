@@ -49,7 +49,10 @@ fn planner_verdict(plan: &Plan, kind: &str, namespace: Option<&str>, name: &str)
     }
 }
 
-fn plan_of(paths: &[&Path]) -> (Plan, Vec<(PathBuf, String, Option<String>, String)>) {
+/// Each object read: its file, kind, namespace and name.
+type ObjectsRead = Vec<(PathBuf, String, Option<String>, String)>;
+
+fn plan_of(paths: &[&Path]) -> (Plan, ObjectsRead) {
     let read = read_paths(&paths.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>());
     let (mut v, mut r, mut a, mut e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut objects = Vec::new();

@@ -351,10 +351,7 @@ impl EnvironmentsFirst<'_> {
         }
         for a in input.approvals {
             let id = (a.metadata.namespace.clone().unwrap_or_default(), a.metadata.name.clone().unwrap_or_default());
-            if !result.approvals.contains_key(&id) {
-                let verdict = crate::domain::rules::decisions::not_found(a);
-                result.approvals.insert(id, verdict);
-            }
+            result.approvals.entry(id).or_insert_with(|| crate::domain::rules::decisions::not_found(a));
         }
         result.records = records::plan_records(&input, &resolved, &result.environments, now);
         for (key, r) in resolved {
