@@ -190,7 +190,7 @@ mod fleet_pass {
     fn fleet(scale: f64) -> Fleet {
         let bundles = generate(&FleetSettings { scale, companies: COMPANIES_2026, approved_at: "2026-03-15T00:00:00Z".parse().unwrap() }).unwrap();
         let registrations: Vec<AccessRegistration> = bundles.iter().flat_map(|b| b.registrations.clone()).map(stored).collect();
-        // Approvals bind to the stored registration (its uid), as `jpki-access fleet` writes them.
+        // Each approval bound to its stored registration, as `kubectl jpki approve` makes it.
         let approved_at = "2026-03-15T00:00:00Z".parse().unwrap();
         let approvals = registrations
             .iter()

@@ -49,10 +49,10 @@ fn planner_verdict(plan: &Plan, kind: &str, namespace: Option<&str>, name: &str)
     }
 }
 
-/// A stored object of a file: (file, kind, namespace, name).
-type Stored = (PathBuf, String, Option<String>, String);
+/// Each object read: its file, kind, namespace and name.
+type ObjectsRead = Vec<(PathBuf, String, Option<String>, String)>;
 
-fn plan_of(paths: &[&Path]) -> (Plan, Vec<Stored>) {
+fn plan_of(paths: &[&Path]) -> (Plan, ObjectsRead) {
     let read = read_paths(&paths.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>());
     let (mut v, mut r, mut a, mut e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut objects = Vec::new();

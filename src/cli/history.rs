@@ -30,7 +30,7 @@ pub fn lines(records: &[AccessRecord], name: &str, namespace: Option<&str>) -> V
     );
     let mut events: Vec<(jiff::Timestamp, &AccessRecord, &RecordEvent)> =
         selected.iter().flat_map(|r| r.spec.events.values().map(move |e| (event_time(e), *r, e))).collect();
-    events.sort_by_key(|a| (a.0, a.2.type_));
+    events.sort_by_key(|e| (e.0, e.2.type_));
     events
         .into_iter()
         .map(|(at, record, e)| {

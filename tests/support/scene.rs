@@ -6,7 +6,7 @@ use super::*;
 use jpki_access::api::registration::RegistrationPhase;
 use jpki_access::api::{AccessApproval, AccessRegistration, Decision, SignatureVerifier};
 use jpki_access::domain::approve::approval_for;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
@@ -108,6 +108,28 @@ impl Scene {
             let _ = Api::<SignatureVerifier>::all(self.client.clone()).delete(v, &DeleteParams::default()).await;
         }
         delete_namespace_and_wait(&self.client, &self.ns).await;
+        forget_hold_baselines(&self.client).await;
+    }
+}
+
+/// The tests share one control plane and the examples' `production` environment, whose policy holds a mass
+/// removal: every test's clean-up removes its CIDRs, and against a baseline that grows with everything published
+/// since a person's last release, those removals add up until a later test's allowlist is held. A person would
+/// release each clean-up; the test's shortcut is to forget the baselines once its objects are gone (the next pass
+/// takes what is live as the baseline). Tests of the hold itself set up their own.
+pub async fn forget_hold_baselines(client: &Client) {
+    use jpki_access::api::{AccessAllowlist, AccessAllowlistShard};
+    let indexes: Api<AccessAllowlist> = Api::namespaced(client.clone(), "jpki-system");
+    for i in indexes.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+        if i.name_any().starts_with("jpki-hold-baseline-") {
+            let _ = indexes.delete(&i.name_any(), &DeleteParams::default()).await;
+        }
+    }
+    let shards: Api<AccessAllowlistShard> = Api::namespaced(client.clone(), "jpki-system");
+    for s in shards.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+        if s.name_any().starts_with("jpki-hold-baseline-") {
+            let _ = shards.delete(&s.name_any(), &DeleteParams::default()).await;
+        }
     }
 }
 
