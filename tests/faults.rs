@@ -433,7 +433,7 @@ async fn a_rogue_element_or_rule_is_corrected_within_the_resync_period_and_repor
     assert!(last - first <= element_fixed + rule_fixed + Duration::from_secs(2), "{}", report.summary());
     assert!(element_fixed <= resync + Duration::from_secs(2) && rule_fixed <= resync + Duration::from_secs(2));
     assert_eq!(report.late(), 0, "{}", report.summary());
-    assert!(agent.log().contains("differs from the allowlist applied"), "{}", agent.log());
+    assert!(agent.log().contains("differs from the set applied"), "{}", agent.log());
     controller.stop();
 }
 
