@@ -99,22 +99,7 @@ pub fn plan_records(
             w.add(&subject, format!("{prefix}-{approval_uid}"), e);
         }
         if let Some(record) = w.existing.get(uid).copied() {
-            for recorded in record.spec.events.values() {
-                let Some(approval_uid) = recorded.approval_uid.as_deref() else {
-                    continue;
-                };
-                if matches!(recorded.type_, RecordEventType::Approved | RecordEventType::Rejected) && !approval_uids.contains(approval_uid) {
-                    let mut e = event(RecordEventType::Withdrawn, now);
-                    e.approval = recorded.approval.clone();
-                    e.approval_uid = Some(approval_uid.to_string());
-                    e.message = Some(format!(
-                        "the {} decision {} was deleted; it and every decision before it are void",
-                        recorded.type_.as_str(),
-                        recorded.approval.as_deref().unwrap_or_default()
-                    ));
-                    w.add(&subject, format!("withdrawn-{approval_uid}"), e);
-                }
-            }
+            withdrawals(&mut w, &subject, record, &approval_uids, now);
         }
         if let (RegistrationPhase::Superseded, Some((successor, at))) = (r.phase, &r.superseded_by) {
             let mut e = event(RecordEventType::Superseded, *at);
@@ -141,6 +126,9 @@ pub fn plan_records(
         .filter(|r| r.spec.subject.kind == SubjectKind::AccessRegistration && !present.contains(r.spec.subject.uid.as_str()))
         .collect();
     for record in gone {
+        // The record may show a decision only now, after its approval and then the registration were deleted in
+        // quick succession (the controller's cache of records lags its own writes): the withdrawal still counts.
+        withdrawals(&mut w, &record.spec.subject, record, &approval_uids, now);
         w.add(&record.spec.subject, "deleted".into(), event(RecordEventType::Deleted, now));
     }
     let env_objects: HashMap<&str, &AccessEnvironment> = input.environments.iter().filter_map(|e| Some((e.metadata.name.as_deref()?, *e))).collect();
@@ -179,6 +167,26 @@ pub fn plan_records(
         }
     }
     w.out
+}
+
+/// Recorded decisions whose approval no longer exists: each one withdrawn.
+fn withdrawals(w: &mut Writes<'_>, subject: &RecordSubject, record: &AccessRecord, approval_uids: &HashSet<&str>, now: Timestamp) {
+    for recorded in record.spec.events.values() {
+        let Some(approval_uid) = recorded.approval_uid.as_deref() else {
+            continue;
+        };
+        if matches!(recorded.type_, RecordEventType::Approved | RecordEventType::Rejected) && !approval_uids.contains(approval_uid) {
+            let mut e = event(RecordEventType::Withdrawn, now);
+            e.approval = recorded.approval.clone();
+            e.approval_uid = Some(approval_uid.to_string());
+            e.message = Some(format!(
+                "the {} decision {} was deleted; it and every decision before it are void",
+                recorded.type_.as_str(),
+                recorded.approval.as_deref().unwrap_or_default()
+            ));
+            w.add(subject, format!("withdrawn-{approval_uid}"), e);
+        }
+    }
 }
 
 /// The first 12 hex digits of a digest, for keys.

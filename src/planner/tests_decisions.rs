@@ -298,3 +298,20 @@ fn switching_the_provision_method_after_approval_waits_for_a_new_approval() {
     assert_eq!(methods, [("signing", ProvisionMethod::Ocsp), ("userAuthentication", ProvisionMethod::Crl)], "the notice keeps what was approved");
     assert!(p.status.pending_difference.as_ref().unwrap().provision_methods.is_some());
 }
+
+#[test]
+fn a_decision_deleted_just_before_its_registration_is_recorded_as_withdrawn_and_the_registration_as_deleted() {
+    // The controller's cache of records may see the Approved fact only after the approval and then the
+    // registration are gone (both deleted within a second): the withdrawal must still be recorded.
+    let mut w = World::new();
+    let reg = registration("sapporo", "prod", Environment::Production, &["192.0.2.0/28"], "2026-04-01", None);
+    let a = approve(&reg, "2026-03-05T01:00:00Z");
+    let mut e = fact(RecordEventType::Approved, "2026-03-05T01:00:00Z");
+    e.approval = a.metadata.name.clone();
+    e.approval_uid = a.metadata.uid.clone();
+    w.records.push(record_of(&reg, &[("approved-1", e)]));
+    let plan = w.plan(NOW);
+    let types: Vec<RecordEventType> = plan.records.iter().map(|r| r.event.type_).collect();
+    assert!(types.contains(&RecordEventType::Deleted), "{types:?}");
+    assert!(types.contains(&RecordEventType::Withdrawn), "{types:?}");
+}
