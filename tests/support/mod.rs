@@ -270,8 +270,6 @@ pub async fn delete_namespace_and_wait(client: &Client, name: &str) {
 #[cfg(target_os = "linux")]
 pub mod edge;
 #[cfg(target_os = "linux")]
-pub mod invariant;
-#[cfg(target_os = "linux")]
 pub mod netns;
 pub mod scene;
 
