@@ -48,13 +48,7 @@ pub async fn read(client: &kube::Client, namespace: &str, environment: &str, pub
 }
 
 /// The checks of [`read`] on objects already fetched: `spec` of the index, `shard` the spec of a shard by name.
-pub fn verify(
-    namespace: &str,
-    environment: &str,
-    spec: &Value,
-    shard: impl Fn(&str) -> Option<Value>,
-    public_key: &[u8; 32],
-) -> Result<Published, String> {
+pub fn verify(namespace: &str, environment: &str, spec: &Value, shard: impl Fn(&str) -> Option<Value>, public_key: &[u8; 32]) -> Result<Published, String> {
     let signature = spec.get("signature").and_then(Value::as_str).ok_or("no signature")?;
     let signature = base64::engine::general_purpose::STANDARD.decode(signature).map_err(|e| format!("signature not base64: {e}"))?;
     let mut unsigned = spec.clone();

@@ -49,11 +49,20 @@ pub struct Setup {
 /// One read of a layer for one source: admitted or not, `Err` when the oracle could not judge it.
 type Reading = Result<bool, String>;
 
+/// The readings of one layer, and when its read began and ended: a change declared in between may or may not be
+/// in what was read, so a reading that matches the declaration in force at either end is right.
+#[derive(Debug, Clone)]
+struct Read {
+    from: Instant,
+    to: Instant,
+    readings: BTreeMap<IpAddr, Reading>,
+}
+
 #[derive(Debug, Clone)]
 struct Sample {
     at: Instant,
-    /// layer -> source -> reading; a layer is absent when it could not be read (the API server is down).
-    layers: BTreeMap<&'static str, BTreeMap<IpAddr, Reading>>,
+    /// A layer is absent when it could not be read (the API server is down).
+    layers: BTreeMap<&'static str, Read>,
 }
 
 /// Figures of one kind of wrong (over- or under-permit) on one layer.
@@ -126,7 +135,7 @@ pub struct Checker {
     scenario: Scenario,
     stop: Arc<AtomicBool>,
     samples: Arc<Mutex<Vec<Sample>>>,
-    thread: std::thread::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Checker {
@@ -152,20 +161,32 @@ impl Checker {
                 }
             });
         });
-        Checker { scenario, stop, samples, thread }
+        Checker { scenario, stop, samples, thread: Some(thread) }
     }
 
-    pub fn finish(self) -> Report {
+    pub fn finish(mut self) -> Report {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap();
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
         let samples = self.samples.lock().unwrap().clone();
         evaluate(&samples, &self.scenario)
     }
 }
 
+/// A test that fails before `finish` drops its checker: the sampling thread stops too (the namespaces it probes
+/// are about to go).
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 async fn take_sample(client: &kube::Client, setup: &Setup, sources: &[IpAddr]) -> Sample {
     let at = Instant::now();
-    let mut layers: BTreeMap<&'static str, BTreeMap<IpAddr, Reading>> = BTreeMap::new();
+    let mut layers: BTreeMap<&'static str, Read> = BTreeMap::new();
+    let read = |from: Instant, readings: BTreeMap<IpAddr, Reading>| Read { from, to: Instant::now(), readings };
+    let mut connects: BTreeMap<&'static str, BTreeMap<IpAddr, Reading>> = BTreeMap::new();
     // Real connects first, all at once, each on its own thread.
     let probes: Vec<(&'static str, IpAddr, SocketAddr)> = sources
         .iter()
@@ -188,8 +209,12 @@ async fn take_sample(client: &kube::Client, setup: &Setup, sources: &[IpAddr]) -
             Outcome::TimedOut => Ok(false),
             Outcome::Error(e) => Err(format!("connect error: {e}")),
         };
-        layers.entry(layer).or_default().insert(*src, reading);
+        connects.entry(layer).or_default().insert(*src, reading);
     }
+    for (layer, readings) in connects {
+        layers.insert(layer, read(at, readings));
+    }
+    let nft_from = Instant::now();
     // The router's whole ruleset.
     let listing = tokio::process::Command::new("ip").args(["netns", "exec", &setup.router_netns, "nft", "-j", "list", "ruleset"]).output().await;
     let ruleset = match listing {
@@ -203,17 +228,19 @@ async fn take_sample(client: &kube::Client, setup: &Setup, sources: &[IpAddr]) -
             let verdict = ruleset.as_ref().map_err(Clone::clone).and_then(|r| r.verdict(&packet));
             (*s, verdict.map(|v| v == Verdict::Admitted))
         });
-        layers.insert(layer, readings.collect());
+        layers.insert(layer, read(nft_from, readings.collect()));
     }
     // The API server's layers; absent when it cannot be read.
     let policies: kube::Api<k8s_openapi::api::networking::v1::NetworkPolicy> = kube::Api::namespaced(client.clone(), &setup.service_namespace);
+    let from = Instant::now();
     if let Ok(list) = policies.list(&Default::default()).await {
         let readings = sources.iter().map(|s| (*s, crate::netpol::admits(&list.items, &setup.service_pod, *s)));
-        layers.insert("networkPolicy", readings.collect());
+        layers.insert("networkPolicy", read(from, readings.collect()));
     }
+    let from = Instant::now();
     match crate::allowlist::read(client, &setup.allowlist_namespace, &setup.environment, &setup.public_key).await {
         Ok(set) => {
-            layers.insert("allowlist", sources.iter().map(|s| (*s, Ok(set.admits(*s, setup.port)))).collect());
+            layers.insert("allowlist", read(from, sources.iter().map(|s| (*s, Ok(set.admits(*s, setup.port)))).collect()));
         }
         // Not there yet, being rewritten, or unreadable: a reader keeps what it had, and so does this layer.
         Err(_) => {}
@@ -240,8 +267,10 @@ fn evaluate(samples: &[Sample], scenario: &Scenario) -> Report {
                 }
             };
             for s in samples {
-                let Some(reading) = s.layers.get(layer).and_then(|l| l.get(&source)) else { continue };
-                let Some(declared) = scenario.at(source, s.at) else { continue };
+                let Some(read) = s.layers.get(layer) else { continue };
+                let Some(reading) = read.readings.get(&source) else { continue };
+                let Some(declared) = scenario.at(source, read.to) else { continue };
+                let before = scenario.at(source, read.from).map(|d| d.expect);
                 lr.samples += 1;
                 let admitted = match reading {
                     Ok(a) => *a,
@@ -254,18 +283,18 @@ fn evaluate(samples: &[Sample], scenario: &Scenario) -> Report {
                         continue;
                     }
                 };
-                let right = admitted == (declared.expect == Expect::Admit);
+                let right = admitted == (declared.expect == Expect::Admit) || before.is_some_and(|b| admitted == (b == Expect::Admit));
                 if right {
                     if let Some(episode) = open.take() {
-                        close(&mut lr, episode, s.at);
+                        close(&mut lr, episode, read.to);
                     }
-                    last_right = Some(s.at);
+                    last_right = Some(read.to);
                 } else if open.is_none() {
                     let start = last_right.map_or(declared.at, |r| r.max(declared.at));
                     open = Some((start, admitted, declared.grace));
                 }
             }
-            if let (Some(episode), Some(end)) = (open, samples.last().map(|s| s.at)) {
+            if let (Some(episode), Some(end)) = (open, samples.last().map(|s| s.layers.values().map(|r| r.to).max().unwrap_or(s.at))) {
                 close(&mut lr, episode, end);
             }
         }

@@ -84,12 +84,22 @@ pub enum Outcome {
     Error(String),
 }
 
-/// A connect from `src` to `dst` inside namespace `ns`, given up after `timeout`.
+/// A connect from `src` to `dst` inside namespace `ns`, given up after `timeout`; a namespace that is gone (the
+/// test ended while the checker sampled) is an error, not a panic.
 pub fn connect_in(ns: &str, src: std::net::IpAddr, dst: SocketAddr, timeout: Duration) -> Outcome {
-    in_netns(ns, || match connect_from(SocketAddr::new(src, 0), dst, timeout) {
-        Ok(()) => Outcome::Connected,
-        // Linux reports a connect cut short by SO_SNDTIMEO as EINPROGRESS.
-        Err(e) if matches!(e.raw_os_error(), Some(115 | 110 | 11)) => Outcome::TimedOut,
-        Err(e) => Outcome::Error(e.to_string()),
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Err(e) = enter_netns(ns) {
+                return Outcome::Error(format!("setns into {ns}: {e}"));
+            }
+            match connect_from(SocketAddr::new(src, 0), dst, timeout) {
+                Ok(()) => Outcome::Connected,
+                // Linux reports a connect cut short by SO_SNDTIMEO as EINPROGRESS.
+                Err(e) if matches!(e.raw_os_error(), Some(115 | 110 | 11)) => Outcome::TimedOut,
+                Err(e) => Outcome::Error(e.to_string()),
+            }
+        })
+        .join()
+        .unwrap_or_else(|_| Outcome::Error("the probe thread panicked".into()))
     })
 }
