@@ -269,6 +269,8 @@ pub async fn delete_namespace_and_wait(client: &Client, name: &str) {
 }
 #[cfg(target_os = "linux")]
 pub mod edge;
+#[cfg(all(target_os = "linux", feature = "fault-tests"))]
+pub mod fault_rig;
 #[cfg(target_os = "linux")]
 pub mod netns;
 pub mod scene;
