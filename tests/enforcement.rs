@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use support::edge::{Agent, FormsCleanup, approve, report, setup, teardown, wait_for};
 use support::netns::*;
 use support::*;
+use support::cutoff::CutOff;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -314,63 +315,6 @@ async fn a_failing_or_missing_nft_keeps_the_previous_rules_and_reports_not_ready
     teardown(&client, &ns).await;
 }
 
-/// A network namespace whose only way to the API server is a route to 10.0.0.1 (an address of the API server's
-/// certificate), where a proxy of this test forwards to the API server on 127.0.0.1.
-struct CutOff {
-    ns: String,
-    host_if: String,
-    kubeconfig: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl CutOff {
-    async fn new(tag: &str) -> CutOff {
-        let ns = format!("jpki-cut-{tag}-{}", std::process::id());
-        let host_if = format!("jc{tag}{}", std::process::id() % 100_000);
-        let _ = output(&["ip", "netns", "del", &ns]);
-        run(&["ip", "netns", "add", &ns]);
-        run(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-        run(&["ip", "addr", "add", "10.0.0.1/30", "dev", &host_if]);
-        run(&["ip", "link", "set", &host_if, "up"]);
-        for args in [&["ip", "addr", "add", "10.0.0.2/30", "dev", "eth0"][..], &["ip", "link", "set", "eth0", "up"], &["ip", "link", "set", "lo", "up"]] {
-            let mut full = vec!["ip", "netns", "exec", &ns];
-            full.extend(args);
-            run(&full);
-        }
-        let listener = tokio::net::TcpListener::bind("10.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let kc = std::fs::read_to_string(&control_plane().kubeconfig).unwrap();
-        let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
-        let upstream = server.trim_start_matches("https://").to_string();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, kc.replace(&server, &format!("https://10.0.0.1:{port}"))).unwrap();
-        CutOff { ns, host_if, kubeconfig, _dir: dir }
-    }
-
-    /// Removes the namespace's route to the API server.
-    fn cut(&self) {
-        run(&["ip", "netns", "exec", &self.ns, "ip", "route", "del", "10.0.0.0/30", "dev", "eth0"]);
-    }
-}
-
-impl Drop for CutOff {
-    fn drop(&mut self) {
-        let _ = output(&["ip", "link", "del", &self.host_if]);
-        let _ = output(&["ip", "netns", "del", &self.ns]);
-    }
-}
-
 /// Acceptance 4 and 5 (option off). The production environment expects agents on two labelled nodes, stale after
 /// 8 s: the agent of one runs in a network namespace of its own, the other node never runs one. The first is in
 /// sync, then its route to the API server is removed: it turns stale within the period (plus one pass), the other
@@ -416,7 +360,7 @@ async fn a_cut_off_agent_turns_stale_a_missing_one_is_counted_and_a_foreign_poli
     let mut controller = ControllerProcess::start(&["--no-leader-election"]);
     controller.wait_ready().await;
 
-    let cut = CutOff::new("s").await;
+    let cut = CutOff::new("s", &control_plane().kubeconfig).await;
     let wrapper = ["ip", "netns", "exec", cut.ns.as_str()];
     let agent = Agent::start_with(&cut.kubeconfig, &wrapper, "unused", &running, &[]);
     let agents = |env: &AccessEnvironment| env.status.as_ref().and_then(|s| s.agents.clone()).unwrap_or_default();

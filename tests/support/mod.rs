@@ -268,6 +268,8 @@ pub async fn delete_namespace_and_wait(client: &Client, name: &str) {
     eventually(Duration::from_secs(90), "namespace deleted", || async { api.get_opt(name).await.unwrap().is_none() }).await;
 }
 #[cfg(target_os = "linux")]
+pub mod cutoff;
+#[cfg(target_os = "linux")]
 pub mod edge;
 #[cfg(all(target_os = "linux", feature = "fault-tests"))]
 pub mod fault_rig;
