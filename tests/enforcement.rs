@@ -15,10 +15,10 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use std::time::{Duration, Instant};
+use support::cutoff::CutOff;
 use support::edge::{Agent, FormsCleanup, approve, report, setup, teardown, wait_for};
 use support::netns::*;
 use support::*;
-use support::cutoff::CutOff;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -404,7 +404,7 @@ async fn a_cut_off_agent_turns_stale_a_missing_one_is_counted_and_a_foreign_poli
         agents(&environment(&client).await).stale.contains(&running)
     })
     .await;
-    eprintln!("route removed → reported stale in {:?} (staleAfterSeconds {stale_after})", cut_at.elapsed());
+    eprintln!("link cut → reported stale in {:?} (staleAfterSeconds {stale_after})", cut_at.elapsed());
     assert!(took <= Duration::from_secs(stale_after + 4), "stale within the period plus a pass: {took:?}");
     let env = environment(&client).await;
     let a = agents(&env);

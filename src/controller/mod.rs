@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod edge;
 pub mod events;
+pub mod fencing;
 pub mod http;
 pub mod metrics;
 pub mod published;
@@ -121,6 +122,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         published_live: std::collections::BTreeMap::new(),
         edge: edge::Edge::new(published::Signer::new(settings.signing_key.clone())),
     };
+    let mut fence = settings.leader_election.then(|| fencing::Fence::new(&client, &settings.lease_namespace, &settings.lease_name, &settings.identity));
     let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
     let mut wake_at = Instant::now();
@@ -151,6 +153,13 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         }
         if !*leader_rx.borrow() {
             wake_at = Instant::now() + settings.resync;
+            continue;
+        }
+        if let Some(fence) = fence.as_mut()
+            && !fence.may_write().await
+        {
+            tracing::warn!("the Lease is not ours (or has expired) although the lease manager has not said so yet: no pass");
+            wake_at = Instant::now() + fencing::CONFIRM_EVERY;
             continue;
         }
         let relisting = reconciler.stores.relisting.now();

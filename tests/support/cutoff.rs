@@ -1,5 +1,5 @@
-//! A network namespace whose only way to the API server is a route to 10.0.0.1 (an address of the API server's
-//! certificate), where a proxy of the test forwards to the API server on 127.0.0.1: removing the route cuts the
+//! A network namespace whose only way to the API server is a link to 10.0.0.1 (an address of the API server's
+//! certificate), where a proxy of the test forwards to the API server on 127.0.0.1: taking the link down cuts the
 //! namespace's processes (an agent) off the API server, and nothing else. For tests/enforcement.rs and the fault
 //! tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
@@ -41,20 +41,27 @@ impl CutOff {
             full.extend(args);
             run(&full);
         }
-        let listener = tokio::net::TcpListener::bind("10.0.0.1:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("10.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let kc = std::fs::read_to_string(kubeconfig).unwrap();
         let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
         let upstream = server.trim_start_matches("https://").to_string();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
+        // The proxy runs on a thread and runtime of its own: a test that blocks its runtime (probing with real
+        // connects) must not stall the agent's traffic.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let upstream = upstream.clone();
+                    tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            });
         });
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
@@ -62,14 +69,15 @@ impl CutOff {
         CutOff { ns: ns.to_string(), host_if, own_ns, kubeconfig: path, _dir: dir }
     }
 
-    /// Removes the namespace's route to the API server.
+    /// Cuts the namespace off the API server both ways: the host's end of the link goes down (removing only the
+    /// namespace's route would still let the API server's pushes in).
     pub fn cut(&self) {
-        run(&["ip", "netns", "exec", &self.ns, "ip", "route", "del", "10.0.0.0/30", "dev", "jcut0"]);
+        run(&["ip", "link", "set", &self.host_if, "down"]);
     }
 
-    /// Puts the route back.
+    /// Brings the link back (the kernel restores the host's route to the namespace with it).
     pub fn heal(&self) {
-        run(&["ip", "netns", "exec", &self.ns, "ip", "route", "replace", "10.0.0.0/30", "dev", "jcut0"]);
+        run(&["ip", "link", "set", &self.host_if, "up"]);
     }
 }
 
