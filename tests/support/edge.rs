@@ -117,7 +117,7 @@ impl Drop for Agent {
         let _ = Command::new(&super::control_plane().kubectl)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args(["delete", "lease", &lease, "-n", "jpki-system", "--ignore-not-found", "--wait=false"])
+            .args(["delete", "lease", &lease, "-n", "jpki-system", "--ignore-not-found", "--wait=false", "--request-timeout=10s"])
             .output();
     }
 }
