@@ -175,7 +175,8 @@ fn retry_delay(failure: Failure, attempt: u32) -> Duration {
 
 /// Server-side applies one child; records the written version so its watch echo does not start a pass. An
 /// allowlist index is given here already signed.
-async fn apply_child(client: &Client, own: &OwnWrites, child: &Child) -> Result<(), kube::Error> {
+/// Applies `child`; returns the resourceVersion the write got.
+async fn apply_child(client: &Client, own: &OwnWrites, child: &Child) -> Result<Option<String>, kube::Error> {
     let (_, _, namespace, name) = child.identity();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let body = child.to_json();
@@ -191,7 +192,7 @@ async fn apply_child(client: &Client, own: &OwnWrites, child: &Child) -> Result<
         }
     };
     own.record(written.resource_version.as_deref());
-    Ok(())
+    Ok(written.resource_version)
 }
 
 /// Order of writes within an environment: allow policies and allowlist shards (together: neither names the
@@ -212,8 +213,57 @@ fn write_order(child: &Child) -> u8 {
 }
 
 /// HTTPRoutes have no cache (their CRD may be absent); remember what was applied so an unchanged one is not resent.
+/// The second map is what this replica last wrote of each allowlist index and shard (see [`OwnCopy`]).
 #[derive(Default)]
-pub struct RouteMemory(HashMap<String, Value>);
+pub struct RouteMemory(HashMap<String, Value>, HashMap<String, OwnCopy>);
+
+/// What this replica last wrote of an allowlist object: the planned content, the resourceVersions its writes of that
+/// content got, and when. Right after a write the cache still shows the previous version (or nothing, after a
+/// create): comparing with it, the next pass wrote the index again with a new serial, and again, until the cache
+/// caught up (tests/agent.rs saw an agent apply one set 6 times). A cached version that is one of our own writes of
+/// the same planned content is not written again; a version we never wrote (someone else's) still is.
+pub struct OwnCopy {
+    planned: Value,
+    versions: Vec<String>,
+    at: std::time::Instant,
+}
+
+/// How long after our write a missing object is taken for a cache that has not seen the create yet.
+const CREATE_LAG: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl RouteMemory {
+    fn lagging_own_write(&self, stores: &Stores, child: &Child, key: &str) -> bool {
+        use kube::runtime::reflector::ObjectRef;
+        let Some(copy) = self.1.get(key) else { return false };
+        if copy.planned != child.to_json() {
+            return false;
+        }
+        let (_, _, namespace, name) = child.identity();
+        let cached = match child {
+            Child::Allowlist(_) => stores.allowlists.get(&ObjectRef::new(&name).within(&namespace)).map(|o| o.metadata.resource_version.clone()),
+            Child::AllowlistShard(_) => stores.shards.get(&ObjectRef::new(&name).within(&namespace)).map(|o| o.metadata.resource_version.clone()),
+            _ => return false,
+        };
+        match cached {
+            Some(Some(version)) => copy.versions.contains(&version),
+            Some(None) => false,
+            None => copy.at.elapsed() < CREATE_LAG,
+        }
+    }
+
+    fn wrote(&mut self, key: String, planned: Value, version: Option<String>) {
+        let copy = self.1.entry(key).or_insert_with(|| OwnCopy { planned: planned.clone(), versions: Vec::new(), at: std::time::Instant::now() });
+        if copy.planned != planned {
+            copy.versions.clear();
+            copy.planned = planned;
+        }
+        copy.versions.extend(version);
+        if copy.versions.len() > 8 {
+            copy.versions.remove(0);
+        }
+        copy.at = std::time::Instant::now();
+    }
+}
 
 /// Writes one environment's children; returns whether every write succeeded.
 pub async fn apply_environment(
@@ -234,6 +284,7 @@ pub async fn apply_environment(
             let key = id(child);
             let unchanged = match child {
                 Child::HttpRoute(_) => routes.0.get(&key) == Some(&child.to_json()),
+                Child::Allowlist(_) | Child::AllowlistShard(_) => already_there(stores, signer, child) || routes.lagging_own_write(stores, child, &key),
                 _ => already_there(stores, signer, child),
             };
             if unchanged {
@@ -252,19 +303,23 @@ pub async fn apply_environment(
                 }
                 _ => std::borrow::Cow::Borrowed(*child),
             };
-            due.push((child, key));
+            let planned = matches!(*child, Child::Allowlist(_) | Child::AllowlistShard(_)).then(|| (*child).to_json());
+            due.push((child, key, planned));
         }
         let mut results = futures::stream::iter(
-            due.into_iter().map(|(child, key)| async move { (child.clone(), key, apply_child(client, &stores.own_writes, &child).await) }),
+            due.into_iter().map(|(child, key, planned)| async move { (child.clone(), key, planned, apply_child(client, &stores.own_writes, &child).await) }),
         )
         .buffer_unordered(WRITE_CONCURRENCY);
-        while let Some((child, key, result)) = results.next().await {
+        while let Some((child, key, planned, result)) = results.next().await {
             match result {
-                Ok(()) => {
+                Ok(version) => {
                     backoff.succeeded(&key);
                     writes.applied += 1;
                     if let Child::HttpRoute(_) = &*child {
-                        routes.0.insert(key, child.to_json());
+                        routes.0.insert(key.clone(), child.to_json());
+                    }
+                    if let Some(planned) = planned {
+                        routes.wrote(key, planned, version);
                     }
                 }
                 Err(e) => {
@@ -298,7 +353,7 @@ pub async fn apply_notices(client: &Client, stores: &Stores, signer: &Signer, pl
         .buffer_unordered(WRITE_CONCURRENCY);
     while let Some((key, result)) = results.next().await {
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 backoff.succeeded(&key);
                 writes.applied += 1;
             }
