@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod published;
 pub mod records;
 pub mod stores;
+pub mod written;
 
 use crate::planner::memo::Memo;
 use crate::planner::{PlanInput, plan_environments_with};
@@ -119,7 +120,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         routes: RouteMemory::default(),
         reported_unreadable: BTreeSet::new(),
         memo: Memo::default(),
-        published_live: std::collections::BTreeMap::new(),
+        written: written::Written::default(),
         edge: edge::Edge::new(published::Signer::new(settings.signing_key.clone())),
     };
     let mut fence = settings.leader_election.then(|| fencing::Fence::new(&client, &settings.lease_namespace, &settings.lease_name, &settings.identity));
@@ -135,6 +136,8 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             tracing::info!(leader, "leadership changed");
             shared.metrics.is_leader.set(i64::from(leader));
             was_leader = leader;
+            // Another replica may have written meanwhile: what this one wrote before is no longer the truth.
+            reconciler.written.forget();
         }
         let sleep = tokio::time::sleep_until(wake_at.into());
         let mut leader_rx_changed = leader_rx.clone();
@@ -159,6 +162,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             && !fence.may_write().await
         {
             tracing::warn!("the Lease is not ours (or has expired) although the lease manager has not said so yet: no pass");
+            reconciler.written.forget();
             wake_at = Instant::now() + fencing::CONFIRM_EVERY;
             continue;
         }
@@ -234,9 +238,9 @@ pub struct Reconciler {
     /// Each object's own evaluation and each registration's plan from earlier passes, reused while unchanged: the
     /// planner's work per pass then follows what changed, not the size of the fleet (see `planner::memo`).
     pub memo: Memo,
-    /// What each registration had published after this replica's last successful write of each environment (the
-    /// mass-revocation hold counts removals from it; after a start it comes from the statuses).
-    pub published_live: std::collections::BTreeMap<String, crate::planner::hold::LiveSet>,
+    /// What this replica last wrote of each environment's allowlist and hold baseline (the hold counts removals
+    /// from it; after a start or a change of leader it comes from the caches and statuses).
+    pub written: written::Written,
     /// The signing key, the tamper guard and the sets agents may still enforce.
     pub edge: edge::Edge,
 }
@@ -253,11 +257,10 @@ impl Reconciler {
         let objects = snapshot.objects();
         // The data plane first: an approval's allowlist and policies are written before every registration's
         // notice and status is planned.
-        let previously_live = std::mem::take(&mut self.published_live);
-        let input = PlanInput { published: Some(&snapshot.published), previously_live: Some(&previously_live), ..objects.input() };
+        let published = self.written.published(&snapshot.published);
+        let previously_live = self.written.previously_live().clone();
+        let input = PlanInput { published: Some(&published), previously_live: Some(&previously_live), ..objects.input() };
         let first = plan_environments_with(&input, now, Some(&mut self.memo));
-        // What stays true for an environment whose writes fail this time: the last one written.
-        self.published_live = previously_live.clone();
         steps.mark("plan");
         // What is stored and was not written by us is reported, then replaced by the writes below.
         for t in self.edge.check(&self.client, &self.stores, &first.plan.environments, &objects.environments).await {
@@ -279,12 +282,12 @@ impl Reconciler {
         let mut failed_environments = BTreeSet::new();
         for (name, env_plan) in &first.plan.environments {
             if apply::apply_environment(&self.client, &self.stores, env_plan, &mut self.backoff, &mut self.routes, &mut self.edge.signer, &mut writes).await {
-                self.published_live.insert(name.clone(), env_plan.published_live.clone());
+                self.written.wrote(name, env_plan);
             } else {
                 failed_environments.insert(name.clone());
             }
         }
-        self.published_live.retain(|name, _| first.plan.environments.contains_key(name));
+        self.written.retain(|name| first.plan.environments.contains_key(name));
         steps.mark("environments");
         let plan = first.finish_with(Some(&mut self.memo));
         steps.mark("plan registrations");

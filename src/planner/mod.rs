@@ -17,7 +17,7 @@ pub mod records;
 pub mod resolve;
 pub mod status;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_decisions;
 

@@ -15,11 +15,11 @@ use RegistrationPhase::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
-pub(super) fn t(s: &str) -> Timestamp {
+pub(crate) fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
-pub(super) fn environment(name: &str, environment: Environment) -> AccessEnvironment {
+pub(crate) fn environment(name: &str, environment: Environment) -> AccessEnvironment {
     let spec: AccessEnvironmentSpec = serde_json::from_value(json!({
         "environment": environment,
         "serviceNamespace": format!("jpki-{name}"),
@@ -62,7 +62,7 @@ pub(super) fn verifier(name: &str) -> SignatureVerifier {
     )
 }
 
-pub(super) fn registration(verifier: &str, name: &str, environment: Environment, cidrs: &[&str], start: &str, end: Option<&str>) -> AccessRegistration {
+pub(crate) fn registration(verifier: &str, name: &str, environment: Environment, cidrs: &[&str], start: &str, end: Option<&str>) -> AccessRegistration {
     let mut reg = AccessRegistration::new(
         name,
         AccessRegistrationSpec {
@@ -93,7 +93,7 @@ pub(super) fn stored_decision(mut a: AccessApproval, at: &str) -> AccessApproval
     a
 }
 
-pub(super) fn approve(reg: &AccessRegistration, at: &str) -> AccessApproval {
+pub(crate) fn approve(reg: &AccessRegistration, at: &str) -> AccessApproval {
     stored_decision(approval_for(reg, Decision::Approved, "approver@j-lis", t(at), None).unwrap(), at)
 }
 
@@ -103,7 +103,7 @@ pub(super) fn reject(reg: &AccessRegistration, at: &str) -> AccessApproval {
 
 /// The objects of one test.
 #[derive(Default, Clone)]
-pub(super) struct World {
+pub(crate) struct World {
     pub verifiers: Vec<SignatureVerifier>,
     pub registrations: Vec<AccessRegistration>,
     pub approvals: Vec<AccessApproval>,
@@ -115,7 +115,7 @@ pub(super) struct World {
 }
 
 impl World {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         World {
             verifiers: vec![verifier("sapporo"), verifier("hakodate")],
             environments: vec![environment("production", Environment::Production), environment("test", Environment::Test)],
@@ -133,7 +133,7 @@ impl World {
         }
     }
 
-    pub(super) fn plan(&self, now: &str) -> Plan {
+    pub(crate) fn plan(&self, now: &str) -> Plan {
         let objects = Objects::of(&self.verifiers, &self.registrations, &self.approvals, &self.environments).with_records(&self.records);
         plan(&PlanInput { published: Some(&self.published), previously_live: self.previously_live.as_ref(), ..objects.input() }, t(now))
     }
@@ -147,7 +147,7 @@ pub(super) fn reg_plan<'a>(plan: &'a Plan, verifier: &str, name: &str) -> &'a Re
     &plan.registrations[&RegKey { namespace: format!("ns-{verifier}"), name: name.into() }]
 }
 
-pub(super) fn allowlist(plan: &Plan, env: &str) -> Vec<String> {
+pub(crate) fn allowlist(plan: &Plan, env: &str) -> Vec<String> {
     plan.environments[env].cidrs.iter().map(ToString::to_string).collect()
 }
 

@@ -238,12 +238,9 @@ async fn take_sample(client: &kube::Client, setup: &Setup, sources: &[IpAddr]) -
         layers.insert("networkPolicy", read(from, readings.collect()));
     }
     let from = Instant::now();
-    match crate::allowlist::read(client, &setup.allowlist_namespace, &setup.environment, &setup.public_key).await {
-        Ok(set) => {
-            layers.insert("allowlist", read(from, sources.iter().map(|s| (*s, Ok(set.admits(*s, setup.port)))).collect()));
-        }
-        // Not there yet, being rewritten, or unreadable: a reader keeps what it had, and so does this layer.
-        Err(_) => {}
+    // Not there yet, being rewritten, or unreadable: a reader keeps what it had, and so does this layer.
+    if let Ok(set) = crate::allowlist::read(client, &setup.allowlist_namespace, &setup.environment, &setup.public_key).await {
+        layers.insert("allowlist", read(from, sources.iter().map(|s| (*s, Ok(set.admits(*s, setup.port)))).collect()));
     }
     Sample { at, layers }
 }
