@@ -176,6 +176,11 @@ impl ControllerProcess {
     }
 
     pub fn start_with_kubeconfig(args: &[&str], kubeconfig: &Path) -> Self {
+        Self::start_with_env(args, kubeconfig, &[])
+    }
+
+    /// With extra environment variables (tests/faults_more.rs moves its wall clock with libfaketime's).
+    pub fn start_with_env(args: &[&str], kubeconfig: &Path, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = std::env::temp_dir().join(format!("jpki-controller-{}-{port}.log", std::process::id()));
         let file = std::fs::File::create(&log).unwrap();
@@ -186,6 +191,7 @@ impl ControllerProcess {
             .env("KUBECONFIG", kubeconfig)
             .env("JPKI_SIGNING_KEY_FILE", signing_key())
             .env("RUST_LOG", "warn,jpki_access=debug")
+            .envs(env.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
@@ -273,6 +279,8 @@ pub mod cutoff;
 pub mod edge;
 #[cfg(all(target_os = "linux", feature = "fault-tests"))]
 pub mod fault_rig;
+#[cfg(all(target_os = "linux", feature = "fault-tests"))]
+pub mod faultproxy;
 #[cfg(target_os = "linux")]
 pub mod netns;
 pub mod scene;

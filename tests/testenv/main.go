@@ -9,6 +9,8 @@
 //	kube-testenv controller-manager FLAGS...                       kube-controller-manager on its own (scripts/node
 //	                                                               runs the workload controllers with it)
 //	kube-testenv kubectl ARGS...  (or invoked through a symlink named kubectl)
+//	kube-testenv faultproxy --dir DIR --upstream URL                a proxy in front of kube-apiserver that answers
+//	                                                               500/429 or late on demand (faultproxy.go)
 //
 // With --dir pointing at a directory from an earlier run, the certificates, tokens, ports and etcd data are
 // reused, so a stopped control plane can be started again with the same kubeconfig (fault tests rely on it).
@@ -48,6 +50,12 @@ func main() {
 			return
 		case "kubectl":
 			runKubectl(os.Args[2:])
+			return
+		case "faultproxy":
+			if err := runFaultProxy(os.Args[2:]); err != nil {
+				fmt.Fprintf(os.Stderr, "kube-testenv: %v\n", err)
+				os.Exit(1)
+			}
 			return
 		case "version":
 			fmt.Println(kubernetesVersion())
