@@ -327,7 +327,28 @@ mod built {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
         let mount = format!("{}:/kubeconfig:ro", kubeconfig_file.display());
-        let options = ["run", "--detach", "--log-driver", "k8s-file", "--network", "host", "--volume", &mount, "--env", "KUBECONFIG=/kubeconfig"];
+        // The controller signs the allowlist it publishes (issue #18): its key as the chart mounts it, from a file.
+        // A copy readable by the image's non-root user (a checkout may keep the fixture at mode 600).
+        let key_file = out.path().join("allowlist.key");
+        std::fs::copy(signing_key(), &key_file).unwrap();
+        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let key = format!("{}:/signing/allowlist.key:ro", key_file.display());
+        let options = [
+            "run",
+            "--detach",
+            "--log-driver",
+            "k8s-file",
+            "--network",
+            "host",
+            "--volume",
+            &mount,
+            "--volume",
+            &key,
+            "--env",
+            "KUBECONFIG=/kubeconfig",
+            "--env",
+            "JPKI_SIGNING_KEY_FILE=/signing/allowlist.key",
+        ];
         let limits: Vec<&str> = podman.limits.iter().map(String::as_str).collect();
         let id = podman.ok(&[&options[..], &limits, &[&controller, "controller", "--no-leader-election", "--listen", &listen]].concat()).trim().to_string();
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -141,6 +141,11 @@ pub fn decorate(
         &foreign_message,
     ));
     let intact = match tampered {
+        // Held after a rollback (`super::rollback`): says so, with what ends it, until a person accepts.
+        Some(found) if found.iter().any(|t| t.reason == super::rollback::HELD) => {
+            let held = found.iter().filter(|t| t.reason == super::rollback::HELD).map(|t| t.message.as_str()).collect::<Vec<_>>().join("; ");
+            cond("AllowlistIntact", false, "HeldAfterRollback", &held)
+        }
         Some(found) => {
             let what = found.iter().map(|t| t.message.as_str()).collect::<Vec<_>>().join("; ");
             if restored {

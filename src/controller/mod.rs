@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod published;
 pub mod records;
+pub mod rollback;
 pub mod stores;
 pub mod written;
 
@@ -122,6 +123,9 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         memo: Memo::default(),
         written: written::Written::default(),
         edge: edge::Edge::new(published::Signer::new(settings.signing_key.clone())),
+        next_transition: None,
+        clock_seen: None,
+        rollbacks: rollback::Rollbacks::default(),
     };
     let mut fence = settings.leader_election.then(|| fencing::Fence::new(&client, &settings.lease_namespace, &settings.lease_name, &settings.identity));
     let shutdown = crate::shutdown::signal();
@@ -146,6 +150,15 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             _ = changed.notified() => {}
             _ = sleep => {}
             Ok(()) = leader_rx_changed.changed() => {}
+            // Timers follow the monotonic clock, transitions the wall clock: when the wall clock jumps (NTP steps
+            // it, a VM resumes from suspend), a start or end date can pass long before the timer set for it fires.
+            // Looking at the wall clock every second costs nothing; a pass starts only when a transition is due.
+            _ = tokio::time::sleep(CLOCK_CHECK) => {
+                if !reconciler.transition_due() {
+                    continue;
+                }
+                tracing::info!("the wall clock jumped, or reached the next transition before its timer did: a pass");
+            }
         }
         // Debounce: passes start at least `debounce` apart, so a burst of watch events becomes few passes, while a
         // lone change after a quiet spell, or one that came during a pass longer than the debounce, is planned at
@@ -243,9 +256,33 @@ pub struct Reconciler {
     pub written: written::Written,
     /// The signing key, the tamper guard and the sets agents may still enforce.
     pub edge: edge::Edge,
+    /// The wall-clock instant of the next start, end or supersession, as the last pass planned it.
+    pub next_transition: Option<jiff::Timestamp>,
+    /// Both clocks at the last look at the wall clock, to notice a jump.
+    pub clock_seen: Option<(Instant, jiff::Timestamp)>,
+    /// Environments held after the API server's storage went back in time (`rollback`).
+    pub rollbacks: rollback::Rollbacks,
 }
 
+/// How often the controller looks at the wall clock for a transition its timer has not reached (a clock jump).
+const CLOCK_CHECK: Duration = Duration::from_secs(1);
+/// A difference between the wall clock's and the monotonic clock's progress taken for a jump (NTP slews, it does not
+/// step, under 128 ms).
+const CLOCK_JUMP: jiff::SignedDuration = jiff::SignedDuration::from_secs(2);
+
 impl Reconciler {
+    /// Whether the wall clock has reached the next transition the last pass planned, or jumped (either way) since
+    /// the last look: set back, a start already passed may lie ahead again, which no planned transition says.
+    fn transition_due(&mut self) -> bool {
+        let (monotonic, wall) = (Instant::now(), self.clock.now());
+        let jumped = self.clock_seen.is_some_and(|(m, w)| {
+            let expected = w.checked_add(monotonic - m).unwrap_or(w);
+            wall.duration_since(expected).abs() > CLOCK_JUMP
+        });
+        self.clock_seen = Some((monotonic, wall));
+        jumped || self.next_transition.is_some_and(|t| wall >= t)
+    }
+
     /// One pass over everything; returns when the next pass is due by itself (a transition or a retry).
     pub async fn pass(&mut self) -> Option<Instant> {
         let started = Instant::now();
@@ -257,18 +294,37 @@ impl Reconciler {
         let objects = snapshot.objects();
         // The data plane first: an approval's allowlist and policies are written before every registration's
         // notice and status is planned.
+        for released in self.rollbacks.accept(&objects.environments) {
+            tracing::warn!(environment = %released, "a person accepted the API server's storage as it is after a rollback: published in full again");
+        }
         let published = self.written.published(&snapshot.published);
         let previously_live = self.written.previously_live().clone();
-        let input = PlanInput { published: Some(&published), previously_live: Some(&previously_live), ..objects.input() };
+        let caps = self.rollbacks.caps();
+        let input = PlanInput { published: Some(&published), previously_live: Some(&previously_live), caps: Some(&caps), ..objects.input() };
         let first = plan_environments_with(&input, now, Some(&mut self.memo));
         steps.mark("plan");
         // What is stored and was not written by us is reported, then replaced by the writes below.
+        let mut newly_held = false;
         for t in self.edge.check(&self.client, &self.stores, &first.plan.environments, &objects.environments).await {
             tracing::error!(environment = %t.environment, reason = t.reason, tampering = %t.message, "the published allowlist is not the one the controller wrote; writing it again");
             self.shared.metrics.tampering.get_or_create(&metrics::TamperLabel { environment: t.environment.clone(), reason: t.reason }).inc();
             if let Some(env) = objects.environments.iter().find(|e| e.name_any() == t.environment) {
                 events::tampered(&self.recorder, env, &t.message).await;
             }
+            if self.rollbacks.found(&t, self.written.published_cidrs(&t.environment)) {
+                tracing::error!(environment = %t.environment, "the published set went back in time: held at what was published before until a person accepts");
+                newly_held = true;
+            }
+        }
+        // A hold shows in the environment's AllowlistIntact condition for as long as it lasts.
+        for (name, held) in self.rollbacks.held() {
+            let found = self.edge.tampered.entry(name.clone()).or_default();
+            found.retain(|t| t.newer_serial.is_none());
+            found.push(published::Tampering { environment: name.clone(), reason: rollback::HELD, message: held.message.clone(), newer_serial: Some(held.newer_serial) });
+        }
+        if newly_held {
+            // Planned before the hold: plan again with its cap before anything is written.
+            return Some(Instant::now());
         }
         // Agents report the serial they enforce: never sign below it (a clock set back must not make them refuse).
         for env in &objects.environments {
@@ -281,6 +337,10 @@ impl Reconciler {
         let mut writes = Writes::default();
         let mut failed_environments = BTreeSet::new();
         for (name, env_plan) in &first.plan.environments {
+            if self.rollbacks.frozen(name) {
+                failed_environments.insert(name.clone());
+                continue;
+            }
             if apply::apply_environment(&self.client, &self.stores, env_plan, &mut self.backoff, &mut self.routes, &mut self.edge.signer, &mut writes).await {
                 self.written.wrote(name, env_plan);
             } else {
@@ -370,6 +430,7 @@ impl Reconciler {
         }
         steps.mark("statuses");
         self.record(&plan, &writes, &steps, started);
+        self.next_transition = plan.next_transition();
         let next_transition = plan.next_transition().map(|t| {
             let wait = now.duration_until(t).unsigned_abs();
             // Never later than the plan says; a few milliseconds after, so the instant has passed.

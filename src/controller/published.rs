@@ -64,6 +64,9 @@ impl Signer {
     }
 }
 
+/// The reason of a [`Tampering`] that finds an older signed set than one already published.
+pub const REPLAYED: &str = "replayed";
+
 /// Something found stored that the controller did not write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tampering {
@@ -71,6 +74,8 @@ pub struct Tampering {
     /// `Refusal::category`, or `deleted`.
     pub reason: &'static str,
     pub message: String,
+    /// For `replayed`: the newer serial published before (what a person names to accept a restored store).
+    pub newer_serial: Option<i64>,
 }
 
 /// What the controller has seen verified, to tell a deletion or a replay from a first publication.
@@ -159,20 +164,23 @@ impl Guard {
         };
         let by_name: BTreeMap<&str, &AccessAllowlistShard> = shards.iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s))).collect();
         let result = assemble(expected, index.as_ref(), |n| by_name.get(n).copied(), public);
-        let tampering = |reason: &'static str, message: String| Some(Tampering { environment: p.environment.to_string(), reason, message });
+        let tampering = |reason: &'static str, message: String| Some(Tampering { environment: p.environment.to_string(), reason, message, newer_serial: None });
         match result {
             Ok(set) if set.serial >= seen_serial => {
                 self.seen.insert(key.clone());
                 self.serials.insert(key, set.serial);
                 None
             }
-            Ok(set) => tampering(
-                "replayed",
-                format!(
-                    "{}/{name} holds serial {}, older than serial {seen_serial} already published: an old signed set was put back",
+            Ok(set) => Some(Tampering {
+                environment: p.environment.to_string(),
+                reason: REPLAYED,
+                message: format!(
+                    "{}/{name} holds serial {}, older than serial {seen_serial} already published: an old signed set was put back, or the API \
+                     server's storage was restored from a backup (decisions made since may be undone)",
                     p.namespace, set.serial
                 ),
-            ),
+                newer_serial: Some(seen_serial),
+            }),
             Err(Refusal::NoIndex(_)) if seen_before => tampering("deleted", format!("{}/{name} was deleted by someone other than the controller", p.namespace)),
             Err(Refusal::NoIndex(_)) => None,
             Err(r) if suspect && r.may_be_in_flight() => None,

@@ -29,6 +29,11 @@ impl Written {
         out
     }
 
+    /// What this replica last published for `environment` (a rollback's cap).
+    pub fn published_cidrs(&self, environment: &str) -> Option<&Vec<ipnet::IpNet>> {
+        self.sets.get(environment).map(|s| &s.cidrs)
+    }
+
     /// What each registration had published before this pass (empty after a start: the planner reads the statuses).
     pub fn previously_live(&self) -> &BTreeMap<String, LiveSet> {
         &self.live

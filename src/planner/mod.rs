@@ -51,6 +51,10 @@ pub struct PlanInput<'a> {
     /// What each registration had published before this pass, per AccessEnvironment name (the controller's memory of
     /// its last pass), for the mass-revocation hold. Environments missing here take it from the statuses.
     pub previously_live: Option<&'a BTreeMap<String, LiveSet>>,
+    /// The most each environment may publish, by AccessEnvironment name: after the API server's storage went back
+    /// in time (restored from a backup), the controller caps it at what it last published, so decisions the restore
+    /// brought back do not reach the edge before a person confirms them (`crate::controller::edge`).
+    pub caps: Option<&'a BTreeMap<String, Vec<IpNet>>>,
 }
 
 /// References to owned lists of objects, for [`PlanInput`] (the CLI, tests and benchmarks own their objects).
@@ -94,6 +98,7 @@ impl<'a> Objects<'a> {
             records: &self.records,
             published: None,
             previously_live: None,
+            caps: None,
         }
     }
 }
@@ -260,7 +265,7 @@ pub fn plan_environments_with<'a>(input: &PlanInput<'a>, now: Timestamp, memo: O
             }
         };
         let release = env.metadata.annotations.as_ref().and_then(|a| a.get(RELEASE_ANNOTATION)).map(String::as_str);
-        let outcome = hold::decide(HoldInput {
+        let mut outcome = hold::decide(HoldInput {
             policy: env.spec.policy.mass_revocation_hold.as_ref(),
             published: input.published.and_then(|p| p.get(&name)),
             previously_live: previous,
@@ -269,6 +274,9 @@ pub fn plan_environments_with<'a>(input: &PlanInput<'a>, now: Timestamp, memo: O
             release,
             now,
         });
+        if let Some(cap) = input.caps.and_then(|c| c.get(&name)) {
+            outcome.publish = hold::intersect(&outcome.publish, cap);
+        }
         let (mut children, digest) = children::allowlist(env, &outcome.publish, outcome.recorded_live);
         let mut all = children::network_policies(env, &outcome.publish);
         all.append(&mut children);

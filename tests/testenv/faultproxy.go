@@ -125,7 +125,7 @@ func (p *faultProxy) control(w http.ResponseWriter, r *http.Request) {
 // "https://127.0.0.1:P http://127.0.0.1:C" (the proxy and its control port), and serves until killed.
 func runFaultProxy(args []string) error {
 	fs := flag.NewFlagSet("faultproxy", flag.ContinueOnError)
-	dir := fs.String("dir", "", "the control plane's directory (its CA and serving certificate)")
+	dir := fs.String("dir", "", "the control plane's directory (the CA and serving certificate in its pki/)")
 	upstream := fs.String("upstream", "", "kube-apiserver's URL")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -137,13 +137,13 @@ func runFaultProxy(args []string) error {
 	if err != nil {
 		return fmt.Errorf("faultproxy: --upstream: %w", err)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(*dir, "ca.crt"))
+	caPEM, err := os.ReadFile(filepath.Join(*dir, "pki", "ca.crt"))
 	if err != nil {
 		return err
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(caPEM)
-	cert, err := tls.LoadX509KeyPair(filepath.Join(*dir, "apiserver.crt"), filepath.Join(*dir, "apiserver.key"))
+	cert, err := tls.LoadX509KeyPair(filepath.Join(*dir, "pki", "apiserver.crt"), filepath.Join(*dir, "pki", "apiserver.key"))
 	if err != nil {
 		return err
 	}
