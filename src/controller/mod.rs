@@ -320,7 +320,12 @@ impl Reconciler {
         for (name, held) in self.rollbacks.held() {
             let found = self.edge.tampered.entry(name.clone()).or_default();
             found.retain(|t| t.newer_serial.is_none());
-            found.push(published::Tampering { environment: name.clone(), reason: rollback::HELD, message: held.message.clone(), newer_serial: Some(held.newer_serial) });
+            found.push(published::Tampering {
+                environment: name.clone(),
+                reason: rollback::HELD,
+                message: held.message.clone(),
+                newer_serial: Some(held.newer_serial),
+            });
         }
         if newly_held {
             // Planned before the hold: plan again with its cap before anything is written.
