@@ -234,16 +234,22 @@ const CREATE_LAG: std::time::Duration = std::time::Duration::from_secs(2);
 impl RouteMemory {
     fn lagging_own_write(&self, stores: &Stores, child: &Child, key: &str) -> bool {
         use kube::runtime::reflector::ObjectRef;
-        let Some(copy) = self.1.get(key) else { return false };
-        if copy.planned != child.to_json() {
-            return false;
-        }
         let (_, _, namespace, name) = child.identity();
         let cached = match child {
             Child::Allowlist(_) => stores.allowlists.get(&ObjectRef::new(&name).within(&namespace)).map(|o| o.metadata.resource_version.clone()),
             Child::AllowlistShard(_) => stores.shards.get(&ObjectRef::new(&name).within(&namespace)).map(|o| o.metadata.resource_version.clone()),
             _ => return false,
         };
+        self.is_own_write(key, &child.to_json(), cached)
+    }
+
+    /// Whether the cache's view of an object (`None`: not there; `Some(None)`: no version) is one of our own writes
+    /// of this planned content.
+    fn is_own_write(&self, key: &str, planned: &Value, cached: Option<Option<String>>) -> bool {
+        let Some(copy) = self.1.get(key) else { return false };
+        if &copy.planned != planned {
+            return false;
+        }
         match cached {
             Some(Some(version)) => copy.versions.contains(&version),
             Some(None) => false,
@@ -263,6 +269,20 @@ impl RouteMemory {
         }
         copy.at = std::time::Instant::now();
     }
+}
+
+/// What goes out for a planned child, and what [`RouteMemory`] remembers of it (allowlist objects only). The index
+/// is signed as it goes out, with a serial above the stored one.
+fn outgoing<'a>(child: &'a Child, stored_serial: Option<i64>, signer: &mut Signer) -> (std::borrow::Cow<'a, Child>, Option<Value>) {
+    let out = match child {
+        Child::Allowlist(planned) => std::borrow::Cow::Owned(Child::Allowlist(signer.sign(planned, stored_serial))),
+        _ => std::borrow::Cow::Borrowed(child),
+    };
+    // The planned content, before signing: the next pass compares its own (unsigned) plan with it. Remembering
+    // the signed index never matched (serial and signature differ), so every pass while the cache lagged wrote
+    // the index again with a new serial.
+    let remembered = matches!(child, Child::Allowlist(_) | Child::AllowlistShard(_)).then(|| child.to_json());
+    (out, remembered)
 }
 
 /// Writes one environment's children; returns whether every write succeeded.
@@ -294,16 +314,14 @@ pub async fn apply_environment(
                 ok = false;
                 continue;
             }
-            // The index is signed as it goes out, with a serial above the stored one.
-            let child = match *child {
-                Child::Allowlist(planned) => {
+            let stored_serial = match child {
+                Child::Allowlist(_) => {
                     let (_, _, namespace, name) = child.identity();
-                    let stored = stores.allowlists.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace)).map(|s| s.spec.serial);
-                    std::borrow::Cow::Owned(Child::Allowlist(signer.sign(planned, stored)))
+                    stores.allowlists.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace)).map(|s| s.spec.serial)
                 }
-                _ => std::borrow::Cow::Borrowed(*child),
+                _ => None,
             };
-            let planned = matches!(*child, Child::Allowlist(_) | Child::AllowlistShard(_)).then(|| (*child).to_json());
+            let (child, planned) = outgoing(child, stored_serial, signer);
             due.push((child, key, planned));
         }
         let mut results = futures::stream::iter(
@@ -578,5 +596,35 @@ mod tests {
         assert!(!json_includes(&existing, &changed));
         let longer = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"port": 443}, {"port": 80}]}});
         assert!(!json_includes(&existing, &longer), "a list of another length differs");
+    }
+
+    /// The cache lags behind our write of the signed index: the next pass must take the cached version for our own
+    /// write of the same plan, not sign and write the index again (CI saw an agent apply one set 6 times, each
+    /// with a new serial, 100 ms apart).
+    #[test]
+    fn a_lagging_cache_showing_our_own_signed_index_is_not_written_again() {
+        use super::{RouteMemory, outgoing};
+        use crate::controller::published::Signer;
+        use crate::planner::children::Child;
+        let (private, _) = crate::wire::signing::generate().unwrap();
+        let mut signer = Signer::new(std::sync::Arc::new(crate::wire::signing::SigningKey::from_pem(&private, "test").unwrap()));
+        let env: crate::api::AccessEnvironment = serde_json::from_value(json!({
+            "apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessEnvironment", "metadata": {"name": "production"},
+            "spec": {"environment": "Production", "serviceNamespace": "s", "podSelector": {"matchLabels": {"a": "b"}},
+                     "endpoints": [{"name": "o", "provisionMethod": "Ocsp", "service": {"name": "o", "port": 1}, "host": "o.example"}],
+                     "firewall": {"allowlistNamespace": "jpki-system", "ports": [{"protocol": "TCP", "port": 443}]}}
+        }))
+        .unwrap();
+        let (children, _) = crate::planner::children::allowlist(&env, &["192.0.2.0/28".parse().unwrap()], 1);
+        let planned = children.into_iter().find(|c| matches!(c, Child::Allowlist(_))).unwrap();
+        let mut memory = RouteMemory::default();
+        let (sent, remembered) = outgoing(&planned, Some(5), &mut signer);
+        assert_ne!(sent.to_json(), planned.to_json(), "the index goes out signed");
+        memory.wrote("index".into(), remembered.unwrap(), Some("41".into()));
+        // The next pass plans the same (unsigned) index; the cache shows the version our write got, or nothing yet.
+        assert!(memory.is_own_write("index", &planned.to_json(), Some(Some("41".into()))));
+        assert!(memory.is_own_write("index", &planned.to_json(), None));
+        // Someone else's version is not ours: written again.
+        assert!(!memory.is_own_write("index", &planned.to_json(), Some(Some("42".into()))));
     }
 }
