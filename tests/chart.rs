@@ -9,10 +9,8 @@ mod support;
 use serde::Deserialize;
 use std::path::PathBuf;
 
-/// The chart's admission policies (cluster-scoped; removed before and after the install test).
 #[cfg(feature = "cluster-tests")]
-const POLICIES: [&str; 4] =
-    ["jpki-access-approved-by-requester", "jpki-access-agent-writes-only-its-report", "jpki-access-controller-scope", "jpki-access-foreign-network-policies"];
+use support::helm::POLICIES;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -95,22 +93,9 @@ fn helm_template_with_defaults_names_the_built_images_and_pins_a_digest_when_giv
 #[cfg(feature = "cluster-tests")]
 #[tokio::test]
 async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
-    use std::process::Command;
     use support::*;
-    let helm = root().join("target/testenv/helm");
-    assert!(helm.exists(), "{} missing: run scripts/controlplane build", helm.display());
     let chart = root().join("charts/jpki-access");
-    let kubeconfig = control_plane().kubeconfig.clone();
-    let run = |args: &[&str]| {
-        let out = Command::new(&helm)
-            .args(args)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("HELM_CACHE_HOME", std::env::temp_dir().join("jpki-helm-cache"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "helm {args:?}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |args: &[&str]| helm::helm(args);
     let public_key = format!("signing.publicKey={}", path_str(&public_key()));
     run(&[
         "lint",
@@ -128,47 +113,8 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "chart").await;
     let agent_ns = format!("{}-agent", ns.name);
-    // Cluster-scoped names of an earlier run or of another test must not block the install.
-    for role in ["jpki-access-controller", "jpki-access-viewer", "jpki-access-editor", "jpki-access-approver"] {
-        let _ = kubectl(&["delete", "clusterrole", role, "--ignore-not-found"]);
-    }
-    let _ = kubectl(&["delete", "clusterrolebinding", "jpki-access-controller", "--ignore-not-found"]);
-    for policy in POLICIES {
-        let _ = kubectl(&["delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", policy, "--ignore-not-found"]);
-    }
-    /// Uninstalls even when an assertion fails: the chart's admission policy binds cluster-wide and would refuse
-    /// the approvals of later tests.
-    struct Uninstall(PathBuf, PathBuf, String, String);
-    impl Drop for Uninstall {
-        fn drop(&mut self) {
-            let _ = Command::new(&self.0).args(["uninstall", "jpki", "--namespace", &self.2]).env("KUBECONFIG", &self.1).output();
-            for policy in POLICIES {
-                let _ = kubectl(&["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy, "--ignore-not-found"]);
-            }
-            let _ = kubectl(&["delete", "namespace", &self.3, "--wait=false", "--ignore-not-found"]);
-            // The API server stops enforcing a deleted policy a moment later: wait until an approval in someone
-            // else's name passes admission again (dry run), so no later test meets the policy.
-            let reg: jpki_access::api::AccessRegistration = serde_json::from_value(serde_json::json!({
-                "apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessRegistration", "metadata": {"name": "probe", "namespace": self.2},
-                "spec": {"verifierRef": "v", "environment": "Test", "connectionMethod": "Lgwan", "sourceCidrs": ["192.0.2.0/28"], "accessStartDate": "2026-04-01"}
-            })).unwrap();
-            let mut reg = reg;
-            reg.metadata.uid = Some("00000000-0000-4000-8000-0000000000c1".into());
-            let approval =
-                jpki_access::domain::approve::approval_for(&reg, jpki_access::api::Decision::Approved, "someone-else", jiff::Timestamp::now(), None).unwrap();
-            let file = std::env::temp_dir().join(format!("jpki-chart-probe-{}.json", std::process::id()));
-            std::fs::write(&file, serde_json::to_string(&approval).unwrap()).unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while std::time::Instant::now() < deadline {
-                if kubectl(&["create", "--dry-run=server", "-f", file.to_str().unwrap()]).status.success() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(250));
-            }
-            let _ = std::fs::remove_file(&file);
-        }
-    }
-    let _uninstall = Uninstall(helm.clone(), kubeconfig.clone(), ns.name.clone(), agent_ns.clone());
+    support::helm::remove_cluster_scoped_leftovers();
+    let _uninstall = support::helm::Uninstall { namespace: ns.name.clone(), agent_namespace: agent_ns.clone() };
     let installed = run(&[
         "install",
         "jpki",
@@ -235,6 +181,10 @@ async fn helm_lints_installs_and_the_roles_allow_exactly_what_they_should() {
         (&agent, false, vec!["get", "secrets", "-n", n]),
         (&agent, false, vec!["get", "secrets", "-n", &agent_ns]),
         (&agent, false, vec!["get", "configmaps", "-n", "x"]),
+        // Its own DaemonSet, by name only (to see an uninstall coming); no other.
+        (&agent, true, vec!["watch", "daemonsets.apps/jpki-access-agent", "-n", &agent_ns]),
+        (&agent, false, vec!["watch", "daemonsets.apps/other", "-n", &agent_ns]),
+        (&agent, false, vec!["delete", "daemonsets.apps/jpki-access-agent", "-n", &agent_ns]),
         (&agent, false, vec!["list", "accessregistrations.access.jpki.dev", "-A"]),
         ("vera", true, vec!["list", "accessregistrations.access.jpki.dev", "-A"]),
         ("vera", false, vec!["create", "accessregistrations.access.jpki.dev", "-n", n]),

@@ -27,6 +27,7 @@ pub mod drift;
 pub mod http;
 pub mod nft;
 pub mod state;
+pub mod uninstall;
 
 use crate::api::allowlist::{AccessAllowlist, AccessAllowlistShard, AllowlistPurpose};
 use crate::api::environment::{FirewallPort, Protocol};
@@ -65,6 +66,9 @@ pub struct Settings {
     pub nft: PathBuf,
     pub nft_timeout: Duration,
     pub remove_on_exit: bool,
+    /// The agent's own DaemonSet (namespace, name): when it was deleted, stopping removes the table and the
+    /// persisted set (see [`uninstall`]).
+    pub owner_daemonset: Option<(String, String)>,
     pub resync: Duration,
     /// How often the Lease is renewed.
     pub heartbeat: Duration,
@@ -451,6 +455,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         changed.clone(),
         shards_synced.clone(),
     );
+    let owner = settings.owner_daemonset.as_ref().map(|(namespace, name)| uninstall::OwnerWatch::start(client.clone(), namespace, name));
     let leases: Api<Lease> = Api::namespaced(client, &settings.namespace);
     let manager = format!("jpki-access-agent/{}", settings.node);
     let lease_seconds = i32::try_from(settings.heartbeat.as_secs().saturating_mul(3).max(1)).unwrap_or(i32::MAX);
@@ -499,8 +504,17 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             }
         }
     }
-    if settings.remove_on_exit {
-        tracing::info!("removing the table (--remove-on-exit)");
+    let uninstalled = owner.as_ref().filter(|o| o.on_stop() == uninstall::OnStop::Remove);
+    if let Some(owner) = uninstalled {
+        tracing::info!(daemonset = %format!("{}/{}", owner.namespace, owner.name), "the agent's DaemonSet was deleted (uninstall): removing the table and the persisted set");
+        if let Err(e) = state::forget(&settings.state_dir, &settings.environment) {
+            tracing::error!(error = %e, "cannot delete the persisted set");
+        }
+    }
+    if settings.remove_on_exit || uninstalled.is_some() {
+        if settings.remove_on_exit {
+            tracing::info!("removing the table (--remove-on-exit)");
+        }
         if let Err(e) = agent.nft.apply(&render_removal(&settings.environment)).await {
             tracing::error!(error = %e, "removal failed");
         }

@@ -50,6 +50,16 @@ pub fn load(dir: &Path, environment: &str) -> Result<Option<StoredSet>, StateErr
     serde_json::from_str(&text).map(Some).map_err(|e| StateError::Parse { path: file.display().to_string(), message: e.to_string() })
 }
 
+/// Deletes the stored set (after an uninstall: a later install must not boot from it); none is no error.
+pub fn forget(dir: &Path, environment: &str) -> Result<(), StateError> {
+    let file = path(dir, environment);
+    match std::fs::remove_file(&file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StateError::Write { path: file.display().to_string(), message: e.to_string() }),
+    }
+}
+
 /// Stores a set: written to a temporary file, synced, then renamed over the old one, so a crash leaves the old set
 /// or the new one, never half of one.
 pub fn save(dir: &Path, environment: &str, set: &StoredSet) -> Result<(), StateError> {

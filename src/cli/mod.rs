@@ -100,6 +100,14 @@ verified set arrives. Renews a Lease per node as its heartbeat and report.\n\nEx
         /// Remove the table when stopping (by default the rules stay in force).
         #[arg(long)]
         remove_on_exit: bool,
+        /// The agent's own DaemonSet (in --owner-namespace): when it has been deleted (`helm uninstall`), stopping
+        /// removes the table and the persisted set; any other stop (restart, rolling update, lost API server)
+        /// keeps the rules in force.
+        #[arg(long)]
+        owner_daemonset: Option<String>,
+        /// Namespace of --owner-daemonset (default: $POD_NAMESPACE).
+        #[arg(long, env = "POD_NAMESPACE")]
+        owner_namespace: Option<String>,
         /// Check the kernel's table for drift this often (seconds).
         #[arg(long, default_value_t = 60)]
         resync_seconds: u64,
@@ -293,6 +301,8 @@ pub fn run(cli: Cli) -> i32 {
             nft,
             nft_timeout_seconds,
             remove_on_exit,
+            owner_daemonset,
+            owner_namespace,
             resync_seconds,
             heartbeat_seconds,
             break_file,
@@ -312,6 +322,14 @@ pub fn run(cli: Cli) -> i32 {
                 nft,
                 nft_timeout: std::time::Duration::from_secs(nft_timeout_seconds.max(1)),
                 remove_on_exit,
+                owner_daemonset: match (owner_daemonset, owner_namespace) {
+                    (Some(name), Some(namespace)) => Some((namespace, name)),
+                    (Some(name), None) => {
+                        eprintln!("jpki-access agent: --owner-daemonset {name} needs --owner-namespace (or $POD_NAMESPACE)");
+                        return 2;
+                    }
+                    (None, _) => None,
+                },
                 resync: std::time::Duration::from_secs(resync_seconds.max(1)),
                 heartbeat: std::time::Duration::from_secs(heartbeat_seconds.max(1)),
                 break_file,

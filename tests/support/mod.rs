@@ -281,8 +281,10 @@ pub mod edge;
 pub mod fault_rig;
 #[cfg(all(target_os = "linux", feature = "fault-tests"))]
 pub mod faultproxy;
+pub mod helm;
 #[cfg(target_os = "linux")]
 pub mod netns;
+pub mod node;
 pub mod scene;
 
 /// A control plane of one test alone (its own etcd in `dir`), for tests that stop it or need it empty.
