@@ -1,5 +1,6 @@
 //! The Argo CD health checks of gitops/argocd: every fixture under gitops/argocd/fixtures/<Kind>/ is run
-//! through the real Lua interpreter (Debian's `lua5.4`) with the script gitops/argocd/health/<Kind>.lua, and
+//! in Argo CD's Lua sandbox (gopher-lua as Argo CD configures it: tests/argocdlua) with the script
+//! gitops/argocd/health/<Kind>.lua, and
 //! must get the health its `# expect:` header names; argocd-cm-patch.yaml must embed exactly those scripts.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
@@ -47,85 +48,38 @@ fn crd_kinds() -> BTreeSet<String> {
         .collect()
 }
 
-/// A Lua table constructor (or scalar) for a JSON value: what Argo CD hands a script as `obj`.
-fn lua_literal(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("nil"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => lua_string(s, out),
-        Value::Array(items) => {
-            out.push('{');
-            for item in items {
-                lua_literal(item, out);
-                out.push(',');
-            }
-            out.push('}');
-        }
-        Value::Object(fields) => {
-            out.push('{');
-            for (key, item) in fields {
-                out.push('[');
-                lua_string(key, out);
-                out.push_str("]=");
-                lua_literal(item, out);
-                out.push(',');
-            }
-            out.push('}');
-        }
-    }
+/// Argo CD's Lua sandbox (tests/argocdlua, built by `scripts/controlplane build`): gopher-lua with only the
+/// package, base and table libraries, as Argo CD runs health scripts unless an override sets `useOpenLibs`.
+/// Fails (never skips) when it is missing: these checks are the only test of the scripts.
+fn argocd_lua() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/testenv/argocd-lua");
+    assert!(bin.exists(), "{} missing: run scripts/controlplane build (it builds tests/argocdlua; scripts/test does)", bin.display());
+    bin
 }
 
-/// A double-quoted Lua string; UTF-8 passes through (Lua strings are bytes), control characters as \ddd.
-fn lua_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\{:03}", c as u32)),
-            c => out.push(c),
-        }
+/// Runs health scripts on objects the way Argo CD does (`obj` set, the table the script returns read as
+/// {status, message}), all in one process; returns (status, message) or the Lua error for each.
+fn health_all(cases: &[(&str, &Value)]) -> Vec<Result<(String, String), String>> {
+    let mut input = String::new();
+    for (script, obj) in cases {
+        input.push_str(&serde_json::json!({"script": script, "obj": obj}).to_string());
+        input.push('\n');
     }
-    out.push('"');
-}
-
-/// Fails (never skips) when the interpreter is missing: these checks are the only test of the scripts.
-fn require_lua() {
-    match Command::new("lua5.4").arg("-v").output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!("`lua5.4 -v` failed: {}", String::from_utf8_lossy(&out.stderr)),
-        Err(e) => panic!("cannot run lua5.4 ({e}): install the Debian package lua5.4 (`apt-get install lua5.4`; scripts/test installs it)"),
-    }
-}
-
-/// Runs a health script on an object the way Argo CD does (`obj` set, the script's returned `hs` read) and
-/// returns (hs.status, hs.message). The script is wrapped in a function so its top-level `return` works.
-fn health(script: &str, obj: &Value) -> Result<(String, String), String> {
-    let mut source = String::from("local obj = ");
-    lua_literal(obj, &mut source);
-    source.push_str("\nlocal hs = (function()\n");
-    source.push_str(script);
-    source.push_str("\nend)()\nio.write(tostring(hs.status) .. \"\\t\" .. tostring(hs.message or \"\") .. \"\\n\")\n");
-    let mut child = Command::new("lua5.4")
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run lua5.4: {e}"))?;
-    child.stdin.take().unwrap().write_all(source.as_bytes()).unwrap();
+    let mut child = Command::new(argocd_lua()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
     let out = child.wait_with_output().unwrap();
-    if !out.status.success() {
-        return Err(format!("lua5.4 failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    let stdout = String::from_utf8(out.stdout).map_err(|e| e.to_string())?;
-    let line = stdout.strip_suffix('\n').unwrap_or(&stdout);
-    let (status, message) = line.split_once('\t').ok_or_else(|| format!("unexpected output {stdout:?}"))?;
-    Ok((status.to_string(), message.to_string()))
+    writer.join().unwrap();
+    assert!(out.status.success(), "argocd-lua failed: {}", String::from_utf8_lossy(&out.stderr));
+    let answers: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(answers.len(), cases.len(), "argocd-lua answered {} of {} cases", answers.len(), cases.len());
+    answers
+        .into_iter()
+        .map(|a| match a["error"].as_str() {
+            Some(e) => Err(format!("Lua error in Argo CD's sandbox: {e}")),
+            None => Ok((a["status"].as_str().unwrap_or_default().to_string(), a["message"].as_str().unwrap_or_default().to_string())),
+        })
+        .collect()
 }
 
 struct Fixture {
@@ -171,16 +125,22 @@ fn fixtures() -> Vec<Fixture> {
 
 #[test]
 fn every_fixture_gets_its_expected_health() {
-    require_lua();
     let scripts = scripts();
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    for f in fixtures() {
-        let Some((_, script)) = scripts.iter().find(|(k, _)| *k == f.kind) else {
-            panic!("fixtures/{} has no script health/{}.lua", f.kind, f.kind);
-        };
+    let fixtures = fixtures();
+    let cases: Vec<(&str, &Value)> = fixtures
+        .iter()
+        .map(|f| {
+            let Some((_, script)) = scripts.iter().find(|(k, _)| *k == f.kind) else {
+                panic!("fixtures/{} has no script health/{}.lua", f.kind, f.kind);
+            };
+            (script.as_str(), &f.object)
+        })
+        .collect();
+    for (f, result) in fixtures.iter().zip(health_all(&cases)) {
         let name = format!("{}/{}", f.kind, f.case);
-        match health(script, &f.object) {
+        match result {
             Err(e) => failures.push(format!("{name}: {e}")),
             Ok((status, message)) => {
                 report.push(format!("{name:<40} {status:<12} {message}"));
@@ -259,11 +219,21 @@ fn argocd_cm_patch_embeds_exactly_the_scripts() {
 }
 
 #[test]
-fn lua_literal_escapes_strings() {
-    require_lua();
-    let obj = serde_json::json!({"s": "a\"b\\c\nd\te\u{1}f 札幌", "n": [1, -2.5, true, null], "k\"ey": {}});
-    let script = "return {status = 'ok', message = obj.s .. '|' .. obj.n[1] .. '|' .. obj.n[2] .. '|' .. tostring(obj.n[3]) .. '|' .. tostring(obj.n[4]) .. '|' .. type(obj['k\"ey'])}";
-    let (status, message) = health(script, &obj).unwrap();
-    assert_eq!(status, "ok");
-    assert_eq!(message, "a\"b\\c\nd\te\u{1}f 札幌|1|-2.5|true|nil|table");
+fn objects_reach_the_sandbox_intact() {
+    let obj = serde_json::json!({"s": "a\"b\\c\nd\te\u{1}f 札幌", "n": [1, -2.5, true], "k\"ey": {}});
+    let script = "return {status = 'Healthy', message = obj.s .. '|' .. obj.n[1] .. '|' .. obj.n[2] .. '|' .. tostring(obj.n[3]) .. '|' .. type(obj['k\"ey'])}";
+    let answers = health_all(&[(script, &obj)]);
+    let (status, message) = answers[0].clone().unwrap();
+    assert_eq!(status, "Healthy");
+    assert_eq!(message, "a\"b\\c\nd\te\u{1}f 札幌|1|-2.5|true|table");
+}
+
+/// What Argo CD's sandbox lacks, the runner lacks too: the string library (unless `useOpenLibs`), io and os.
+#[test]
+fn the_sandbox_has_no_string_io_or_os_library() {
+    let obj = serde_json::json!({});
+    for script in ["return {status = string.match('a', 'a') and 'Healthy'}", "io.write('x') return {status = 'Healthy'}", "return {status = os.getenv('HOME')}"] {
+        assert!(health_all(&[(script, &obj)])[0].is_err(), "{script} ran in the sandbox");
+    }
+    assert_eq!(health_all(&[("return {status = 'Fine'}", &obj)])[0], Ok(("Unknown".into(), "Lua returned an invalid health status".into())));
 }

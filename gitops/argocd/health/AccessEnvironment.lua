@@ -1,7 +1,7 @@
 -- Argo CD health of an AccessEnvironment (access.jpki.dev/v1alpha1), from the status the controller writes
 -- (environment_status in src/planner/mod.rs): stale or missing status -> Progressing; Held=True or
 -- Stalled=True (a mass revocation held until a person confirms it) -> Degraded; Reconciling=True ->
--- Progressing; agentsInSync "n/m" with n < m (agents still applying the allowlist) -> Progressing;
+-- Progressing; AgentsInSync=False (agents still applying the allowlist, stale or missing) -> Progressing;
 -- Ready=True -> Healthy; otherwise Progressing.
 
 -- BEGIN shared core: the same in every access.jpki.dev script (tests/argocd_health.rs checks it).
@@ -57,10 +57,11 @@ for _, name in ipairs({"Held", "Stalled"}) do
   if is(name) then return result("Degraded", describe(c, c.reason)) end
 end
 if is("Reconciling") then return result("Progressing", describe(condition("Reconciling"))) end
+-- The AgentsInSync condition, not the "n/m" text: Argo CD runs these scripts without the string library.
 local agents = status.agentsInSync
-local synced, total = string.match(agents or "", "^(%d+)/(%d+)$")
-if synced ~= nil and tonumber(synced) < tonumber(total) then
-  return result("Progressing", "agents in sync: " .. agents .. " (waiting for the others to apply the allowlist)")
+local sync = condition("AgentsInSync")
+if sync ~= nil and sync.status == "False" then
+  return result("Progressing", "agents in sync: " .. (agents or "?") .. " (" .. describe(sync) .. "; waiting for the others to apply the allowlist)")
 end
 local ready = condition("Ready")
 if ready == nil then return result("Progressing", "waiting for the Ready condition") end
