@@ -232,7 +232,8 @@ fn objects_reach_the_sandbox_intact() {
 #[test]
 fn the_sandbox_has_no_string_io_or_os_library() {
     let obj = serde_json::json!({});
-    for script in ["return {status = string.match('a', 'a') and 'Healthy'}", "io.write('x') return {status = 'Healthy'}", "return {status = os.getenv('HOME')}"] {
+    for script in ["return {status = string.match('a', 'a') and 'Healthy'}", "io.write('x') return {status = 'Healthy'}", "return {status = os.getenv('HOME')}"]
+    {
         assert!(health_all(&[(script, &obj)])[0].is_err(), "{script} ran in the sandbox");
     }
     assert_eq!(health_all(&[("return {status = 'Fine'}", &obj)])[0], Ok(("Unknown".into(), "Lua returned an invalid health status".into())));
