@@ -284,7 +284,18 @@ async fn a_firewall_agent_writes_only_its_own_nodes_report() {
     }
     assert_eq!(
         kinds,
-        ["Namespace", "ServiceAccount", "ConfigMap", "Role", "RoleBinding", "DaemonSet", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ConfigMap",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "DaemonSet",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
+        ]
     );
 
     /// Pods on a node without a kubelet stay Terminating until deleted by force, and would hold their namespace.
