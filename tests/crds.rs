@@ -71,6 +71,38 @@ fn every_list_and_string_of_the_specs_is_bounded() {
     assert!(unbounded.is_empty(), "unbounded: {unbounded:#?}");
 }
 
+/// `kubectl explain` shows a property's description: every property of every kind's spec and status must have one.
+#[test]
+fn every_property_has_a_description_for_kubectl_explain() {
+    fn walk(path: &str, schema: &serde_json::Value, undescribed: &mut Vec<String>) {
+        if let Some(props) = schema["properties"].as_object() {
+            for (name, sub) in props {
+                let here = format!("{path}.{name}");
+                if sub.get("description").and_then(|d| d.as_str()).is_none_or(|d| d.trim().is_empty()) {
+                    undescribed.push(here.clone());
+                }
+                walk(&here, sub, undescribed);
+            }
+        }
+        for nested in ["items", "additionalProperties"] {
+            if let Some(sub) = schema.get(nested).filter(|s| s.is_object()) {
+                walk(&format!("{path}[]"), sub, undescribed);
+            }
+        }
+    }
+    let mut undescribed = Vec::new();
+    for crd in jpki_access::api::all_crds() {
+        let schema = serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap();
+        let kind = &crd.spec.names.kind;
+        for part in ["spec", "status"] {
+            if let Some(sub) = schema["properties"].get(part) {
+                walk(&format!("{kind}.{part}"), sub, &mut undescribed);
+            }
+        }
+    }
+    assert!(undescribed.is_empty(), "{} properties without a description (kubectl explain shows nothing): {undescribed:#?}", undescribed.len());
+}
+
 fn examples() -> Vec<Form> {
     read_paths(&[root().join("examples")]).documents.into_iter().map(|d| d.form).collect()
 }
@@ -189,4 +221,37 @@ async fn crds_install_cleanly_and_the_server_enforces_immutability() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("spec is immutable"), "{err}");
+}
+
+/// `kubectl get` shows health at a glance (issue #23): Ready and Held on environments, so a held environment does
+/// not look normal, and Reason and Due on registrations. Read from the real API server's table output.
+#[cfg(feature = "cluster-tests")]
+#[tokio::test]
+async fn kubectl_get_shows_ready_and_held_environments_and_the_reason_and_due_date_of_registrations() {
+    use support::*;
+    let client = client().await;
+    install_crds(&client).await;
+    let name = format!("columns-{}", unique_suffix());
+    let env = serde_json::json!({"apiVersion": "access.jpki.dev/v1alpha1", "kind": "AccessEnvironment", "metadata": {"name": name},
+        "spec": {"environment": "Test", "serviceNamespace": "s", "podSelector": {"matchLabels": {"a": "b"}},
+                 "endpoints": [{"name": "o", "provisionMethod": "Ocsp", "service": {"name": "o", "port": 1}, "host": "o.example"}]}});
+    let file = std::env::temp_dir().join(format!("{name}.json"));
+    std::fs::write(&file, env.to_string()).unwrap();
+    kubectl_ok(&["create", "-f", path_str(&file)]);
+    let status = serde_json::json!({"status": {"conditions": [
+        {"type": "Ready", "status": "False", "reason": "MassRevocationHeld", "message": "held", "lastTransitionTime": "2026-12-07T00:00:00Z"},
+        {"type": "Held", "status": "True", "reason": "MassRevocationHeld", "message": "held", "lastTransitionTime": "2026-12-07T00:00:00Z"}]}});
+    kubectl_ok(&["patch", "accessenvironment", &name, "--subresource=status", "--type=merge", "-p", &status.to_string()]);
+    let table = kubectl_ok(&["get", "aenv", &name]);
+    let _ = kubectl(&["delete", "accessenvironment", &name, "--wait=false"]);
+    let _ = std::fs::remove_file(&file);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let column = |title: &str| header.iter().position(|h| *h == title).map(|i| row[i]);
+    assert_eq!((column("READY"), column("HELD")), (Some("False"), Some("True")), "{table}");
+
+    let registrations = kubectl_ok(&["get", "accessregistrations", "-A"]);
+    let header = registrations.lines().next().unwrap_or_default();
+    assert!(header.contains("REASON") && header.contains("DUE"), "{registrations}");
 }

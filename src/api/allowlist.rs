@@ -47,6 +47,7 @@ pub struct AccessAllowlistSpec {
     /// `sha256:` of the whole set's text (one CIDR a line, the shards' texts in order).
     #[schemars(length(max = 71))]
     pub digest: String,
+    /// How many CIDRs the set holds, over all shards.
     #[schemars(range(min = 0))]
     pub cidr_count: i64,
     /// Registrations whose CIDRs the set holds (Enforce), or registrations that lost CIDRs since the baseline
@@ -87,10 +88,13 @@ pub enum AllowlistPurpose {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardRef {
+    /// Name of the AccessAllowlistShard.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// Digest (sha256) of the shard's CIDRs, checked by the agents.
     #[schemars(length(max = 71))]
     pub digest: String,
+    /// How many CIDRs the shard holds.
     #[schemars(range(min = 0))]
     pub count: i64,
 }
@@ -125,6 +129,7 @@ pub struct HoldBookkeeping {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AccessAllowlistShardSpec {
+    /// The AccessEnvironment (metadata.name) whose allowlist this shard is part of.
     #[schemars(length(min = 1, max = 63))]
     pub environment: String,
     /// One CIDR a line (at most 10,000 lines of at most 43 characters).

@@ -44,6 +44,7 @@ pub struct AccessApprovalSpec {
     /// again under the same name (a new uid) needs a decision of its own. `kubectl jpki approve` fills it in.
     #[schemars(length(min = 1, max = 64))]
     pub registration_uid: String,
+    /// Approved or Rejected.
     pub decision: Decision,
     /// Digest of the registration's spec as decided on: `sha256:` and 64 lowercase hex digits over its canonical
     /// JSON. For an approval it must be the digest of `approved`, which the planner recomputes.
@@ -60,6 +61,7 @@ pub struct AccessApprovalSpec {
     /// server's `metadata.creationTimestamp` instead, which a client cannot choose.
     #[schemars(length(max = 64))]
     pub approved_at: String,
+    /// Free text recorded with the decision (e.g. the reason of a rejection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub comment: Option<String>,
@@ -77,8 +79,10 @@ pub enum Decision {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessApprovalStatus {
+    /// The metadata.generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Conditions (metav1.Condition, one per type).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,

@@ -109,12 +109,12 @@ pub fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
         "items": {
             "type": "object",
             "properties": {
-                "lastTransitionTime": { "format": "date-time", "type": "string" },
-                "message": { "type": "string", "maxLength": 32768 },
-                "observedGeneration": { "type": "integer", "format": "int64", "minimum": 0 },
-                "reason": { "type": "string", "maxLength": 1024 },
-                "status": { "type": "string", "enum": ["True", "False", "Unknown"] },
-                "type": { "type": "string", "maxLength": 316 }
+                "lastTransitionTime": { "format": "date-time", "type": "string", "description": "When status last changed." },
+                "message": { "type": "string", "maxLength": 32768, "description": "Details for people; may be empty." },
+                "observedGeneration": { "type": "integer", "format": "int64", "minimum": 0, "description": "The metadata.generation the condition was set for." },
+                "reason": { "type": "string", "maxLength": 1024, "description": "Why, as one CamelCase word (e.g. AwaitingApproval)." },
+                "status": { "type": "string", "enum": ["True", "False", "Unknown"], "description": "True, False or Unknown." },
+                "type": { "type": "string", "maxLength": 316, "description": "The condition's type (e.g. Ready); one condition per type." }
             },
             "required": ["lastTransitionTime", "message", "reason", "status", "type"]
         }

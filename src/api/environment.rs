@@ -25,6 +25,9 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Live","type":"integer","jsonPath":".status.liveRegistrations"}"#,
     printcolumn = r#"{"name":"CIDRs","type":"integer","jsonPath":".status.cidrCount"}"#,
     printcolumn = r#"{"name":"Agents","type":"string","jsonPath":".status.agentsInSync"}"#,
+    // Health at a glance: a held environment (a mass removal waiting for a person) must not look normal.
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Held","type":"string","jsonPath":".status.conditions[?(@.type==\"Held\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     doc = "アクセス権設定 (A-9 テスト環境 / A-12 本番環境): where J-LIS's revocation services run and the policy for access to them."
 )]
@@ -58,6 +61,7 @@ pub struct AccessEnvironmentSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSelector {
+    /// Labels that every selected object must carry (at most 16).
     #[serde(default)]
     #[schemars(extend("maxProperties" = 16))]
     pub match_labels: BTreeMap<String, String>,
@@ -73,6 +77,7 @@ pub struct Endpoint {
     pub name: String,
     /// Which provision method this endpoint serves (Crl or Ocsp).
     pub provision_method: ProvisionMethod,
+    /// The Service in serviceNamespace that serves this endpoint.
     pub service: ServiceRef,
     /// Host name told to verifiers.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
@@ -90,6 +95,7 @@ fn default_path() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceRef {
+    /// Name of the Service.
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// The Service port the Ingress or HTTPRoute sends to.
@@ -116,11 +122,14 @@ pub struct Exposure {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayRef {
+    /// Name of the Gateway.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// Namespace of the Gateway (default: the route's namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub namespace: Option<String>,
+    /// The Gateway's listener to attach to (default: every listener that allows the route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub section_name: Option<String>,
@@ -225,7 +234,9 @@ fn default_stale_after_seconds() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FirewallPort {
+    /// TCP or UDP.
     pub protocol: Protocol,
+    /// Destination port number.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
 }
@@ -241,15 +252,20 @@ pub enum Protocol {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessEnvironmentStatus {
+    /// The metadata.generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Conditions (metav1.Condition, one per type): Ready, Held, Stalled, Reconciling, AgentsInSync, AllowlistIntact, ForeignNetworkPolicies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,
+    /// Registrations whose access is live now in this environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_registrations: Option<i64>,
+    /// CIDRs in the published allowlist (aggregated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr_count: Option<i64>,
+    /// Digest (sha256) of the published allowlist, as the agents report what they enforce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 71))]
     pub allowlist_digest: Option<String>,
@@ -293,10 +309,13 @@ pub struct AgentsStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub behind: Vec<String>,
+    /// How many agents are stale (stale lists at most 32 of them).
     #[serde(default)]
     pub stale_count: i64,
+    /// How many expected nodes have no heartbeat (missing lists at most 32 of them).
     #[serde(default)]
     pub missing_count: i64,
+    /// How many agents are behind (behind lists at most 32 of them).
     #[serde(default)]
     pub behind_count: i64,
 }

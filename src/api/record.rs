@@ -48,10 +48,13 @@ pub struct AccessRecordSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordSubject {
+    /// Kind of the recorded object.
     pub kind: SubjectKind,
+    /// Namespace of the recorded object (none for cluster-scoped kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub namespace: Option<String>,
+    /// Name of the recorded object.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// The subject's `metadata.uid`: a registration filed again under the same name is another subject.
@@ -89,6 +92,7 @@ pub struct RecordEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub approval: Option<String>,
+    /// metadata.uid of the AccessApproval this event comes from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub approval_uid: Option<String>,
@@ -100,6 +104,7 @@ pub struct RecordEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 71))]
     pub digest: Option<String>,
+    /// What happened, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub message: Option<String>,

@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"CIDRs","type":"integer","jsonPath":".status.effectiveCidrCount"}"#,
     printcolumn = r#"{"name":"Start","type":"string","jsonPath":".spec.accessStartDate"}"#,
     printcolumn = r#"{"name":"Approved","type":"string","jsonPath":".status.conditions[?(@.type==\"Approved\")].status"}"#,
+    // Why it is not Ready (AwaitingApproval, Scheduled, Conflict, ...) and when J-LIS's setup is due.
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Due","type":"string","jsonPath":".status.setupDueDate"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     doc = "アクセス権登録申請書兼承認書 (A-11-2; テスト環境は A-08-1): the source networks an organisation asks to reach J-LIS's revocation-information services from."
 )]
@@ -118,10 +121,12 @@ pub enum RegistrationPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRegistrationStatus {
+    /// The metadata.generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<RegistrationPhase>,
+    /// Conditions (metav1.Condition, one per type): Ready (its reason says why, e.g. AwaitingApproval), Approved, Active, Reconciling, Stalled and, where agents are expected, Enforced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,
@@ -129,6 +134,7 @@ pub struct AccessRegistrationStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "status_cidrs_schema")]
     pub effective_cidrs: Vec<CidrString>,
+    /// How many CIDRs are live (the length of effectiveCidrs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_cidr_count: Option<i64>,
     /// Widening changes in the spec that wait for a new approval.
@@ -137,6 +143,7 @@ pub struct AccessRegistrationStatus {
     /// J-LIS setup due date: receipt + 7 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_due_date: Option<JstDate>,
+    /// True when setupDueDate has passed (JST) and the registration is not Active yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_overdue: Option<bool>,
     /// The URL notice (URL通知書) ConfigMap in this namespace.
@@ -157,6 +164,7 @@ pub struct AccessRegistrationStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingDifference {
+    /// CIDRs of the spec not covered by the approved content: they wait for a new approval.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "status_cidrs_schema")]
     pub added_cidrs: Vec<CidrString>,
@@ -181,12 +189,16 @@ pub struct PendingDifference {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConflictRef {
+    /// Namespace of the other registration.
     #[schemars(length(max = 253))]
     pub namespace: String,
+    /// Name of the other registration.
     #[schemars(length(max = 253))]
     pub name: String,
+    /// The SignatureVerifier of the other registration.
     #[schemars(length(max = 253))]
     pub verifier: String,
+    /// The CIDRs of this registration that overlap the other one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "status_cidrs_schema")]
     pub cidrs: Vec<CidrString>,

@@ -113,6 +113,7 @@ pub struct Agreement {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SystemContractor {
+    /// Name of the system contractor (受託事業者名).
     #[schemars(length(min = 1, max = 128))]
     pub name: String,
     /// 複製申請書兼第三者開示通知書 filed, so the technical specification may be disclosed to the contractor.
@@ -124,6 +125,7 @@ pub struct SystemContractor {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Contact {
+    /// What this contact is for (A-11-3): the roles of the form.
     pub role: ContactRole,
     /// 部署名.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,8 +185,10 @@ pub struct ProcedureMilestones {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignatureVerifierStatus {
+    /// The metadata.generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Conditions (metav1.Condition, one per type).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,
