@@ -245,13 +245,14 @@ async fn kubectl_get_shows_ready_and_held_environments_and_the_reason_and_due_da
     let table = kubectl_ok(&["get", "aenv", &name]);
     let _ = kubectl(&["delete", "accessenvironment", &name, "--wait=false"]);
     let _ = std::fs::remove_file(&file);
+    // Columns are aligned and may be empty: read each value under its title.
     let mut lines = table.lines();
-    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    let column = |title: &str| header.iter().position(|h| *h == title).map(|i| row[i]);
+    let (header, row) = (lines.next().unwrap(), lines.next().unwrap());
+    let column = |title: &str| header.find(title).and_then(|at| row.get(at..)).and_then(|rest| rest.split_whitespace().next());
     assert_eq!((column("READY"), column("HELD")), (Some("False"), Some("True")), "{table}");
 
-    let registrations = kubectl_ok(&["get", "accessregistrations", "-A"]);
-    let header = registrations.lines().next().unwrap_or_default();
-    assert!(header.contains("REASON") && header.contains("DUE"), "{registrations}");
+    // The registrations' columns, as the API server builds its tables from them.
+    let columns = kubectl_ok(&["get", "crd", "accessregistrations.access.jpki.dev", "-o", "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}"]);
+    let columns: Vec<&str> = columns.split_whitespace().collect();
+    assert!(columns.contains(&"Reason") && columns.contains(&"Due"), "{columns:?}");
 }
