@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -76,6 +77,14 @@ func runControlPlane(args []string) error {
 
 	logf("starting etcd on 127.0.0.1:%d (data in %s)", st.EtcdPort, filepath.Join(absDir, "etcd"))
 	etcd, err := startEtcd(filepath.Join(absDir, "etcd"), st.EtcdPort, st.EtcdPeerPort)
+	// A restart in the same directory reuses its ports, and a port of the ephemeral range can be held for a
+	// moment by a client connection that happened to get it (CI saw "bind: address already in use" for etcd's
+	// client port right after the free-port check passed): retry for a while before giving up.
+	for attempt := 1; err != nil && strings.Contains(err.Error(), "address already in use") && attempt <= 30; attempt++ {
+		logf("etcd: %v; retrying in 1s (%d/30)", err, attempt)
+		time.Sleep(time.Second)
+		etcd, err = startEtcd(filepath.Join(absDir, "etcd"), st.EtcdPort, st.EtcdPeerPort)
+	}
 	if err != nil {
 		return fmt.Errorf("etcd failed to start: %w", err)
 	}
