@@ -170,7 +170,7 @@ async fn the_api_server_accepts_the_examples_and_kubectl_shows_the_printer_colum
     kubectl_ok(&["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-R", "-f", path_str(&examples)]);
     let table = kubectl_ok(&["get", "accessregistrations", "-n", "verifier-sapporo"]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "VERIFIER", "ENVIRONMENT", "PHASE", "CIDRS", "START", "APPROVED", "AGE"]);
+    assert_eq!(header, ["NAME", "VERIFIER", "ENVIRONMENT", "PHASE", "CIDRS", "START", "APPROVED", "REASON", "DUE", "AGE"]);
     // No approvals among the examples any more (a decision names the stored object's uid).
     let row = table.lines().find(|l| l.starts_with("sapporo-production-2026")).unwrap();
     assert!(row.contains("sapporo-city") && row.contains("Production") && row.contains("2026-04-01"), "{row}");
