@@ -10,8 +10,8 @@
 //!
 //! For each layer and source, a sample is wrong when it admits a source the scenario refuses (an over-permit) or
 //! refuses one it admits (an under-permit). A wrong episode starts at the declaration in force, or at the last
-//! right sample after it, and ends at the next right sample; outages the scenario declares do not count. An
-//! episode longer than the declaration's grace is a violation.
+//! right sample after it, and ends at the next right sample or the next declaration; outages the scenario declares
+//! do not count. An episode longer than the declaration's grace is a violation.
 
 use crate::netns::{Outcome, connect_in};
 use crate::netpol::Target;
@@ -286,9 +286,18 @@ fn evaluate(samples: &[Sample], scenario: &Scenario) -> Report {
                         close(&mut lr, episode, read.to);
                     }
                     last_right = Some(read.to);
-                } else if open.is_none() {
-                    let start = last_right.map_or(declared.at, |r| r.max(declared.at));
-                    open = Some((start, admitted, declared.grace));
+                } else {
+                    // A declaration made while an episode is open (a second disturbance, a revocation) ends the
+                    // episode's claim there: the old one is judged up to it against its own grace, and the new
+                    // one starts its own clock, as if a right sample had come in between (CI under load saw two
+                    // rogue changes 0.1 s apart merged into one episode judged by the first one's grace).
+                    if let Some(episode) = open.take_if(|(start, _, _)| *start < declared.at) {
+                        close(&mut lr, episode, declared.at);
+                    }
+                    if open.is_none() {
+                        let start = last_right.map_or(declared.at, |r| r.max(declared.at));
+                        open = Some((start, admitted, declared.grace));
+                    }
                 }
             }
             if let (Some(episode), Some(end)) = (open, samples.last().map(|s| s.layers.values().map(|r| r.to).max().unwrap_or(s.at))) {
@@ -299,4 +308,46 @@ fn evaluate(samples: &[Sample], scenario: &Scenario) -> Report {
         report.layers.insert(layer, lr);
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Declared;
+
+    /// A sample at `t` of one layer reading `admitted` for `source`.
+    fn sample(t: Instant, source: IpAddr, admitted: bool) -> Sample {
+        let readings = BTreeMap::from([(source, Ok(admitted))]);
+        Sample { at: t, layers: BTreeMap::from([("connect local", Read { from: t, to: t, readings })]) }
+    }
+
+    #[test]
+    fn a_second_disturbance_declared_before_any_right_sample_starts_its_own_episode() {
+        // A source refused from the start is disturbed twice, 4 s each (grace 5 s), the second declared right after
+        // the first was corrected, before the checker took a right sample: two episodes of 4 s, no violation.
+        let scenario = Scenario::new(Duration::from_secs(5), Duration::from_secs(5));
+        let source: IpAddr = "198.51.100.20".parse().unwrap();
+        scenario.watch("198.51.100.20", Expect::Refuse);
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        scenario.disturbed(&["198.51.100.20"], Duration::from_secs(5));
+        let first = scenario.at(source, Instant::now()).unwrap().at;
+        // The second declaration, 4 s of samples later in the scenario's own terms.
+        let second = first + Duration::from_secs(4);
+        scenario.declare_at(source, Declared { at: second, expect: Expect::Refuse, grace: Duration::from_secs(5) });
+        let at = |secs: f64| first + Duration::from_secs_f64(secs);
+        let samples = vec![
+            sample(t0 + Duration::from_millis(1), source, false),
+            sample(at(0.5), source, true),
+            sample(at(3.9), source, true),
+            sample(at(4.5), source, true),
+            sample(at(7.9), source, true),
+            sample(at(8.2), source, false),
+        ];
+        let report = evaluate(&samples, &scenario);
+        let over = &report.layers["connect local"].over;
+        assert_eq!(over.episodes, 2, "{}", report.summary());
+        assert!(over.violations.is_empty(), "{}", report.summary());
+        assert!(over.longest <= Duration::from_secs_f64(4.3), "{}", report.summary());
+    }
 }

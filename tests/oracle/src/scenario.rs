@@ -77,6 +77,12 @@ impl Scenario {
         state.subjects.entry(addr).or_default().push(Declared { at: Instant::now(), expect, grace });
     }
 
+    /// A declaration at a chosen instant, for the checker's unit tests (which cannot wait seconds).
+    #[cfg(test)]
+    pub(crate) fn declare_at(&self, source: IpAddr, declared: Declared) {
+        self.state.lock().unwrap().subjects.entry(source).or_default().push(declared);
+    }
+
     /// The path from the API server to the agents is down from now on (API server stopped, agent partitioned):
     /// nothing can propagate, so the clocks of pending changes pause.
     pub fn outage_begins(&self) {
