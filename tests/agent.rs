@@ -43,7 +43,8 @@ async fn an_approval_opens_the_edge_within_5s_and_its_deletion_closes_it() {
         agents.starts_with(|c: char| c.is_ascii_digit()) && Some(&ours.applied_digest) == digest.as_ref() && ours.error.is_empty() && ours.ready
     })
     .await;
-    let table = topo.list(&["chain", "inet", "jpki_access_production", "input"]);
+    // The tag of what was applied, as people read it: the comment of the one element of the `applied` set.
+    let table = topo.list(&["set", "inet", "jpki_access_production", "applied"]);
     assert!(table.contains("comment \"jpki-access digest sha256:"), "{table}");
 
     Api::<AccessApproval>::namespaced(client.clone(), &ns).delete(&approval.name_any(), &DeleteParams::default()).await.unwrap();

@@ -1,5 +1,5 @@
 //! Drift: a change to the agent's table made behind its back (`nft add element` by hand, a rule inserted, a chain
-//! added). The digest tag in the input chain's comment says what the agent applied, not what the kernel holds now,
+//! added). The tag in the `applied` set says what the agent applied, not what the kernel holds now,
 //! so on every resync the agent lists its table and compares:
 //!
 //! - the **set elements**, as merged address ranges, with the allowlist (the kernel may show a network as a prefix,
@@ -61,7 +61,7 @@ pub struct Listed {
 /// Reads `nft -j list table` output (with or without `-t`). Elements of every set of the table count: a rogue set
 /// is caught by the fingerprint, a rogue element of ours by the ranges.
 pub fn parse_listing(json: &str) -> Result<Listed, String> {
-    use crate::planner::nft::{FORWARD_V4, FORWARD_V6, SET_V4, SET_V6};
+    use crate::planner::nft::{FORWARD_V4, FORWARD_V6, SET_APPLIED, SET_V4, SET_V6};
     let doc: Value = serde_json::from_str(json).map_err(|e| format!("nft listing is not JSON: {e}"))?;
     let items = doc.get("nftables").and_then(Value::as_array).ok_or("nft listing has no \"nftables\" array")?;
     let (mut allowed, mut forward, mut other) = (Vec::new(), Vec::new(), Vec::new());
@@ -74,6 +74,13 @@ pub fn parse_listing(json: &str) -> Result<Listed, String> {
         if let Some(set) = item.get_mut("set").and_then(Value::as_object_mut) {
             let name = set.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
             let into = match name.as_str() {
+                // The agent's tag (no rule refers to it; a rule that did would change the fingerprint).
+                n if n == SET_APPLIED => {
+                    set.remove("elem");
+                    strip_handles(&mut item);
+                    shape.push(item);
+                    continue;
+                }
                 n if n == SET_V4 || n == SET_V6 => &mut allowed,
                 n if n == FORWARD_V4 || n == FORWARD_V6 => &mut forward,
                 _ => &mut other,

@@ -23,8 +23,10 @@
 //! - Drift: on every resync the agent lists its table and compares it with what it applied (`drift`); a change made
 //!   by hand is replaced and reported.
 
+pub mod delta;
 pub mod drift;
 pub mod http;
+pub mod netlink;
 pub mod nft;
 pub mod state;
 pub mod uninstall;
@@ -32,7 +34,7 @@ pub mod uninstall;
 use crate::api::allowlist::{AccessAllowlist, AccessAllowlistShard, AllowlistPurpose};
 use crate::api::environment::{FirewallPort, Protocol};
 use crate::planner::children::{ALLOWLIST_LABEL, ENVIRONMENT_LABEL};
-use crate::planner::nft::{Rules, render, render_removal, table_name};
+use crate::planner::nft::{Rules, SET_APPLIED, render, render_removal, table_name, tag_key};
 use crate::wire::allowlist::{Expected, Refusal, VerifiedSet, assemble, index_name};
 use crate::wire::report::{AgentReport, Enforcing, RefusedSet, lease_body, lease_name};
 use crate::wire::signing::PublicKey;
@@ -115,10 +117,27 @@ enum Target {
     },
 }
 
+/// Above this many changed elements the agent replaces the whole table rather than sending the elements that
+/// differ (measured in BENCHMARKS.md: a netlink batch of this size takes about as long as a replace at 100k CIDRs).
+const MAX_DELTA_ELEMENTS: usize = 100_000;
+
+/// What `target` puts in force, before it is applied.
+#[derive(Debug, Clone)]
+struct Planned {
+    tag: String,
+    /// The ports and destinations as text (see [`InForce::shape`]).
+    shape: String,
+    cidrs: Vec<IpNet>,
+    forward: Vec<IpNet>,
+    ports: Vec<FirewallPort>,
+}
+
 /// What the kernel enforces, as the agent applied it.
 #[derive(Debug, Clone)]
 struct InForce {
     tag: String,
+    /// The ports and destinations as text: a change that keeps them changes set elements only.
+    shape: String,
     cidrs: Vec<IpNet>,
     forward: Vec<IpNet>,
     enforcing: Enforcing,
@@ -133,8 +152,10 @@ struct Agent {
     in_force: Option<InForce>,
     /// The kernel's tag as last read (None: no table of ours, or unreadable).
     kernel_tag: Option<String>,
-    /// The shape of the table as applied (without elements), for the drift check.
-    fingerprint: Option<String>,
+    /// The shape of the table as applied (without elements), for the drift check, and the ports and destinations
+    /// it was taken for: a change of elements alone keeps it, so it is listed again only when they change.
+    fingerprint: Option<(String, String)>,
+    netlink: netlink::Netlink,
     /// A refusal that may be a set in the middle of being written, and since when.
     in_flight: Option<(String, Instant)>,
 }
@@ -152,8 +173,8 @@ impl Agent {
         table_name(&self.settings.environment)
     }
 
-    /// Ports and destinations of `set` plus the configuration's; the tag and the ruleset for `target`.
-    fn render(&self, target: &Target) -> (String, String, Vec<IpNet>, Vec<IpNet>) {
+    /// What `target` puts in force: ports and destinations of the set plus the configuration's, and the tag.
+    fn plan(&self, target: &Target) -> Planned {
         let mut ports = self.settings.protected_ports.clone();
         let mut forward = self.settings.forward_destinations.clone();
         let cidrs = match target {
@@ -168,77 +189,128 @@ impl Agent {
         ports.dedup();
         let forward = crate::planner::hold::sorted_aggregate(&forward);
         let fwd_text = forward.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let shape = format!("ports {} forward {fwd_text}", ports_text(&ports));
         // nft limits a comment to 128 characters: the whole state (set digest, serial, ports, destinations) goes in
         // as a digest of its description, with the set's digest and serial shortened for people.
         let state = |what: String| crate::domain::digest::digest_bytes(what.as_bytes())["sha256:".len()..][..16].to_string();
         let tag = match target {
-            Target::Closed => format!("jpki-access closed state {}", state(format!("closed ports {} forward {fwd_text}", ports_text(&ports)))),
+            Target::Closed => format!("jpki-access closed state {}", state(format!("closed {shape}"))),
             Target::Set { set, .. } => format!(
                 "jpki-access digest {} serial {} state {}",
                 &set.digest[..set.digest.len().min(23)],
                 set.serial,
-                state(format!("{} {} ports {} forward {fwd_text}", set.digest, set.serial, ports_text(&ports)))
+                state(format!("{} {} {shape}", set.digest, set.serial))
             ),
         };
-        let (v4, v6): (Vec<_>, Vec<_>) = (
-            cidrs.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect(),
-            cidrs.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect(),
-        );
-        let (f4, f6): (Vec<_>, Vec<_>) = (
-            forward.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect(),
-            forward.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect(),
-        );
-        let mut ruleset =
-            render(&self.settings.environment, &Rules { allow_v4: &v4, allow_v6: &v6, ports: &ports, forward_v4: &f4, forward_v6: &f6, comment: Some(&tag) });
+        Planned { tag, shape, cidrs, forward, ports }
+    }
+
+    /// The whole ruleset of `planned`, for a full atomic replace.
+    fn ruleset(&self, planned: &Planned) -> String {
+        let split4 = |nets: &[IpNet]| nets.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect::<Vec<_>>();
+        let split6 = |nets: &[IpNet]| nets.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect::<Vec<_>>();
+        let (v4, v6, f4, f6) = (split4(&planned.cidrs), split6(&planned.cidrs), split4(&planned.forward), split6(&planned.forward));
+        let rules = Rules { allow_v4: &v4, allow_v6: &v6, ports: &planned.ports, forward_v4: &f4, forward_v6: &f6, tag: Some(&planned.tag) };
+        let mut ruleset = render(&self.settings.environment, &rules);
         if self.settings.break_file.as_ref().is_some_and(|f| f.exists()) {
             ruleset.push_str("this line is broken on purpose (test hook)\n");
         }
-        (tag, ruleset, cidrs, forward)
+        ruleset
+    }
+
+    /// The element changes from what is in force to `planned`, when they are all that changes and are few enough
+    /// for one netlink batch; None when the table must be replaced whole.
+    fn delta(&self, planned: &Planned) -> Option<Vec<netlink::Change>> {
+        let in_force = self.in_force.as_ref()?;
+        if in_force.shape != planned.shape || self.kernel_tag.as_deref() != Some(in_force.tag.as_str()) {
+            return None;
+        }
+        delta::changes(&in_force.cidrs, &planned.cidrs, (&in_force.tag, &planned.tag), MAX_DELTA_ELEMENTS)
+    }
+
+    /// Whether the kernel holds the table tagged `tag` (a point query for the tag's element, nothing dumped).
+    async fn kernel_holds(&self, tag: &str) -> Result<bool, netlink::NetlinkError> {
+        let element = netlink::Element { key: tag_key(tag).octets().to_vec(), end: false, comment: None };
+        self.netlink.holds(&self.table(), SET_APPLIED, &element).await
     }
 
     fn nft_failed(&mut self, what: &str, e: &nft::NftError) {
-        self.shared.metrics.nft_failures.get_or_create(&http::ReasonLabel { reason: e.category() }).inc();
+        self.fail(what, e.category(), e);
+    }
+
+    fn fail(&mut self, what: &str, category: &'static str, e: &dyn std::fmt::Display) {
+        self.shared.metrics.nft_failures.get_or_create(&http::ReasonLabel { reason: category }).inc();
         self.report.error = format!("{what}: {e}");
         self.report.ready = false;
         self.shared.set_ready(Some(format!("{what}: {e}")));
     }
 
     /// Puts `target` in force unless the kernel already holds it; false when nft failed (the previous rules stay).
+    /// A change of set elements alone goes as one netlink batch of the elements that differ; anything else, or a
+    /// batch the kernel refuses, is a full atomic replace.
     async fn enforce(&mut self, target: &Target) -> bool {
-        let (tag, ruleset, cidrs, forward) = self.render(target);
+        let planned = self.plan(target);
         let (enforcing, digest, serial) = match target {
             Target::Closed => (Enforcing::Closed, String::new(), 0),
             Target::Set { set, source, .. } => (*source, set.digest.clone(), set.serial),
         };
+        let tag = planned.tag.clone();
         if self.kernel_tag.as_deref() != Some(tag.as_str()) || self.in_force.is_none() {
             if self.kernel_tag.as_deref() == Some(tag.as_str()) {
                 tracing::info!(tag = %tag, "the kernel already enforces this; nothing to apply");
-            } else if let Err(e) = self.nft.apply(&ruleset).await {
-                tracing::error!(error = %e, "apply failed; the previous rules stay in force");
-                self.nft_failed("apply", &e);
-                return false;
             } else {
+                let changes = self.delta(&planned);
+                let elements = changes.as_ref().map_or(0, |d| d.iter().map(|c| c.elements.len()).sum::<usize>());
+                let by_delta = match changes {
+                    Some(changes) => match self.netlink.apply(&self.table(), &changes).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the element changes were refused; replacing the whole table instead");
+                            self.shared.metrics.nft_failures.get_or_create(&http::ReasonLabel { reason: e.category() }).inc();
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                if !by_delta {
+                    let ruleset = self.ruleset(&planned);
+                    if let Err(e) = self.nft.apply(&ruleset).await {
+                        tracing::error!(error = %e, "apply failed; the previous rules stay in force");
+                        self.nft_failed("apply", &e);
+                        return false;
+                    }
+                }
                 self.shared.metrics.applies.inc();
+                let how = if by_delta { "changed elements" } else { "replaced the table" };
                 match target {
                     Target::Closed => {
-                        tracing::info!(ports = %tag, "applied closed: the protected ports are dropped for every source until a verified set arrives")
+                        tracing::info!(ports = %tag, how, "applied closed: the protected ports are dropped for every source until a verified set arrives")
                     }
                     Target::Set { set, source, .. } => {
-                        tracing::info!(digest = %set.digest, serial = set.serial, cidrs = set.cidrs.len(), source = ?source, "applied")
+                        tracing::info!(digest = %set.digest, serial = set.serial, cidrs = set.cidrs.len(), source = ?source, how, elements, "applied")
                     }
                 }
                 self.kernel_tag = Some(tag.clone());
-                // The shape as applied, from a terse listing (no set elements, so no set dump).
-                self.fingerprint = self.nft.list(&self.table(), true).await.ok().and_then(|json| drift::parse_listing(&json).ok()).map(|l| l.fingerprint);
+                // The shape as applied, from a terse listing (no elements; with nft 1.0.x still a set dump, so only
+                // when the ports or destinations changed: a change of elements keeps the shape).
+                if self.fingerprint.as_ref().is_none_or(|(shape, _)| *shape != planned.shape) {
+                    self.fingerprint = self
+                        .nft
+                        .list(&self.table(), true)
+                        .await
+                        .ok()
+                        .and_then(|json| drift::parse_listing(&json).ok())
+                        .map(|l| (planned.shape.clone(), l.fingerprint));
+                }
             }
         }
         let m = &self.shared.metrics;
         m.enforcing.clear();
         m.enforcing.get_or_create(&http::StateLabel { state: enforcing_label(enforcing) }).set(1);
-        m.enforced_cidrs.set(cidrs.len() as i64);
         m.enforced_serial.set(serial);
         let changed = self.in_force.as_ref().is_none_or(|f| f.tag != tag || f.enforcing != enforcing);
-        self.in_force = Some(InForce { tag, cidrs, forward, enforcing, serial });
+        m.enforced_cidrs.set(planned.cidrs.len() as i64);
+        self.in_force = Some(InForce { tag, shape: planned.shape, cidrs: planned.cidrs, forward: planned.forward, enforcing, serial });
         self.report.enforcing = enforcing;
         self.report.applied_digest = digest;
         self.report.applied_serial = serial;
@@ -312,28 +384,43 @@ impl Agent {
         }
     }
 
-    /// Lists the table and replaces it if it was changed behind the agent's back.
-    async fn check_drift(&mut self) {
+    /// The resync's drift check, first part: asks the kernel for the tag of what is in force (a point query), and
+    /// starts listing the whole table in a task of its own, so that the listing (a set dump with nft 1.0.x, seconds
+    /// at a million CIDRs) never holds up an apply. [`Agent::finish_drift_check`] judges the listing.
+    async fn start_drift_check(&mut self, done: &tokio::sync::mpsc::Sender<(String, Result<String, String>)>) {
         let Some(in_force) = self.in_force.clone() else {
             return;
         };
-        match self.nft.applied_tag(&self.table()).await {
-            Ok(tag) => self.kernel_tag = tag,
+        match self.kernel_holds(&in_force.tag).await {
+            Ok(true) => self.kernel_tag = Some(in_force.tag.clone()),
+            Ok(false) => {
+                tracing::warn!(tag = %in_force.tag, "the kernel's table is not the one applied (flushed or replaced?); applying again");
+                self.drifted("table replaced or removed (the tag of the set applied is gone)".into());
+                return;
+            }
             Err(e) => {
-                self.nft_failed("read the applied tag", &e);
+                self.fail("read the applied tag", e.category(), &e);
                 return;
             }
         }
-        if self.kernel_tag.as_deref() != Some(in_force.tag.as_str()) {
-            tracing::warn!(kernel = ?self.kernel_tag, "the kernel's table is not the one applied (flushed or replaced?); applying again");
-            self.drifted(format!("table replaced or removed (tag {:?})", self.kernel_tag));
+        let (nft, table, done) = (self.nft.clone(), self.table(), done.clone());
+        tokio::spawn(async move {
+            let listing = nft.list(&table, false).await.map_err(|e| e.to_string());
+            let _ = done.send((in_force.tag, listing)).await;
+        });
+    }
+
+    /// The resync's drift check, second part: compares the listing started for `tag` with what is in force, unless
+    /// something else was applied since (the listing may then show either).
+    fn finish_drift_check(&mut self, tag: &str, listing: Result<String, String>) {
+        let Some(in_force) = self.in_force.clone().filter(|f| f.tag == tag) else {
             return;
-        }
-        match self.nft.list(&self.table(), false).await.map_err(|e| e.to_string()).and_then(|json| drift::parse_listing(&json)) {
+        };
+        match listing.and_then(|json| drift::parse_listing(&json)) {
             Ok(listed) => {
-                let found = drift::compare(&listed, &in_force.cidrs, &in_force.forward, self.fingerprint.as_deref());
+                let found = drift::compare(&listed, &in_force.cidrs, &in_force.forward, self.fingerprint.as_ref().map(|(_, f)| f.as_str()));
                 if found.is_none() {
-                    self.fingerprint.get_or_insert(listed.fingerprint);
+                    self.fingerprint.get_or_insert((in_force.shape, listed.fingerprint));
                 } else {
                     tracing::warn!(drift = %found, "the kernel's table differs from the set applied (changed by hand?); replacing it");
                     self.drifted(found.to_string());
@@ -362,14 +449,6 @@ fn enforcing_label(e: Enforcing) -> &'static str {
 
 /// The boot path: the persisted set (verified again) or closed, applied before the API server is contacted.
 async fn boot(agent: &mut Agent) -> Target {
-    let table = agent.table();
-    match agent.nft.applied_tag(&table).await {
-        Ok(tag) => agent.kernel_tag = tag,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the kernel's table; nftables missing or failing?");
-            agent.nft_failed("read the applied tag", &e);
-        }
-    }
     let s = &agent.settings;
     let expected = Expected { namespace: &s.namespace, environment: &s.environment, purpose: AllowlistPurpose::Enforce };
     let target = match state::load(&s.state_dir, &s.environment) {
@@ -396,6 +475,15 @@ async fn boot(agent: &mut Agent) -> Target {
             Target::Closed
         }
     };
+    // Whether the kernel holds it already (an agent restarted on a running node): then nothing is applied.
+    let tag = agent.plan(&target).tag;
+    match agent.kernel_holds(&tag).await {
+        Ok(held) => agent.kernel_tag = held.then_some(tag),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the kernel's table; nftables missing or failing?");
+            agent.fail("read the applied tag", e.category(), &e);
+        }
+    }
     agent.enforce(&target).await;
     target
 }
@@ -435,7 +523,9 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     }
     let nft = nft::Nft { program: settings.nft.clone(), netns: settings.netns.clone(), timeout: settings.nft_timeout };
     let report = AgentReport { environment: settings.environment.clone(), node: settings.node.clone(), ..Default::default() };
-    let mut agent = Agent { settings: settings.clone(), nft, shared, report, in_force: None, kernel_tag: None, fingerprint: None, in_flight: None };
+    let netlink = netlink::Netlink { netns: settings.netns.clone(), timeout: settings.nft_timeout };
+    let mut agent = Agent { settings: settings.clone(), nft, netlink, shared, report, in_force: None, kernel_tag: None, fingerprint: None, in_flight: None };
+    let (drift_done, mut drift_listed) = tokio::sync::mpsc::channel(1);
     tracing::info!(environment = %settings.environment, node = %settings.node, key = %settings.public_key.fingerprint(), "agent started");
     boot(&mut agent).await;
 
@@ -473,14 +563,18 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             _ = &mut shutdown => break,
             _ = changed.notified() => {}
             _ = heartbeat.tick() => (judge, beat) = (agent.in_force.is_none(), true),
-            _ = resync.tick() => agent.check_drift().await,
+            _ = resync.tick() => agent.start_drift_check(&drift_done).await,
+            Some((tag, listing)) = drift_listed.recv() => {
+                agent.finish_drift_check(&tag, listing);
+                judge = agent.in_force.is_none(); // drifted: apply again now
+
+            }
             // A set waiting to be complete is judged again when its grace ends.
             _ = tokio::time::sleep(IN_FLIGHT_GRACE), if agent.in_flight.is_some() => {}
         }
         if !judge {
             // A heartbeat alone: renew the Lease below.
         } else if index_synced.load(Ordering::SeqCst) && shards_synced.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(50)).await; // fold a burst of shard events into one apply
             let index = index_store.get(&ObjectRef::new(&index_name(env)).within(&settings.namespace));
             let shards: HashMap<String, Arc<AccessAllowlistShard>> =
                 shard_store.state().into_iter().filter_map(|s| Some((s.metadata.name.clone()?, s))).collect();

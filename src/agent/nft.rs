@@ -91,17 +91,6 @@ impl Nft {
         self.call(&["-f", "-"], Some(ruleset)).await.map(drop)
     }
 
-    /// The comment of the table's `input` chain (the agent's tag of what it applied), read without listing any
-    /// set. `Ok(None)`: no table or no comment.
-    pub async fn applied_tag(&self, table: &str) -> Result<Option<String>, NftError> {
-        match self.call(&["list", "chain", "inet", table, "input"], None).await {
-            Ok(text) => Ok(text.lines().find_map(|l| l.trim().strip_prefix("comment \"")).map(|rest| rest.trim_end_matches('"').to_string())),
-            // "No such file or directory": the table or chain does not exist.
-            Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file") => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// `nft -j list table`; `terse` leaves out set elements (no set dump).
     pub async fn list(&self, table: &str, terse: bool) -> Result<String, NftError> {
         let args: &[&str] = if terse { &["-t", "-j", "list", "table", "inet", table] } else { &["-j", "list", "table", "inet", table] };

@@ -292,7 +292,7 @@ pub fn plan_environments_with<'a>(input: &PlanInput<'a>, now: Timestamp, memo: O
         let forward = sorted_aggregate(&forward);
         let f4: Vec<ipnet::Ipv4Net> = forward.iter().filter_map(|c| if let IpNet::V4(n) = c { Some(*n) } else { None }).collect();
         let f6: Vec<ipnet::Ipv6Net> = forward.iter().filter_map(|c| if let IpNet::V6(n) = c { Some(*n) } else { None }).collect();
-        let rules = nft::Rules { allow_v4: &v4, allow_v6: &v6, ports: &ports, forward_v4: &f4, forward_v6: &f6, comment: None };
+        let rules = nft::Rules { allow_v4: &v4, allow_v6: &v6, ports: &ports, forward_v4: &f4, forward_v6: &f6, tag: None };
         let nft = nft::render(&name, &rules);
         let status = environment_status(env, &outcome.publish, &digest, live.len(), outcome.hold.as_ref(), now);
         result.environments.insert(

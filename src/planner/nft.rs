@@ -45,6 +45,25 @@ pub const SET_V6: &str = "allow_v6";
 pub const FORWARD_V4: &str = "forward_v4";
 /// Name of the set of IPv6 destinations whose forwarded traffic is judged.
 pub const FORWARD_V6: &str = "forward_v6";
+/// Name of the set that holds the agent's tag of what it applied: one element, the key [`tag_key`] of the tag, with
+/// the tag as its comment. No rule refers to it. The agent asks the kernel for that one element (a point query, no
+/// set dump) and replaces it in the same transaction as the elements it changes, which a chain's comment could not
+/// do (the kernel never updates a chain's user data).
+pub const SET_APPLIED: &str = "applied";
+
+/// The key of `tag`'s element in [`SET_APPLIED`]: the first 16 bytes of its SHA-256, written as an IPv6 address.
+pub fn tag_key(tag: &str) -> std::net::Ipv6Addr {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(tag.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    std::net::Ipv6Addr::from(key)
+}
+
+/// A tag as nft can quote it in a comment (at most 128 bytes, no quote, backslash or newline).
+pub fn tag_comment(tag: &str) -> String {
+    tag.replace(['"', '\\', '\n'], "_").chars().take(127).collect()
+}
 
 /// IPv4 elements per line of an `elements = { ... }` block.
 const V4_PER_LINE: usize = 8;
@@ -76,7 +95,7 @@ pub fn render_ruleset(environment_name: &str, v4: &[Ipv4Net], v6: &[Ipv6Net], po
 }
 
 /// Everything one table holds: the allowed sources, the filtered ports, the forward destinations (none: no forward
-/// chain) and a comment on the input chain (the agent's tag of what it applied, read back without a set dump).
+/// chain) and the agent's tag of what it applied (none: no [`SET_APPLIED`] set).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rules<'a> {
     pub allow_v4: &'a [Ipv4Net],
@@ -84,7 +103,7 @@ pub struct Rules<'a> {
     pub ports: &'a [FirewallPort],
     pub forward_v4: &'a [Ipv4Net],
     pub forward_v6: &'a [Ipv6Net],
-    pub comment: Option<&'a str>,
+    pub tag: Option<&'a str>,
 }
 
 /// [`render_ruleset`] for any [`Rules`].
@@ -92,7 +111,7 @@ pub fn render(environment_name: &str, rules: &Rules<'_>) -> String {
     let table = table_name(environment_name);
     let (f4, f6) = (rules.forward_v4.len(), rules.forward_v6.len());
     // The forward chain's rules and sets cost about as much again per port, and a frame; the comment its length.
-    let extra = if f4 + f6 > 0 { 256 + 2 * table.len() + 128 * rules.ports.len() } else { 0 } + rules.comment.map_or(0, |c| c.len() + 32);
+    let extra = if f4 + f6 > 0 { 256 + 2 * table.len() + 128 * rules.ports.len() } else { 0 } + rules.tag.map_or(0, |c| c.len() + 128);
     let mut out = String::with_capacity(capacity_hint(&table, rules.allow_v4.len() + f4, rules.allow_v6.len() + f6, rules.ports.len()) + extra);
     out.push_str(HEADER);
     out.push('\n');
@@ -180,10 +199,10 @@ fn write_rules(out: &mut String, table: &str, rules: &Rules<'_>) {
         }
         out.push_str(" }");
     };
-    let _ = writeln!(out, "\n\tchain input {{");
-    if let Some(comment) = rules.comment {
-        let _ = writeln!(out, "\t\tcomment \"{}\"", comment.replace(['"', '\\', '\n'], "_"));
+    if let Some(tag) = rules.tag {
+        let _ = writeln!(out, "\n\tset {SET_APPLIED} {{\n\t\ttype ipv6_addr\n\t\telements = {{ {} comment \"{}\" }}\n\t}}", tag_key(tag), tag_comment(tag));
     }
+    let _ = writeln!(out, "\n\tchain input {{");
     let _ = writeln!(out, "\t\ttype filter hook input priority filter; policy accept;");
     for (proto, group) in &groups {
         for verdict in [format_args!(" ip saddr @{SET_V4} accept"), format_args!(" ip6 saddr @{SET_V6} accept"), format_args!(" drop")] {
@@ -434,7 +453,7 @@ table inet jpki_access_production {
                 ports: &[tcp(443)],
                 forward_v4: &[v4("203.0.113.0/24")],
                 forward_v6: &[v6("2001:db8:2::/64")],
-                comment: Some("jpki-access digest sha256:0 ports TCP/443"),
+                tag: Some("jpki-access digest sha256:0 ports TCP/443"),
             },
         );
         let expected_tail = "\
@@ -454,8 +473,12 @@ table inet jpki_access_production {
 \t\t}
 \t}
 
+\tset applied {
+\t\ttype ipv6_addr
+\t\telements = { KEY comment \"jpki-access digest sha256:0 ports TCP/443\" }
+\t}
+
 \tchain input {
-\t\tcomment \"jpki-access digest sha256:0 ports TCP/443\"
 \t\ttype filter hook input priority filter; policy accept;
 \t\ttcp dport { 443 } ip saddr @allow_v4 accept
 \t\ttcp dport { 443 } ip6 saddr @allow_v6 accept
@@ -471,9 +494,10 @@ table inet jpki_access_production {
 \t}
 }
 ";
-        assert!(text.ends_with(expected_tail), "{text}");
+        let expected_tail = expected_tail.replace("KEY", &tag_key("jpki-access digest sha256:0 ports TCP/443").to_string());
+        assert!(text.ends_with(&expected_tail), "{text}");
         assert!(!render_ruleset("production", &[], &[], &[tcp(443)]).contains("forward"), "no destinations, no forward chain");
-        let quoted = render("x", &Rules { comment: Some("a\"b"), ..Rules::default() });
+        let quoted = render("x", &Rules { tag: Some("a\"b"), ..Rules::default() });
         assert!(quoted.contains("comment \"a_b\""), "{quoted}");
     }
 

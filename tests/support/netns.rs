@@ -247,7 +247,7 @@ pub fn tcp(port: i32) -> FirewallPort {
 /// addresses (S4, S6) as the environment's `forwardDestinations` would declare them.
 pub fn ruleset_to_server(v4: &[Ipv4Net], v6: &[Ipv6Net], ports: &[FirewallPort]) -> String {
     let (f4, f6): (Vec<Ipv4Net>, Vec<Ipv6Net>) = (vec![format!("{S4}/32").parse().unwrap()], vec![format!("{S6}/128").parse().unwrap()]);
-    let rules = jpki_access::planner::nft::Rules { allow_v4: v4, allow_v6: v6, ports, forward_v4: &f4, forward_v6: &f6, comment: None };
+    let rules = jpki_access::planner::nft::Rules { allow_v4: v4, allow_v6: v6, ports, forward_v4: &f4, forward_v6: &f6, tag: None };
     jpki_access::planner::nft::render(ENV, &rules)
 }
 
