@@ -10,7 +10,7 @@
 #![allow(clippy::panic, reason = "a fuzz target reports a broken property by panicking")]
 
 use crate::cli::validate::validate_read;
-use crate::domain::cidr::{CidrError, CidrPolicy, Overlap, check_policy, overlaps_within, parse_cidr};
+use crate::domain::cidr::{CidrError, CidrPolicy, Overlap, check_policy, containment_forest, overlaps_within, parse_cidr};
 use crate::domain::corporate_number::{self, CorporateNumberError, validate_corporate_number};
 use crate::domain::lg_code::{self, LgCodeError, validate_lg_code};
 use crate::domain::problem::Severity;
@@ -54,7 +54,8 @@ fn variant(e: &CidrError) -> std::mem::Discriminant<CidrError> {
 /// - every spelling the error suggests ("write X") makes progress: the canonical spellings offered for host bits,
 ///   IPv6 case and zeros, missing prefixes and IPv4-mapped networks are well-formed, and the suggestions for
 ///   leading zeros are not refused for the same reason again;
-/// - the overlaps among the accepted lines are exactly those a quadratic comparison finds.
+/// - the overlaps among the accepted lines are exactly those a quadratic comparison finds, and each line's parent in
+///   their containment forest is the nearest other line covering it, by a quadratic check.
 pub fn cidr(data: &[u8]) {
     let text = text(data);
     let mut nets = Vec::new();
@@ -101,6 +102,16 @@ pub fn cidr(data: &[u8]) {
         }
     }
     assert_eq!(overlaps_within(&nets), naive_overlaps(&nets), "overlaps of {nets:?}");
+    let forest = containment_forest(&nets);
+    for i in 0..nets.len() {
+        assert_eq!(forest.parent(i), naive_parent(&nets, i), "parent of {i} in {nets:?}");
+    }
+}
+
+/// The containment forest's parent by its definition: among the other networks covering `nets[i]` (containing it,
+/// or the same network at a smaller index), the narrowest, then the one with the largest index.
+fn naive_parent(nets: &[IpNet], i: usize) -> Option<usize> {
+    (0..nets.len()).filter(|&j| j != i && nets[j].contains(&nets[i]) && (nets[j] != nets[i] || j < i)).max_by_key(|&j| (nets[j].prefix_len(), j))
 }
 
 fn naive_overlaps(nets: &[IpNet]) -> Vec<(usize, usize, Overlap)> {

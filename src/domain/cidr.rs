@@ -412,42 +412,285 @@ pub enum Overlap {
     ContainedBy,
 }
 
+/// No parent, in [`Forest`]'s packed array.
+const ROOT: u32 = u32::MAX;
+
+/// The containment forest of one list of networks (see [`containment_forest`]): for each network, the nearest
+/// network of the list that covers it. Two CIDR blocks are either disjoint or nested, so every network covering
+/// `nets[i]` is an ancestor of `i` and the pairs of overlapping networks are exactly the (node, ancestor) pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forest {
+    /// Parent of each network, [`ROOT`] for none; u32 rather than `Option<usize>` to keep the array 4 bytes wide.
+    parent: Vec<u32>,
+}
+
+impl Forest {
+    /// Number of networks (nodes).
+    pub fn len(&self) -> usize {
+        self.parent.len()
+    }
+
+    /// Whether the list was empty.
+    pub fn is_empty(&self) -> bool {
+        self.parent.is_empty()
+    }
+
+    /// The index of the nearest network covering `nets[i]`: the narrowest network that contains it or duplicates
+    /// it; among duplicates (the same addresses), the one with the largest index below `i`; when `i` is the first of
+    /// its duplicates, the last (largest index) of the narrowest strictly containing network's duplicates. `None`
+    /// when no other network of the list covers `nets[i]` (an earlier duplicate counts, a later one does not).
+    pub fn parent(&self, i: usize) -> Option<usize> {
+        match self.parent[i] {
+            ROOT => None,
+            p => Some(p as usize),
+        }
+    }
+
+    /// The networks covering `nets[i]`, nearest first: every network that contains `nets[i]`, and its duplicates
+    /// with a smaller index (a duplicate with a larger index has `i` among its own ancestors instead).
+    pub fn ancestors(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(self.parent(i), |&p| self.parent(p))
+    }
+
+    /// Whether any network of the list is covered by another one (some network has a parent).
+    pub fn has_overlaps(&self) -> bool {
+        self.parent.iter().any(|&p| p != ROOT)
+    }
+
+    /// Every overlapping pair as [`overlaps_within`] reports them, `nets` being the list this forest was built from:
+    /// O(k log k) for k pairs, found by walking each network's ancestors.
+    pub fn overlapping_pairs(&self, nets: &[IpNet]) -> Vec<(usize, usize, Overlap)> {
+        assert_eq!(nets.len(), self.len(), "the forest of another list");
+        let mut found = Vec::new();
+        for (x, net) in nets.iter().enumerate() {
+            for y in self.ancestors(x) {
+                // An ancestor covers x: with the same prefix length it covers the same addresses.
+                found.push(match (nets[y].prefix_len() == net.prefix_len(), y < x) {
+                    (true, _) => (y.min(x), y.max(x), Overlap::Duplicate),
+                    (false, true) => (y, x, Overlap::Contains),
+                    (false, false) => (x, y, Overlap::ContainedBy),
+                });
+            }
+        }
+        found.sort_unstable_by_key(|&(i, j, _)| (i, j));
+        found
+    }
+}
+
+/// Bits of the index in a packed IPv4 key (see [`ContainmentKeys`]): lists of up to 2^26 (67 million) networks.
+pub const V4_INDEX_BITS: u32 = 26;
+
+/// Digit of [`radix_sort_from_bit`]: 11 bits, 2,048 counters of 4 bytes that stay in the L1 cache.
+const DIGIT: u32 = 11;
+const BUCKETS: usize = 1 << DIGIT;
+
+/// The packed sort keys [`containment_forest`] sorts, public so that a benchmark can time a bare sort of the same
+/// keys. Sorting either list in ascending order puts each network right after the networks that cover it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainmentKeys {
+    /// IPv4 networks as one u64 each: network address (32 bits) | prefix length (6 bits) | index (26 bits), so
+    /// that the order is (start, prefix length, index): a wider network before the narrower ones it contains.
+    /// Empty when the list is longer than 2^26 (then IPv4 goes to `wide_v4`).
+    pub v4: Vec<u64>,
+    /// IPv4 networks of lists too long for `v4`, as (network address, prefix length << 32 | index).
+    pub wide_v4: Vec<(u128, u64)>,
+    /// IPv6 networks as (network address, prefix length << 32 | index).
+    pub v6: Vec<(u128, u64)>,
+}
+
+impl ContainmentKeys {
+    /// The keys of `nets` (host bits ignored, as in [`interval`]), in index order.
+    pub fn of(nets: &[IpNet]) -> ContainmentKeys {
+        Self::with_counts(nets, |_| {})
+    }
+
+    /// [`ContainmentKeys::of`], calling `count` with each IPv4 key as it is made (the radix sort's counting pass,
+    /// done while the key is in a register rather than in a pass of its own).
+    fn with_counts(nets: &[IpNet], mut count: impl FnMut(u64)) -> ContainmentKeys {
+        assert!(nets.len() < ROOT as usize, "more than 2^32 - 1 networks");
+        let narrow = nets.len() <= 1 << V4_INDEX_BITS;
+        let mut keys = ContainmentKeys::default();
+        if narrow {
+            keys.v4.reserve(nets.len());
+        }
+        for (index, net) in nets.iter().enumerate() {
+            let packed_len_index = |len: u8| u64::from(len) << 32 | index as u64;
+            match net {
+                IpNet::V4(n) if narrow => {
+                    let key = u64::from(u32::from(n.network())) << 32 | u64::from(n.prefix_len()) << V4_INDEX_BITS | index as u64;
+                    count(key);
+                    keys.v4.push(key);
+                }
+                IpNet::V4(n) => keys.wide_v4.push((u128::from(u32::from(n.network())), packed_len_index(n.prefix_len()))),
+                IpNet::V6(n) => keys.v6.push((u128::from(n.network()), packed_len_index(n.prefix_len()))),
+            }
+        }
+        keys
+    }
+}
+
+/// Sorts `keys` in ascending order of their bits `low_bit..64` and keeps keys equal there in their order: a
+/// least-significant-digit radix sort with 11-bit digits, one pass over the keys per digit (plus one to count),
+/// skipping digits that are the same in every key. O(n) where a comparison sort is O(n log n).
+pub fn radix_sort_from_bit(keys: &mut Vec<u64>, low_bit: u32) {
+    if keys.len() <= SMALL {
+        keys.sort_by_key(|k| k >> low_bit); // stable, like the radix sort
+        return;
+    }
+    let mut counts = RadixCounts::new(low_bit);
+    keys.iter().for_each(|&k| counts.add(k));
+    counts.sort(keys);
+}
+
+/// Up to this many keys, [`radix_sort_from_bit`] uses the standard library's sort.
+const SMALL: usize = 1024;
+
+/// The counts of each digit value, per pass, of a [`radix_sort_from_bit`].
+struct RadixCounts {
+    low_bit: u32,
+    counts: Vec<[u32; BUCKETS]>,
+}
+
+impl RadixCounts {
+    fn new(low_bit: u32) -> RadixCounts {
+        RadixCounts { low_bit, counts: vec![[0; BUCKETS]; (64 - low_bit).div_ceil(DIGIT) as usize] }
+    }
+
+    fn add(&mut self, key: u64) {
+        for (p, c) in self.counts.iter_mut().enumerate() {
+            c[((key >> (self.low_bit + p as u32 * DIGIT)) as usize) & (BUCKETS - 1)] += 1;
+        }
+    }
+
+    /// The passes, `keys` being the keys counted.
+    fn sort(mut self, keys: &mut Vec<u64>) {
+        let n = keys.len();
+        let mut buffer = vec![0u64; n];
+        for (p, c) in self.counts.iter_mut().enumerate() {
+            if c.iter().any(|&count| count as usize == n) {
+                continue; // one digit value in every key: this pass would not move anything
+            }
+            let mut sum = 0u32;
+            for count in c.iter_mut() {
+                (*count, sum) = (sum, sum + *count);
+            }
+            let shift = self.low_bit + p as u32 * DIGIT;
+            for &k in keys.iter() {
+                let slot = &mut c[((k >> shift) as usize) & (BUCKETS - 1)];
+                buffer[*slot as usize] = k;
+                *slot += 1;
+            }
+            std::mem::swap(keys, &mut buffer);
+        }
+    }
+}
+
+/// The containment forest of `nets`: for each network, the nearest other network of the list that covers it (see
+/// [`Forest::parent`] for the exact rule among duplicates). Networks are compared by the addresses they cover (see
+/// [`interval`]); IPv4 and IPv6 never overlap.
+///
+/// O(n) for IPv4 lists, O(n log n) for IPv6, and nothing per overlapping pair: sorted by (start, prefix length,
+/// index), a network comes right after every network that covers it, and a sweep with a stack of the networks
+/// still open (each containing the one above it) finds its parent on top of the stack once those ending before its
+/// start are popped. Replaces reporting every pair, which grew 35.7× from 100k to 1M random prefixes (issue #22
+/// P2); [`Forest::overlapping_pairs`] still gives them.
+///
+/// IPv4 keys are packed into a u64 each ([`ContainmentKeys::v4`]) and radix-sorted on the 32 bits of the start
+/// only, three passes instead of the four that the 38 bits of (start, prefix length) would take, counted while the
+/// keys are made: the few runs of networks with the same start are put in order of the whole key by the sweep,
+/// which meets them one after the other.
+pub fn containment_forest(nets: &[IpNet]) -> Forest {
+    let mut counts = RadixCounts::new(32);
+    let mut keys = ContainmentKeys::with_counts(nets, |k| counts.add(k));
+    if keys.v4.len() <= SMALL {
+        keys.v4.sort_unstable();
+    } else {
+        counts.sort(&mut keys.v4);
+    }
+    keys.wide_v4.sort_unstable();
+    keys.v6.sort_unstable();
+
+    let mut parent = vec![ROOT; nets.len()];
+    let index_mask = (1u64 << V4_INDEX_BITS) - 1;
+    let mut open = OpenNets::<u64>::default();
+    let v4 = &mut keys.v4;
+    let mut run = 0;
+    while run < v4.len() {
+        let start = v4[run] >> 32;
+        let run_end = run + v4[run..].iter().take_while(|&&k| k >> 32 == start).count();
+        if run_end - run > 1 {
+            v4[run..run_end].sort_unstable(); // same start: by prefix length, then index
+        }
+        open.close_before(start);
+        for &key in &v4[run..run_end] {
+            let len = (key >> V4_INDEX_BITS) & 0x3f;
+            let index = (key & index_mask) as u32;
+            parent[index as usize] = open.enter(start + ((1u64 << (32 - len)) - 1), index);
+        }
+        run = run_end;
+    }
+    for (keys, bits) in [(&keys.wide_v4, 32u32), (&keys.v6, 128)] {
+        let mut open = OpenNets::<u128>::default();
+        for &(start, len_index) in keys {
+            let (len, index) = ((len_index >> 32) as u32, len_index as u32);
+            open.close_before(start);
+            parent[index as usize] = open.enter(start | u128::MAX.checked_shr(128 - bits + len).unwrap_or(0), index);
+        }
+    }
+    Forest { parent }
+}
+
+/// The sweep's stack of open networks, as (last address, index), each containing the one above it. A network with
+/// the same addresses as the top replaces it rather than going on top (it is the nearest cover of whatever comes
+/// next, and both close together), so the stack holds networks of distinct prefix lengths: at most 33 for IPv4 and
+/// 129 for IPv6, in a fixed array whose depth the compiler keeps in a register.
+struct OpenNets<A> {
+    stack: [(A, u32); 129],
+    depth: usize,
+}
+
+impl<A: Copy + Default + Ord> Default for OpenNets<A> {
+    fn default() -> Self {
+        OpenNets { stack: [(A::default(), ROOT); 129], depth: 0 }
+    }
+}
+
+impl<A: Copy + Default + Ord> OpenNets<A> {
+    /// Closes the networks ending before `start`: in address order, none of them can contain what comes next.
+    fn close_before(&mut self, start: A) {
+        while self.depth > 0 && self.stack[self.depth - 1].0 < start {
+            self.depth -= 1;
+        }
+    }
+
+    /// Opens the network ending at `end` (starting at or after every open one, and not before the top's start), and
+    /// returns its parent: the top, or [`ROOT`].
+    fn enter(&mut self, end: A, index: u32) -> u32 {
+        let Some(&(top_end, top)) = self.depth.checked_sub(1).map(|d| &self.stack[d]) else {
+            self.stack[0] = (end, index);
+            self.depth = 1;
+            return ROOT;
+        };
+        // Open networks contain the new one, so an equal end means the same network (a duplicate).
+        if top_end == end {
+            self.stack[self.depth - 1].1 = index;
+        } else {
+            self.stack[self.depth] = (end, index);
+            self.depth += 1;
+        }
+        top
+    }
+}
+
 /// Duplicates and overlaps among one list, as `(i, j, kind)` with `i < j` indexes into `nets`, each overlapping
 /// pair once, sorted by `(i, j)`. Networks are compared by the addresses they cover (see [`interval`]).
 ///
-/// Runs in O(n log n + k) for k reported pairs: sort by (family, start, end descending), then sweep with a stack of
-/// the networks still open. Two CIDR blocks are either disjoint or nested, so every network left on the stack
-/// once those ending before the current start are popped contains the current one.
+/// O(n log n + k log k) for k reported pairs: the [`containment_forest`], then each network's ancestors. For the
+/// callers that must name every pair to a person; whoever only needs to know what covers what should walk the
+/// forest instead, as the number of pairs can grow much faster than n (a /16 among a million random prefixes
+/// contains dozens of them).
 pub fn overlaps_within(nets: &[IpNet]) -> Vec<(usize, usize, Overlap)> {
-    let mut order: Vec<(Family, u128, std::cmp::Reverse<u128>, usize)> = nets
-        .iter()
-        .enumerate()
-        .map(|(index, net)| {
-            let (family, start, end) = interval(net);
-            (family, start, std::cmp::Reverse(end), index)
-        })
-        .collect();
-    order.sort_unstable();
-
-    let mut found = Vec::new();
-    // Open networks as (family, start, end, index); each one contains the one above it.
-    let mut open: Vec<(Family, u128, u128, usize)> = Vec::new();
-    for &(family, start, std::cmp::Reverse(end), index) in &order {
-        while open.last().is_some_and(|&(f, _, e, _)| f != family || e < start) {
-            open.pop();
-        }
-        for &(_, outer_start, outer_end, outer) in &open {
-            let same = outer_start == start && outer_end == end;
-            found.push(match (same, outer < index) {
-                (true, _) => (outer.min(index), outer.max(index), Overlap::Duplicate),
-                (false, true) => (outer, index, Overlap::Contains),
-                (false, false) => (index, outer, Overlap::ContainedBy),
-            });
-        }
-        open.push((family, start, end, index));
-    }
-    found.sort_unstable_by_key(|&(i, j, _)| (i, j));
-    found
+    containment_forest(nets).overlapping_pairs(nets)
 }
 
 #[cfg(test)]
@@ -618,6 +861,85 @@ mod tests {
         assert!(found.iter().all(|&(_, j, ref k)| j == 200_000 && *k == Overlap::ContainedBy));
     }
 
+    /// The forest's parent by its definition: among the other networks covering `nets[i]` (containing it, or the
+    /// same addresses at a smaller index), the narrowest, then the largest index.
+    fn naive_parent(nets: &[IpNet], i: usize) -> Option<usize> {
+        let me = nets[i].trunc();
+        (0..nets.len()).filter(|&j| j != i && nets[j].trunc().contains(&me) && (nets[j].trunc() != me || j < i)).max_by_key(|&j| (nets[j].prefix_len(), j))
+    }
+
+    fn parents(forest: &Forest) -> Vec<Option<usize>> {
+        (0..forest.len()).map(|i| forest.parent(i)).collect()
+    }
+
+    #[test]
+    fn forest_convention() {
+        let nets: Vec<IpNet> = [
+            "192.0.2.0/28",  // 0: inside the /24 listed at 1 and 7: the last of those copies
+            "192.0.2.0/24",  // 1
+            "2001:db8::/48", // 2: inside 6 (::/0), contains 5
+            "192.0.2.0/28",  // 3: the same as 0, listed earlier: parent 0
+            "10.0.0.0/8",    // 4: nothing covers it
+            "2001:db8::/56", // 5
+            "::/0",          // 6
+            "192.0.2.1/24",  // 7: host bits ignored; a duplicate of 1
+            "0.0.0.0/0",     // 8: covers every IPv4 network, no IPv6 one
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let forest = containment_forest(&nets);
+        assert_eq!(parents(&forest), vec![Some(7), Some(8), Some(6), Some(0), Some(8), Some(2), None, Some(1), None]);
+        assert_eq!(forest.ancestors(3).collect::<Vec<_>>(), vec![0, 7, 1, 8]);
+        assert!(forest.has_overlaps());
+        assert!(!containment_forest(&nets[4..5]).has_overlaps());
+        assert!(containment_forest(&[]).is_empty());
+        let pairs = forest.overlapping_pairs(&nets);
+        assert_eq!(pairs, naive(&nets));
+        assert!(pairs.contains(&(1, 7, Overlap::Duplicate)) && pairs.contains(&(0, 8, Overlap::ContainedBy)));
+    }
+
+    #[test]
+    fn forest_of_nested_chains_and_host_routes() {
+        // /32 single addresses (end = start) and a /0 (end = the family's last address) at both ends of a chain.
+        let nets: Vec<IpNet> = ["255.255.255.255/32", "0.0.0.0/0", "255.255.255.0/24", "::/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", "0.0.0.0/32"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(parents(&containment_forest(&nets)), vec![Some(2), None, Some(1), None, Some(3), Some(1)]);
+    }
+
+    #[test]
+    fn forest_is_linear_in_the_input_not_in_the_pairs() {
+        // 200,000 /32s inside one /8 and 1,000 copies of the /8: 2·10⁸ pairs, yet one parent each.
+        let mut nets: Vec<IpNet> = (0..200_000u32).map(|i| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::from(0x0a00_0000 + i * 7), 32))).collect();
+        nets.extend(std::iter::repeat_n(v4(10, 0, 0, 0, 8), 1_000));
+        let forest = containment_forest(&nets);
+        assert!((0..200_000).all(|i| forest.parent(i) == Some(200_999)));
+        assert_eq!(forest.parent(200_000), None);
+        assert!((200_001..201_000).all(|i| forest.parent(i) == Some(i - 1)));
+    }
+
+    #[test]
+    fn radix_sort_orders_by_the_high_bits_and_keeps_ties_in_order() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for n in [0, 1, 1_000, 5_000] {
+            // High bits from a small range (many ties), low 26 bits the input position.
+            let keys: Vec<u64> = (0..n as u64).map(|i| (next() % 300) << 40 | (next() & 0xff) << 26 | i).collect();
+            let mut expected = keys.clone();
+            expected.sort_by_key(|k| k >> 26);
+            let mut sorted = keys;
+            radix_sort_from_bit(&mut sorted, 26);
+            assert_eq!(sorted, expected, "n = {n}");
+        }
+    }
+
     fn naive(nets: &[IpNet]) -> Vec<(usize, usize, Overlap)> {
         let mut out = Vec::new();
         for i in 0..nets.len() {
@@ -685,6 +1007,32 @@ mod tests {
 
         #[test]
         fn overlaps_match_naive(nets in prop::collection::vec(clustered_net(), 0..40)) {
+            prop_assert_eq!(overlaps_within(&nets), naive(&nets));
+        }
+
+        #[test]
+        fn forest_parent_is_the_nearest_cover(nets in prop::collection::vec(clustered_net(), 0..40)) {
+            let forest = containment_forest(&nets);
+            for i in 0..nets.len() {
+                prop_assert_eq!(forest.parent(i), naive_parent(&nets, i), "parent of {} in {:?}", i, nets);
+            }
+        }
+
+        #[test]
+        fn forest_parent_is_the_nearest_cover_in_long_lists(nets in prop::collection::vec(clustered_net(), 1_025..1_200)) {
+            // Above the radix sort's small-list cut-over, so that its passes (and its ties) are exercised.
+            let forest = containment_forest(&nets);
+            for i in 0..nets.len() {
+                prop_assert_eq!(forest.parent(i), naive_parent(&nets, i), "parent of {}", i);
+            }
+        }
+
+        #[test]
+        fn forest_of_any_networks(nets in prop::collection::vec(any_net(), 0..20)) {
+            let forest = containment_forest(&nets);
+            for i in 0..nets.len() {
+                prop_assert_eq!(forest.parent(i), naive_parent(&nets, i), "parent of {} in {:?}", i, nets);
+            }
             prop_assert_eq!(overlaps_within(&nets), naive(&nets));
         }
     }

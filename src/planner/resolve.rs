@@ -5,7 +5,7 @@
 use super::liveness::{Decided, Evaluation, RegKey, Standing, Window};
 use crate::api::CidrString;
 use crate::api::registration::{ConflictRef, RegistrationPhase};
-use crate::domain::cidr::overlaps_within;
+use crate::domain::cidr::containment_forest;
 use crate::domain::rules::Reason;
 use crate::domain::rules::records::Terminal;
 use ipnet::IpNet;
@@ -241,9 +241,11 @@ fn decide_conflicts(out: &mut BTreeMap<RegKey, Resolved>, now: Timestamp, undo: 
     for mut entries in by_environment.into_values() {
         entries.sort_by(|a, b| (a.place, a.key, crate::domain::cidr::interval(&a.net)).cmp(&(b.place, b.key, crate::domain::cidr::interval(&b.net))));
         let nets: Vec<IpNet> = entries.iter().map(|e| e.net).collect();
-        // Earlier entries each entry overlaps, in CIDRs and in time, from another verifier (sorted: i < j).
+        // Earlier entries each entry overlaps, in CIDRs and in time, from another verifier (i < j; the order within
+        // each list does not matter below). Overlapping networks are the (network, ancestor) pairs of the forest.
+        let forest = containment_forest(&nets);
         let mut earlier: HashMap<usize, Vec<(usize, Timestamp)>> = HashMap::new();
-        for (i, j, _) in overlaps_within(&nets) {
+        for (i, j) in (0..nets.len()).flat_map(|x| forest.ancestors(x).map(move |y| (x.min(y), x.max(y)))) {
             let (a, b) = (&entries[i], &entries[j]);
             if out[a.key].evaluation.verifier == out[b.key].evaluation.verifier {
                 continue; // one verifier's own registrations may overlap
