@@ -1,17 +1,93 @@
 //! Planner benchmarks, each next to its baseline in the same run (see BENCHMARKS.md):
 //! - aggregation of 1M random prefixes (ipnet, as the planner does it) vs a plain sort-and-merge of intervals;
-//! - overlap (conflict) detection by sort and sweep at 10k, 100k and 1M vs naive pairwise at 10k;
+//! - the containment forest (nearest covering network of each) at 100k and 1M vs a bare sort of the same packed
+//!   keys (issue #22 P2); every overlapping pair by sort and sweep at 10k, 100k and 1M vs naive pairwise at 10k;
 //! - a full plan of 10,000 registrations (5,000 verifiers, test and production each, all approved).
 //!
 //! Run: `cargo bench --bench planner` (divan prints median times; ratios are computed from one run).
+//!
+//! With `JPKI_BENCH_AGGREGATE_DIR=<dir>` set, the binary instead writes the aggregation's 1M prefixes to
+//! `<dir>/prefixes.txt`, reads them back, times the planner's aggregation of them against a fair sort-and-merge of
+//! u32 intervals, writes the result to `<dir>/rust.txt` and prints the medians as JSON: `scripts/bench-aggregate`
+//! runs it next to Python's `ipaddress.collapse_addresses` on the same file (issue #22 P1).
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use ipnet::{IpNet, Ipv4Net};
-use jpki_access::domain::cidr::{interval, overlaps_within};
+use jpki_access::domain::cidr::{ContainmentKeys, containment_forest, interval, overlaps_within, radix_sort_from_bit};
+use jpki_access::planner::hold::sorted_aggregate;
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 fn main() {
-    divan::main();
+    match std::env::var_os("JPKI_BENCH_AGGREGATE_DIR") {
+        Some(dir) => aggregate_file(std::path::Path::new(&dir)),
+        None => divan::main(),
+    }
+}
+
+/// Median wall time of `runs` calls of `f` (after one warm-up call), and its last result.
+fn median<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut out = f();
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            out = std::hint::black_box(f());
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    (times[runs / 2], out)
+}
+
+/// IPv4 intervals sorted and merged (overlapping or adjacent ones joined), not split back into CIDRs: the least any
+/// aggregation of the same input must do (issue #22 P1's "fair u32 sort-and-merge").
+fn u32_sort_and_merge(nets: &[IpNet]) -> Vec<(u32, u32)> {
+    let mut intervals: Vec<(u32, u32)> = nets
+        .iter()
+        .filter_map(|n| match n {
+            IpNet::V4(n) => Some((u32::from(n.network()), u32::from(n.broadcast()))),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    intervals.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(intervals.len());
+    for (lo, hi) in intervals {
+        match merged.last_mut() {
+            Some(last) if u64::from(lo) <= u64::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    merged
+}
+
+/// `scripts/bench-aggregate`'s Rust half (see the module's documentation).
+fn aggregate_file(dir: &std::path::Path) {
+    use std::fmt::Write as _;
+    let prefixes = dir.join("prefixes.txt");
+    let text: String = random_prefixes(1_000_000, 7).iter().fold(String::new(), |mut s, n| {
+        writeln!(s, "{n}").unwrap();
+        s
+    });
+    std::fs::write(&prefixes, text).unwrap();
+    let input: Vec<IpNet> = std::fs::read_to_string(&prefixes).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    let runs = 7;
+    let (planner, published) = median(runs, || sorted_aggregate(divan::black_box(&input)));
+    let (ipnet, _) = median(runs, || IpNet::aggregate(&divan::black_box(&input).to_vec()).len());
+    let (fair, merged) = median(runs, || u32_sort_and_merge(divan::black_box(&input)));
+    let out: String = published.iter().fold(String::new(), |mut s, n| {
+        writeln!(s, "{n}").unwrap();
+        s
+    });
+    std::fs::write(dir.join("rust.txt"), out).unwrap();
+    println!(
+        "{{\"prefixes\": {}, \"cidrs_out\": {}, \"intervals_out\": {}, \"runs\": {runs}, \"planner_sorted_aggregate_s\": {}, \"ipnet_aggregate_s\": {}, \"u32_sort_and_merge_s\": {}}}",
+        input.len(),
+        published.len(),
+        merged.len(),
+        planner.as_secs_f64(),
+        ipnet.as_secs_f64(),
+        fair.as_secs_f64()
+    );
 }
 
 /// Deterministic xorshift, so every run measures the same input.
@@ -51,6 +127,20 @@ mod aggregation {
         bencher.bench(|| IpNet::aggregate(divan::black_box(&input)).len());
     }
 
+    /// What the planner publishes with (`planner::hold::sorted_aggregate`: ipnet's aggregate, then in address order).
+    #[divan::bench(sample_count = 5)]
+    fn planner_sorted_aggregate_1m(bencher: divan::Bencher) {
+        let input = random_prefixes(1_000_000, 7);
+        bencher.bench(|| sorted_aggregate(divan::black_box(&input)).len());
+    }
+
+    /// Fair baseline (issue #22 P1): u32 intervals sorted and merged.
+    #[divan::bench(sample_count = 5)]
+    fn baseline_u32_sort_and_merge_1m(bencher: divan::Bencher) {
+        let input = random_prefixes(1_000_000, 7);
+        bencher.bench(|| super::u32_sort_and_merge(divan::black_box(&input)).len());
+    }
+
     /// Baseline: sort intervals and merge overlapping or adjacent ones, without splitting back into CIDRs.
     #[divan::bench(sample_count = 5)]
     fn baseline_sort_and_merge_1m(bencher: divan::Bencher) {
@@ -83,6 +173,35 @@ mod conflicts {
     fn sort_and_sweep(bencher: divan::Bencher, n: usize) {
         let input = random_prefixes(n, 11);
         bencher.bench(|| overlaps_within(divan::black_box(&input)).len());
+    }
+
+    /// The containment forest: the nearest covering network of each (issue #22 P2).
+    #[divan::bench(args = [100_000, 1_000_000], sample_count = 11)]
+    fn forest(bencher: divan::Bencher, n: usize) {
+        let input = random_prefixes(n, 11);
+        bencher.bench(|| containment_forest(divan::black_box(&input)).len());
+    }
+
+    /// Baseline of the forest: a bare `sort_unstable` of the same packed keys (built, and copied for each sample,
+    /// outside the timing).
+    #[divan::bench(args = [100_000, 1_000_000], sample_count = 11)]
+    fn baseline_bare_sort_of_packed_keys(bencher: divan::Bencher, n: usize) {
+        let keys = ContainmentKeys::of(&random_prefixes(n, 11)).v4;
+        assert_eq!(keys.len(), n);
+        bencher.with_inputs(|| keys.clone()).bench_local_values(|mut k| {
+            k.sort_unstable();
+            k
+        });
+    }
+
+    /// For reading the forest's figure: the radix sort it uses (on the 32 bits of the start), alone, on the same keys.
+    #[divan::bench(args = [100_000, 1_000_000], sample_count = 11)]
+    fn radix_sort_of_packed_keys(bencher: divan::Bencher, n: usize) {
+        let keys = ContainmentKeys::of(&random_prefixes(n, 11)).v4;
+        bencher.with_inputs(|| keys.clone()).bench_local_values(|mut k| {
+            radix_sort_from_bit(&mut k, 32);
+            k
+        });
     }
 
     /// Baseline: every pair.
