@@ -15,6 +15,9 @@
 //! 2. **Update cost at the largest size**, table loaded: a 1-CIDR change applied as the agent does it (render the
 //!    full ruleset, pipe it to `nft -f -`: an atomic replace of the table) vs a full atomic reload of the same set
 //!    (`nft -f` of the pre-rendered file of what is loaded), and `nft add element` of one CIDR (with a timeout).
+//!    Then the agent's path since issue #22: the networks that differ, as one nfnetlink batch (`agent::delta`,
+//!    `agent::netlink`), for a 1-CIDR and a 1,000-CIDR change, against the same full reload; and the `GETSETELEM`
+//!    dumps that path sends (and the point queries of its tag), counted by attaching `strace` to this process.
 //! 3. **Render plus load** of the largest set into an empty namespace (`render_ruleset` + `nft -f -`) vs a raw
 //!    `nft -f` of the same pre-rendered file, and vs `iptables-nft-restore` of one rule per CIDR.
 //!
@@ -25,14 +28,17 @@
 //! Run: `scripts/bench-dataplane` (root; it runs this binary under `unshare -n` with `JPKI_BENCH_NETNS=1`).
 //! Environment: `JPKI_BENCH_QUICK=1` (sizes 1k/10k/100k instead of 10k/100k/1M), `JPKI_BENCH_OUT` (JSON result,
 //! default `target/bench-dataplane.json`), `JPKI_BENCH_ADD_TIMEOUT` (s, default 120), `JPKI_BENCH_SAMPLE_SECS`
-//! (default 1), `JPKI_BENCH_REPS` (rounds, default 3). Without `JPKI_BENCH_NETNS=1` it only says how to run it and
+//! (default 1), `JPKI_BENCH_REPS` (rounds, default 3), `JPKI_BENCH_ONLY=update` (section 2 alone, without the
+//! slow `nft add element`). Without `JPKI_BENCH_NETNS=1` it only says how to run it and
 //! exits 0, so `cargo bench` and `cargo test --benches` stay harmless; with it, it refuses (exit 1) unless it is
 //! root in a fresh network namespace (not the one of PID 1, only `lo`, empty ruleset).
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use ipnet::IpNet;
 use ipnet::Ipv4Net;
+use jpki_access::agent::{delta, netlink};
 use jpki_access::api::environment::{FirewallPort, Protocol};
-use jpki_access::planner::nft::{SET_V4, render_ruleset, table_name};
+use jpki_access::planner::nft::{Rules, SET_V4, render, render_ruleset, table_name};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -61,6 +67,8 @@ const CALIBRATION: &str =
 
 struct Config {
     quick: bool,
+    /// Section 2 alone (`JPKI_BENCH_ONLY=update`).
+    update_only: bool,
     sizes: [usize; 3],
     reps: usize,
     sample: Duration,
@@ -74,6 +82,7 @@ impl Config {
         let quick = var("JPKI_BENCH_QUICK").is_some_and(|v| v != "0");
         Config {
             quick,
+            update_only: var("JPKI_BENCH_ONLY").as_deref() == Some("update"),
             sizes: if quick { [1_000, 10_000, 100_000] } else { [10_000, 100_000, 1_000_000] },
             reps: var("JPKI_BENCH_REPS").map_or(3, |v| v.parse().expect("JPKI_BENCH_REPS")),
             sample: Duration::from_secs_f64(var("JPKI_BENCH_SAMPLE_SECS").map_or(1.0, |v| v.parse().expect("JPKI_BENCH_SAMPLE_SECS"))),
@@ -469,7 +478,7 @@ fn run(cfg: &Config) {
         .chain([format!("iptables_nft_{}", ipt_list.len())])
         .collect();
     let mut samples: HashMap<&str, Vec<Value>> = HashMap::new();
-    for round in 0..cfg.reps {
+    for round in 0..if cfg.update_only { 0 } else { cfg.reps } {
         for (i, setup) in setups.iter().enumerate() {
             reset();
             match i {
@@ -490,6 +499,9 @@ fn run(cfg: &Config) {
     }
     reset();
     let ns = |setup: &str| -> Vec<f64> { samples[setup].iter().map(|s| s["ns_per_packet"].as_f64().unwrap()).collect() };
+    if cfg.update_only {
+        return run_update(cfg, &lists[2], results, started);
+    }
     let base = ns("baseline");
     let mut packet = serde_json::Map::new();
     for setup in &setups {
@@ -506,7 +518,7 @@ fn run(cfg: &Config) {
     let (ours_mid, ours_lo, ours_hi) = (added(&setups[4]), added(&setups[3]), added(&setups[5]));
     let t1_set_vs_chain = ours_mid / added(&ipt_key);
     let t1_growth = ours_hi / ours_lo;
-    results["packet"] = json!({"setups": packet,
+    results["packet"] = json!({"setups": packet, "setup_order": setups, "ipt_key": ipt_key,
         "t1_ours_mid_over_iptables": t1_set_vs_chain, "t1_ours_mid_set": setups[4], "t1_target": 1.0 / 50.0,
         "t1_growth_largest_over_smallest": t1_growth, "t1_growth_target": 2.0});
 
@@ -547,6 +559,14 @@ fn run(cfg: &Config) {
         "t3_ratio_vs_iptables_nft": median(&ours_load) / median(&ipt_load), "t3_target_vs_iptables_nft": 1.0});
     results["load"] = load;
 
+    run_update(cfg, big, results, started);
+}
+
+/// Section 2, and the end of the run.
+fn run_update(cfg: &Config, big: &[Ipv4Net], mut results: Value, started: Instant) {
+    let dir = tempfile::tempdir().unwrap();
+    let file_big = dir.path().join("big.nft");
+    std::fs::write(&file_big, render_ruleset(ENV, big, &[], &ports())).unwrap();
     // 2. Update cost with the largest set loaded.
     let host = new_host(big, 0x00ad_d000);
     let big_plus = with_host(big, host);
@@ -574,9 +594,12 @@ fn run(cfg: &Config) {
         render_and_load(big);
     }
     let table = table_name(ENV);
+    results["netlink"] = netlink_updates(cfg, big, host, median(&reload));
     let element = format!("{{ {host} }}");
+    let add_timeout = if cfg.update_only { Duration::ZERO } else { cfg.add_timeout };
     eprintln!("dataplane: nft add element of {host} into the loaded set of {} (limit {:.0} s)", big.len(), secs(cfg.add_timeout));
-    let add = timed_with_limit(Command::new("nft").args(["add", "element", "inet", &table, SET_V4, &element]), cfg.add_timeout);
+    let add =
+        (!cfg.update_only).then(|| timed_with_limit(Command::new("nft").args(["add", "element", "inet", &table, SET_V4, &element]), add_timeout)).flatten();
     eprintln!("dataplane: nft add element: {}", add.map_or(format!("> {:.0} s (killed)", secs(cfg.add_timeout)), |d| format!("{:.2} s", secs(d))));
     let start = Instant::now();
     reset();
@@ -592,8 +615,93 @@ fn run(cfg: &Config) {
 
     std::fs::create_dir_all(cfg.out.parent().unwrap_or(Path::new("."))).unwrap();
     std::fs::write(&cfg.out, serde_json::to_string_pretty(&results).unwrap()).unwrap();
-    print_summary(&results, &setups, &ipt_key);
+    print_summary(&results);
     println!("\nJSON: {}", cfg.out.display());
+}
+
+/// The agent's path for element changes (issue #22): the networks that differ between two lists, sent as one
+/// nfnetlink batch with the tag's element replaced, timed from the two lists to the kernel's answer, for a 1-CIDR
+/// and a 1,000-CIDR change, alternately adding and removing; and the GETSETELEM dumps it sends, counted by strace
+/// attached to this process while it changes and asks for its tag.
+fn netlink_updates(cfg: &Config, big: &[Ipv4Net], host: Ipv4Net, reload: f64) -> Value {
+    let table = table_name(ENV);
+    let ip = |nets: &[Ipv4Net]| nets.iter().map(|n| IpNet::V4(*n)).collect::<Vec<_>>();
+    let mut hosts = Vec::with_capacity(1000);
+    let mut with = big.to_vec();
+    for seed in 0.. {
+        if hosts.len() == 1000 {
+            break;
+        }
+        let h = new_host(&with, 0x7000_0000 + seed);
+        with = with_host(&with, h);
+        hosts.push(h);
+    }
+    let (base, plus_one, plus_thousand) = (ip(big), ip(&with_host(big, host)), ip(&with));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let link = netlink::Netlink { netns: None, timeout: Duration::from_secs(120) };
+    let load_tagged = |tag: &str| {
+        reset();
+        pipe_to("nft", &["-f", "-"], &render(ENV, &Rules { allow_v4: big, ports: &ports(), tag: Some(tag), ..Rules::default() }));
+    };
+    let mut result = json!({});
+    let mut tag_no = 0;
+    for (key, other) in [("one", &plus_one), ("thousand", &plus_thousand)] {
+        load_tagged(&format!("tag {tag_no}"));
+        let mut times = Vec::new();
+        let mut current = &base;
+        for round in 0..2 * cfg.reps {
+            let next = if round % 2 == 0 { other } else { &base };
+            let (from_tag, to_tag) = (format!("tag {tag_no}"), format!("tag {}", tag_no + 1));
+            let start = Instant::now();
+            let changes = delta::changes(current, next, (&from_tag, &to_tag), usize::MAX).unwrap();
+            rt.block_on(link.apply(&table, &changes)).unwrap();
+            times.push(secs(start.elapsed()));
+            eprintln!(
+                "dataplane: netlink {key} change round {}: {:.4} s ({} elements)",
+                round + 1,
+                times[round],
+                changes.iter().map(|c| c.elements.len()).sum::<usize>()
+            );
+            (current, tag_no) = (next, tag_no + 1);
+        }
+        assert!(rt.block_on(link.holds(&table, "applied", &delta::tag_element(&format!("tag {tag_no}")))).unwrap(), "the tag moved with the changes");
+        result[key] = json!({"seconds": times, "median_seconds": median(&times), "ratio_over_reload": median(&times) / reload});
+    }
+    // GETSETELEM dumps on the path: strace attached to this process (all threads, -f for the netlink threads).
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let strace = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=sendto,sendmsg", "-s", "64", "-o"])
+        .arg(log.path())
+        .args(["-p", &std::process::id().to_string()])
+        .stderr(Stdio::null())
+        .spawn();
+    result["strace"] = match strace {
+        Err(e) => json!({"error": format!("strace: {e}")}),
+        Ok(mut child) => {
+            std::thread::sleep(Duration::from_secs(1)); // attached
+            let mut current = &base;
+            for round in 0..4 {
+                let next = if round % 2 == 0 { &plus_one } else { &base };
+                let (from_tag, to_tag) = (format!("tag {tag_no}"), format!("tag {}", tag_no + 1));
+                let changes = delta::changes(current, next, (&from_tag, &to_tag), usize::MAX).unwrap();
+                rt.block_on(link.apply(&table, &changes)).unwrap();
+                assert!(rt.block_on(link.holds(&table, "applied", &delta::tag_element(&to_tag))).unwrap());
+                (current, tag_no) = (next, tag_no + 1);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            let count = |f: &dyn Fn(&str) -> bool| text.lines().filter(|l| f(l)).count();
+            json!({
+                "getsetelem_dumps": count(&|l| l.contains("NFT_MSG_GETSETELEM") && l.contains("NLM_F_DUMP")),
+                "getsetelem_point_queries": count(&|l| l.contains("NFT_MSG_GETSETELEM") && !l.contains("NLM_F_DUMP")),
+                "batches": count(&|l| l.contains("NFT_MSG_NEWSETELEM") || l.contains("NFT_MSG_DELSETELEM")),
+                "lines": text.lines().count(),
+            })
+        }
+    };
+    result
 }
 
 fn machine() -> Value {
@@ -607,20 +715,12 @@ fn machine() -> Value {
     })
 }
 
-fn print_summary(r: &Value, setups: &[String], ipt_key: &str) {
+fn print_summary(r: &Value) {
     let f = |v: &Value| v.as_f64().unwrap();
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
-    let p = &r["packet"]["setups"];
-    println!("\n== 1. per-packet cost (ns/packet, median of {} rounds; added = setup - baseline of the same round)", r["config"]["rounds"]);
-    println!("{:<22} {:>12} {:>12}", "setup", "ns/packet", "added");
-    for s in setups {
-        println!("{:<22} {:>12.0} {:>12.0}", s, f(&p[s]["median_ns_per_packet"]), f(&p[s]["median_added_ns"]));
+    if r.get("packet").is_some() {
+        print_packet_summary(r);
     }
-    let t1 = f(&r["packet"]["t1_ours_mid_over_iptables"]);
-    let g = f(&r["packet"]["t1_growth_largest_over_smallest"]);
-    println!("T1 {} / {ipt_key}: 1/{:.0} (target <= 1/50): {}", setups[4], 1.0 / t1, met((0.0..=1.0 / 50.0).contains(&t1)));
-    println!("T1 {} / {}: {g:.2} (target <= 2.0): {}", setups[5], setups[3], met(g <= 2.0));
-
     let u = &r["update"];
     println!("\n== 2. update at {} elements (median s)", u["elements"]);
     println!("1-CIDR change, render + nft -f - replace: {:.2} (render {:.3})", f(&u["median_change"]), f(&u["median_change_render"]));
@@ -629,9 +729,48 @@ fn print_summary(r: &Value, setups: &[String], ipt_key: &str) {
     println!("T2 change / reload: {t2:.2} (target <= 0.2): {}", met(t2 <= 0.2));
     match u["add_element_seconds"].as_f64() {
         Some(a) => println!("nft add element (1 CIDR): {a:.2} s = {:.1}x the reload", a / f(&u["median_full_reload"])),
-        None => println!("nft add element (1 CIDR): > {} s (killed)", r["config"]["add_element_timeout_seconds"]),
+        None => println!("nft add element (1 CIDR): not run or > {} s (killed)", r["config"]["add_element_timeout_seconds"]),
     }
+    let n = &r["netlink"];
+    println!("\n== 2b. the agent's netlink path at {} elements (median s; issue #22 P4, P4b)", u["elements"]);
+    for (label, key, target) in [("1-CIDR change", "one", 0.05), ("1,000-CIDR change", "thousand", 0.1)] {
+        let ratio = f(&n[key]["ratio_over_reload"]);
+        println!("{label}: {:.4} s = {ratio:.4}x the full reload (target <= {target}): {}", f(&n[key]["median_seconds"]), met(ratio <= target));
+    }
+    match n["strace"]["getsetelem_dumps"].as_u64() {
+        Some(d) => println!(
+            "GETSETELEM dumps on the path (strace): {d} (target 0): {}; point queries {}, batches {}",
+            met(d == 0),
+            n["strace"]["getsetelem_point_queries"],
+            n["strace"]["batches"]
+        ),
+        None => println!("GETSETELEM dumps: not counted ({})", n["strace"]["error"]),
+    }
+    if r.get("load").is_some() {
+        print_load_summary(r);
+    }
+}
 
+fn print_packet_summary(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap();
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    let setups: Vec<String> = r["packet"]["setup_order"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let ipt_key = r["packet"]["ipt_key"].as_str().unwrap();
+    let p = &r["packet"]["setups"];
+    println!("\n== 1. per-packet cost (ns/packet, median of {} rounds; added = setup - baseline of the same round)", r["config"]["rounds"]);
+    println!("{:<22} {:>12} {:>12}", "setup", "ns/packet", "added");
+    for s in &setups {
+        println!("{:<22} {:>12.0} {:>12.0}", s, f(&p[s.as_str()]["median_ns_per_packet"]), f(&p[s.as_str()]["median_added_ns"]));
+    }
+    let t1 = f(&r["packet"]["t1_ours_mid_over_iptables"]);
+    let g = f(&r["packet"]["t1_growth_largest_over_smallest"]);
+    println!("T1 {} / {ipt_key}: 1/{:.0} (target <= 1/50): {}", setups[4], 1.0 / t1, met((0.0..=1.0 / 50.0).contains(&t1)));
+    println!("T1 {} / {}: {g:.2} (target <= 2.0): {}", setups[5], setups[3], met(g <= 2.0));
+}
+
+fn print_load_summary(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap();
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let l = &r["load"];
     println!("\n== 3. load of {} elements into an empty namespace (median s)", l["elements"]);
     println!("render + nft -f -:     {:.2} (render {:.3})", f(&l["median_render_and_nft"]), f(&l["median_render"]));

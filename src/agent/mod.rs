@@ -10,18 +10,24 @@
 //!   persisted on the node (`state`, verified again), or, with none, drops the protected ports of its configuration
 //!   for every source until a verified set arrives. A node that reboots while the API server is unreachable never
 //!   comes up open.
-//! - Every change is a **full atomic replace**: the whole ruleset in one `nft -f` transaction, so there is no moment
-//!   without rules, and a failed apply leaves the previous rules in force (`nft` calls time out; see `nft`). No set
-//!   is ever listed back from the kernel on the change path (with nft 1.0.x an `add element` on a large interval set
-//!   dumps the whole set first; see BENCHMARKS.md).
-//! - What was applied is known without a dump: a tag (digest, serial, ports, destinations) is written as the comment
-//!   of the `input` chain and read back with `nft list chain`.
+//! - **Changes go as deltas, atomically.** When only set elements change (the ports and destinations stay), the
+//!   networks that differ go to the kernel as one nfnetlink batch (`netlink`, `delta`): the kernel applies it all or
+//!   nothing, and refuses it whole if the table is not what the agent believes (an element to delete is missing, one
+//!   to add is there), and the agent then replaces the table. Anything else (first apply, new ports, a large change,
+//!   a refused batch) is a **full atomic replace**: the whole ruleset in one `nft -f` transaction, so there is no
+//!   moment without rules, and a failed apply leaves the previous rules in force (`nft` calls time out; see `nft`).
+//!   No set is ever dumped on the change path (with nft 1.0.x an `add element`, and even `list chain`, dump every
+//!   element of the table's sets first; see BENCHMARKS.md).
+//! - What was applied is known without a dump: a tag (digest, serial, ports, destinations) is the one element of the
+//!   table's `applied` set (its key a hash of the tag, the tag its comment), replaced in the same batch as the
+//!   elements, and asked for with a netlink point query.
 //! - **Ports and destinations** are those of the signed set plus those of the agent's configuration: the
 //!   configuration's are always filtered, even before any set arrives.
 //! - **Heartbeat and report**: a Lease per node and environment, renewed every heartbeat period, carrying the typed
 //!   report (`crate::wire::report`); `/readyz` is ready only while a set is in force and nft works.
-//! - Drift: on every resync the agent lists its table and compares it with what it applied (`drift`); a change made
-//!   by hand is replaced and reported.
+//! - Drift: on every resync the agent asks for its tag (a point query) and lists its table in a task of its own,
+//!   off the change path, and compares it with what it applied (`drift`); a change made by hand is replaced and
+//!   reported.
 
 pub mod delta;
 pub mod drift;
@@ -222,7 +228,9 @@ impl Agent {
     /// for one netlink batch; None when the table must be replaced whole.
     fn delta(&self, planned: &Planned) -> Option<Vec<netlink::Change>> {
         let in_force = self.in_force.as_ref()?;
-        if in_force.shape != planned.shape || self.kernel_tag.as_deref() != Some(in_force.tag.as_str()) {
+        // The test hook breaks the ruleset of a full replace, so a change must take that path while it is set.
+        let broken = self.settings.break_file.as_ref().is_some_and(|f| f.exists());
+        if broken || in_force.shape != planned.shape || self.kernel_tag.as_deref() != Some(in_force.tag.as_str()) {
             return None;
         }
         delta::changes(&in_force.cidrs, &planned.cidrs, (&in_force.tag, &planned.tag), MAX_DELTA_ELEMENTS)
