@@ -596,11 +596,15 @@ fn run_update(cfg: &Config, big: &[Ipv4Net], mut results: Value, started: Instan
     let table = table_name(ENV);
     results["netlink"] = netlink_updates(cfg, big, host, median(&reload));
     let element = format!("{{ {host} }}");
-    let add_timeout = if cfg.update_only { Duration::ZERO } else { cfg.add_timeout };
-    eprintln!("dataplane: nft add element of {host} into the loaded set of {} (limit {:.0} s)", big.len(), secs(cfg.add_timeout));
-    let add =
-        (!cfg.update_only).then(|| timed_with_limit(Command::new("nft").args(["add", "element", "inet", &table, SET_V4, &element]), add_timeout)).flatten();
-    eprintln!("dataplane: nft add element: {}", add.map_or(format!("> {:.0} s (killed)", secs(cfg.add_timeout)), |d| format!("{:.2} s", secs(d))));
+    let add_timeout = cfg.add_timeout;
+    let add = if cfg.update_only {
+        None
+    } else {
+        eprintln!("dataplane: nft add element of {host} into the loaded set of {} (limit {:.0} s)", big.len(), secs(add_timeout));
+        let add = timed_with_limit(Command::new("nft").args(["add", "element", "inet", &table, SET_V4, &element]), add_timeout);
+        eprintln!("dataplane: nft add element: {}", add.map_or(format!("> {:.0} s (killed)", secs(add_timeout)), |d| format!("{:.2} s", secs(d))));
+        add
+    };
     let start = Instant::now();
     reset();
     let teardown = start.elapsed();
