@@ -54,22 +54,14 @@ fn draw(rng: &mut Rng, pool: &[IpNet]) -> Vec<IpNet> {
 
 /// The addresses a list admits, as merged inclusive ranges: the test's own arithmetic.
 fn ranges(nets: &[IpNet]) -> BTreeSet<(bool, u128, u128)> {
-    let mut all: Vec<(bool, u128, u128)> = nets
-        .iter()
-        .map(|n| match n {
-            IpNet::V4(n) => (true, u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast()))),
-            IpNet::V6(n) => (false, u128::from(n.network()), u128::from(n.broadcast())),
-        })
-        .collect();
-    all.sort();
-    let mut merged: Vec<(bool, u128, u128)> = Vec::new();
-    for (f, lo, hi) in all {
-        match merged.last_mut() {
-            Some((lf, _, lhi)) if *lf == f && lo <= lhi.saturating_add(1) => *lhi = (*lhi).max(hi),
-            _ => merged.push((f, lo, hi)),
-        }
-    }
-    merged.into_iter().collect()
+    merged(
+        nets.iter()
+            .map(|n| match n {
+                IpNet::V4(n) => (true, u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast()))),
+                IpNet::V6(n) => (false, u128::from(n.network()), u128::from(n.broadcast())),
+            })
+            .collect(),
+    )
 }
 
 /// The kernel's elements of one set from `nft -j list set`, as inclusive ranges (prefixes, ranges, addresses).
