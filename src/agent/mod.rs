@@ -73,6 +73,8 @@ pub struct Settings {
     pub netns: Option<String>,
     pub nft: PathBuf,
     pub nft_timeout: Duration,
+    /// Above this many changed elements the table is replaced whole (`--max-delta-elements`).
+    pub max_delta_elements: usize,
     pub remove_on_exit: bool,
     /// The agent's own DaemonSet (namespace, name): when it was deleted, stopping removes the table and the
     /// persisted set (see [`uninstall`]).
@@ -122,10 +124,6 @@ enum Target {
         stored: Box<StoredSet>,
     },
 }
-
-/// Above this many changed elements the agent replaces the whole table rather than sending the elements that
-/// differ (measured in BENCHMARKS.md: a netlink batch of this size takes about as long as a replace at 100k CIDRs).
-const MAX_DELTA_ELEMENTS: usize = 100_000;
 
 /// What `target` puts in force, before it is applied.
 #[derive(Debug, Clone)]
@@ -233,7 +231,7 @@ impl Agent {
         if broken || in_force.shape != planned.shape || self.kernel_tag.as_deref() != Some(in_force.tag.as_str()) {
             return None;
         }
-        delta::changes(&in_force.cidrs, &planned.cidrs, (&in_force.tag, &planned.tag), MAX_DELTA_ELEMENTS)
+        delta::changes(&in_force.cidrs, &planned.cidrs, (&in_force.tag, &planned.tag), self.settings.max_delta_elements)
     }
 
     /// Whether the kernel holds the table tagged `tag` (a point query for the tag's element, nothing dumped).

@@ -97,6 +97,10 @@ verified set arrives. Renews a Lease per node as its heartbeat and report.\n\nEx
         /// An nft call that takes longer is killed and counts as failed (seconds).
         #[arg(long, default_value_t = 30)]
         nft_timeout_seconds: u64,
+        /// A change of more set elements than this replaces the whole table with `nft -f` instead of one netlink
+        /// batch of the networks that differ (0: every change of elements replaces the table).
+        #[arg(long, default_value_t = 100_000)]
+        max_delta_elements: usize,
         /// Remove the table when stopping (by default the rules stay in force).
         #[arg(long)]
         remove_on_exit: bool,
@@ -300,6 +304,7 @@ pub fn run(cli: Cli) -> i32 {
             netns,
             nft,
             nft_timeout_seconds,
+            max_delta_elements,
             remove_on_exit,
             owner_daemonset,
             owner_namespace,
@@ -321,6 +326,7 @@ pub fn run(cli: Cli) -> i32 {
                 netns,
                 nft,
                 nft_timeout: std::time::Duration::from_secs(nft_timeout_seconds.max(1)),
+                max_delta_elements,
                 remove_on_exit,
                 owner_daemonset: match (owner_daemonset, owner_namespace) {
                     (Some(name), Some(namespace)) => Some((namespace, name)),
